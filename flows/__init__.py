@@ -1,0 +1,1 @@
+"""Prefect flows of pdeflow: one per stage and a pipeline that chains them."""

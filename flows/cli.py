@@ -1,0 +1,178 @@
+"""The ``pdeflow`` command line: run a stage or the pipeline, and show what a store holds."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from flows.runtime import configure_environment
+
+configure_environment()
+# The CLI shows progress bars and a summary; Prefect's per-run INFO lines are noise there.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+
+
+class Stage(StrEnum):
+    generate = "generate"
+    train = "train"
+    reduce = "reduce"
+    quantify = "quantify"
+    pipeline = "pipeline"
+
+
+STAGES_OF = {
+    "generate": ("generate",),
+    "train": ("train",),
+    "reduce": ("reduce",),
+    "quantify": ("quantify",),
+    "pipeline": ("generate", "train", "reduce", "quantify"),
+}
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _flow(stage: str):
+    from flows import stages
+    from flows.pipeline import pipeline
+
+    return {
+        "generate": stages.data_generation,
+        "train": stages.surrogate_training,
+        "reduce": stages.reduced_order_model,
+        "quantify": stages.uncertainty_quantification,
+        "pipeline": pipeline,
+    }[stage]
+
+
+def _precheck(cfg, stage: str, overwrite: bool) -> None:
+    """Refuse a store of another config before any server, cluster or compute starts."""
+    from storage import RunStore
+    from tasks.stages import stage_config, stage_hash
+
+    store = RunStore.named(cfg.store)
+    if overwrite or not store.exists():
+        return
+    for s in STAGES_OF[stage]:
+        store.check_config(s, stage_config(cfg, s), stage_hash(cfg, s), overwrite=False)
+
+
+@app.command()
+def run(
+    stage: Annotated[Stage, typer.Argument(help="Stage to run, or the whole pipeline.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override: key.sub=value.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace results of a different config.")] = False,
+) -> None:
+    """Run STAGE with the config (defaults, then the YAML file, then --set overrides)."""
+    from storage import StoreError
+    from tasks.config import ConfigError, load_config
+    from tasks.stages import set_reporter
+
+    try:
+        cfg = load_config(config, set_ or [])
+        _precheck(cfg, stage.value, overwrite)
+    except (ConfigError, StoreError) as err:
+        _fail(str(err))
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    with Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bars:
+        ids: dict[str, int] = {}
+
+        def report(name: str, done: int, total: int) -> None:
+            if name not in ids:
+                ids[name] = bars.add_task(name, total=total)
+            bars.update(ids[name], completed=done, total=total)
+
+        set_reporter(report)
+        try:
+            result = _flow(stage.value)(config=cfg, overwrite=overwrite)
+        except Exception as err:  # the flow failed: say why, without a Prefect traceback
+            set_reporter(None)
+            _fail(f"{stage.value} failed: {err}", code=1)
+        set_reporter(None)
+    _print_summary(cfg.store)
+    del result
+
+
+def _print_summary(store_name: str) -> None:
+    from storage import RunStore
+
+    summary = RunStore.named(store_name).summary()
+    out = Console()
+    _print_summary_table(out, summary)
+    out.print(
+        f"Open the data: [bold]xarray.open_zarr('{summary['store']}')[/]; stage results: "
+        "group='reduce' / group='quantify'.",
+        highlight=False,
+    )
+
+
+@app.command()
+def show(
+    store: Annotated[str, typer.Argument(help="Store path, or a name under the runs directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Print what STORE holds: stages done, blocks complete, metrics."""
+    from storage import RunStore, StoreError
+
+    path = Path(store)
+    try:
+        handle = RunStore(path) if path.is_dir() else RunStore.named(store)
+    except StoreError as err:
+        _fail(str(err))
+    if not handle.exists():
+        _fail(f"no pdeflow store at {handle.path}")
+    summary = handle.summary()
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        return
+    out = Console()
+    out.print(f"[bold]{summary['store']}[/]")
+    for name, info in summary["stages"].items():
+        out.print(f"  {name:<9} {info['status']}")
+    blocks = summary["blocks"]
+    out.print(f"  blocks    {blocks['complete']}/{blocks['total']} complete")
+    _print_summary_table(out, summary)
+
+
+def _print_summary_table(out: Console, summary: dict) -> None:
+    if not summary["metrics"]:
+        return
+    table = Table(title=f"metrics of {summary['store']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in sorted(summary["metrics"].items()):
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""Configuration of a pdeflow run: one frozen pydantic model per stage and one for the pipeline.
+
+The same models are read from YAML, overridden from the command line (``--set a.b=value``) and
+used as the Prefect flows' parameters, so the Prefect UI renders them as forms. Every field has a
+description with its unit or range and a constraint. Cross-field rules (block alignment, the
+solver's stability limit) are model validators: they run before any compute.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.pdes import PDES, Burgers
+from tasks.sampling import DESIGNS
+
+# Literal types are built from the registries so the UI shows dropdowns and errors list names.
+PdeName = Literal[tuple(PDES)]  # type: ignore[valid-type]
+DesignName = Literal[DESIGNS]  # type: ignore[valid-type]
+
+_STORE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field and what is allowed."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ParameterSpec(_Frozen):
+    """Marginal distribution of one sampled parameter."""
+
+    distribution: Literal["uniform", "loguniform"] = Field(
+        "uniform", description="Marginal: uniform on [low, high], or log-uniform (needs low > 0)."
+    )
+    low: float = Field(description="Lower bound, in the parameter's unit.")
+    high: float = Field(description="Upper bound, in the parameter's unit; must exceed low.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> ParameterSpec:
+        if not self.high > self.low:
+            raise ValueError(f"high must exceed low (got low={self.low}, high={self.high})")
+        if self.distribution == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0 (got low={self.low})")
+        return self
+
+
+class SplitConfig(_Frozen):
+    """Seeded split of the samples into train / validation / test / calibration sets."""
+
+    train: float = Field(0.6, gt=0, lt=1, description="Fraction of samples for training, (0, 1).")
+    val: float = Field(0.1, ge=0, lt=1, description="Fraction for validation, [0, 1).")
+    test: float = Field(0.15, gt=0, lt=1, description="Fraction for testing, (0, 1).")
+    calibration: float = Field(
+        0.15, gt=0, lt=1, description="Fraction for conformal calibration, (0, 1)."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the random assignment of samples to splits.")
+
+    @model_validator(mode="after")
+    def _check_sum(self) -> SplitConfig:
+        total = self.train + self.val + self.test + self.calibration
+        if not math.isclose(total, 1.0, abs_tol=1e-9):
+            raise ValueError(f"train + val + test + calibration must equal 1 (got {total:g})")
+        return self
+
+
+class GenerateConfig(_Frozen):
+    """Stage 1: sample parameters, solve the PDE in blocks, write the run's Zarr store."""
+
+    pde: PdeName = Field("burgers", description="PDE to solve, by registry name.")
+    design: DesignName = Field("sobol", description="Sampling design of the parameters.")
+    seed: int = Field(0, ge=0, description="Seed of the design and of every per-sample seed.")
+    n_samples: int = Field(512, ge=8, le=10_000_000, description="Number of trajectories.")
+    chunk_size: int = Field(16, ge=1, le=65_536, description="Samples per Zarr chunk.")
+    block_size: int = Field(
+        64,
+        ge=1,
+        le=1_000_000,
+        description="Samples solved as one batch by one Dask task; "
+        "a whole multiple of chunk_size so every writer owns whole chunks.",
+    )
+    n_x: int = Field(
+        256, ge=16, le=65_536, description="Grid points on the periodic domain (even)."
+    )
+    length: float = Field(2 * math.pi, gt=0, le=1e6, description="Domain length L; x in [0, L).")
+    t_end: float = Field(2.0, gt=0, le=1e6, description="Final time of every trajectory.")
+    n_frames: int = Field(41, ge=2, le=100_000, description="Saved frames, t = 0 included.")
+    dt: float = Field(
+        0.005,
+        gt=0,
+        le=10.0,
+        description="Largest internal time step; the solver takes the "
+        "smallest number of equal steps per saved frame that keeps the step at most dt.",
+    )
+    viscosity: ParameterSpec = Field(
+        ParameterSpec(distribution="loguniform", low=0.02, high=0.2),
+        description="Viscosity nu (length^2/time), > 0.",
+    )
+    modes: tuple[int, ...] = Field(
+        (1, 2, 3),
+        min_length=1,
+        max_length=32,
+        description="Fourier modes k of the initial condition u0 = sum_k a_k sin(2 pi k x / L).",
+    )
+    amplitude: ParameterSpec = Field(
+        ParameterSpec(distribution="uniform", low=-1.0, high=1.0),
+        description="Marginal of every amplitude a_k (velocity units).",
+    )
+    split: SplitConfig = Field(SplitConfig(), description="Split of samples into subsets.")
+    dtype: Literal["float32", "float64"] = Field("float32", description="Solver precision.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Device the solver runs on.")
+
+    @field_validator("n_x")
+    @classmethod
+    def _even_grid(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"must be even for the real FFT (got {v})")
+        return v
+
+    @field_validator("modes")
+    @classmethod
+    def _positive_modes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct positive integers (got {list(v)})")
+        return v
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> GenerateConfig:
+        if self.block_size % self.chunk_size:
+            raise ValueError(
+                f"block_size ({self.block_size}) must be a whole multiple of chunk_size "
+                f"({self.chunk_size}) so that each block writes whole chunks"
+            )
+        if self.viscosity.low <= 0:
+            raise ValueError(f"viscosity.low must be > 0 (got {self.viscosity.low})")
+        if max(self.modes) > self.n_x // 3:
+            raise ValueError(f"modes must be <= n_x/3 = {self.n_x // 3} to be resolved")
+        limit = Burgers.max_stable_dt(self.n_x, self.length, self.u_max)
+        if self.dt > limit:
+            raise ValueError(
+                f"dt={self.dt:g} exceeds the stability limit {limit:.4g} of the {self.pde} "
+                f"solver for n_x={self.n_x}, length={self.length:g} and max|u0|={self.u_max:g}"
+            )
+        return self
+
+    @property
+    def u_max(self) -> float:
+        """Bound on max|u| over all samples: Burgers obeys a maximum principle."""
+        bound = max(abs(self.amplitude.low), abs(self.amplitude.high))
+        return bound * len(self.modes)
+
+    @property
+    def parameter_names(self) -> list[str]:
+        return ["nu", *(f"a{k}" for k in self.modes)]
+
+    @property
+    def parameter_specs(self) -> list[ParameterSpec]:
+        return [self.viscosity, *([self.amplitude] * len(self.modes))]
+
+    @property
+    def steps_per_frame(self) -> int:
+        return max(1, math.ceil(self.t_end / (self.n_frames - 1) / self.dt - 1e-9))
+
+    @property
+    def internal_dt(self) -> float:
+        """The solver's step: the save interval split into ``steps_per_frame`` equal steps."""
+        return self.t_end / (self.n_frames - 1) / self.steps_per_frame
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_samples // self.block_size)
+
+
+class TrainConfig(_Frozen):
+    """Stage 2: train a neural operator to advance the state by one saved frame."""
+
+    surrogate: Literal["fno1d"] = Field("fno1d", description="Surrogate architecture.")
+    width: int = Field(32, ge=4, le=1024, description="Channels of the hidden layers.")
+    modes: int = Field(16, ge=1, le=4096, description="Fourier modes kept per spectral layer.")
+    n_layers: int = Field(4, ge=1, le=32, description="Number of Fourier layers.")
+    epochs: int = Field(20, ge=1, le=100_000, description="Training epochs.")
+    batch_size: int = Field(64, ge=1, le=65_536, description="One-step pairs per minibatch.")
+    lr: float = Field(3e-3, gt=0, le=1.0, description="Peak learning rate of AdamW.")
+    weight_decay: float = Field(1e-5, ge=0, le=1.0, description="AdamW weight decay.")
+    shuffle_chunks: int = Field(
+        8, ge=1, le=4096, description="Zarr chunks held in memory and shuffled together."
+    )
+    seed: int = Field(0, ge=0, description="Seed of initialisation and shuffling.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Device used for training.")
+
+
+class ReduceConfig(_Frozen):
+    """Stage 3: POD of the training snapshots with Dask, and a non-intrusive parametric ROM."""
+
+    energy: float = Field(
+        0.9999, gt=0, le=1, description="Fraction of snapshot energy the POD basis keeps, (0, 1]."
+    )
+    max_rank: int = Field(64, ge=1, le=4096, description="Upper bound on the POD rank.")
+    center: bool = Field(True, description="Subtract the mean snapshot before the SVD.")
+    svd: Literal["tsqr", "randomized"] = Field(
+        "tsqr", description="Out-of-core SVD: tall-skinny QR (exact) or randomized (approximate)."
+    )
+    approximation: Literal["rbf", "gpr"] = Field(
+        "rbf", description="Regression of POD coefficients on the parameters."
+    )
+    rbf_kernel: Literal[
+        "thin_plate_spline", "cubic", "quintic", "linear", "multiquadric", "gaussian"
+    ] = Field("thin_plate_spline", description="RBF kernel (scipy's RBFInterpolator).")
+    smoothing: float = Field(0.0, ge=0, le=1e6, description="RBF smoothing; 0 interpolates.")
+
+
+class QuantifyConfig(_Frozen):
+    """Stage 4: Monte Carlo propagation, split-conformal bands and Sobol indices."""
+
+    n_mc: int = Field(256, ge=8, le=10_000_000, description="Monte Carlo samples.")
+    seed: int = Field(1, ge=0, description="Seed of the Monte Carlo and Saltelli designs.")
+    quantiles: tuple[float, ...] = Field(
+        (0.05, 0.25, 0.5, 0.75, 0.95), min_length=1, description="QoI quantiles, each in (0, 1)."
+    )
+    alpha: float = Field(0.1, gt=0, lt=1, description="Conformal miscoverage; bands at 1-alpha.")
+    n_resplits: int = Field(
+        100, ge=1, le=100_000, description="Random calibration/test re-splits for coverage."
+    )
+    sobol_n_base: int = Field(
+        256, ge=8, le=1_048_576, description="Saltelli base sample size (a power of 2)."
+    )
+
+    @field_validator("quantiles")
+    @classmethod
+    def _unit_quantiles(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < q < 1 for q in v):
+            raise ValueError(f"each quantile must lie in (0, 1) (got {list(v)})")
+        return v
+
+    @field_validator("sobol_n_base")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):
+            raise ValueError(f"must be a power of 2 for the Sobol sequence (got {v})")
+        return v
+
+
+class ClusterConfig(_Frozen):
+    """Where the Dask work runs."""
+
+    kind: Literal["local", "address"] = Field(
+        "local", description="local: a LocalCluster sized to this machine; address: a scheduler."
+    )
+    address: str | None = Field(None, description="Scheduler address (tcp://host:port).")
+    n_workers: int | None = Field(
+        None, ge=1, le=1024, description="Local worker processes; default one per core."
+    )
+
+    @model_validator(mode="after")
+    def _check_address(self) -> ClusterConfig:
+        if self.kind == "address" and not self.address:
+            raise ValueError("kind 'address' needs cluster.address (tcp://host:port)")
+        return self
+
+
+class PipelineConfig(_Frozen):
+    """A whole run: where it is stored, where it computes, and the four stages."""
+
+    store: str = Field(
+        "demo", description="Store name under the runs directory (letters, digits, . _ - /)."
+    )
+    cluster: ClusterConfig = Field(ClusterConfig(), description="Dask cluster settings.")
+    generate: GenerateConfig = Field(GenerateConfig(), description="Data generation.")
+    train: TrainConfig = Field(TrainConfig(), description="Surrogate training.")
+    reduce: ReduceConfig = Field(ReduceConfig(), description="Reduced-order model.")
+    quantify: QuantifyConfig = Field(QuantifyConfig(), description="Uncertainty quantification.")
+
+    @field_validator("store")
+    @classmethod
+    def _safe_store(cls, v: str) -> str:
+        if not _STORE_NAME.match(v) or any(part in (".", "..") for part in v.split("/")):
+            raise ValueError(
+                f"must be a relative name under the runs directory without '..' (got {v!r})"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _check_cross_stage(self) -> PipelineConfig:
+        if self.train.modes > self.generate.n_x // 2 + 1:
+            raise ValueError(
+                f"train.modes ({self.train.modes}) must be <= n_x/2+1 "
+                f"= {self.generate.n_x // 2 + 1}"
+            )
+        return self
+
+
+STAGES = ("generate", "train", "reduce", "quantify")
+
+
+def config_hash(*parts: BaseModel | dict) -> str:
+    """Content hash of configs: the same settings always name the same artifacts."""
+    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line per problem: the dotted field, what is wrong, and the value given."""
+    lines = []
+    for item in err.errors():
+        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
+        field = ".".join(p for p in (prefix, loc) if p) or "(config)"
+        msg = item["msg"].removeprefix("Value error, ")
+        given = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
+        if "(got" in msg:
+            given = ""
+        lines.append(f"{field}: {msg}{given}")
+    return "\n".join(lines)
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> PipelineConfig:
+    """Read a pipeline config from YAML and apply ``key.sub=value`` overrides.
+
+    Args:
+        path: YAML file; None starts from the defaults.
+        overrides: strings ``dotted.key=value``; values are parsed as YAML scalars or lists.
+
+    Raises:
+        ConfigError: unreadable file, malformed override, unknown key, or invalid value, with
+            one line per problem naming the field.
+    """
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        data = loaded or {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value (got {item!r})")
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None

@@ -1,0 +1,211 @@
+"""Stage 4: propagate the parameter distribution, calibrate bands, attribute variance.
+
+(a) Monte Carlo through the solver (on Dask), the surrogate and the ROM on the same samples:
+    mean and standard-deviation fields and quantiles of the quantity of interest (QoI).
+(b) Split-conformal bands (Lei et al. 2018) for the surrogate's rollout, with coverage on the test
+    split and averaged over random calibration/test re-splits.
+(c) First-order and total Sobol indices of the QoI (Saltelli design) from all three models.
+The QoI is the kinetic energy at the final time, E(T) = (1/L) int u(T, x)^2 / 2 dx.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import xarray as xr
+from distributed import Client
+from prefect import task
+
+from storage import RunStore
+from storage import dataset as ds_io
+from tasks.config import GenerateConfig, PipelineConfig
+from tasks.generate import initial_condition, solve_parameters, to_physical, to_unit
+from tasks.reduce import load_rom
+from tasks.sampling import sample_unit
+from tasks.stages import stage_cache_key, stage_config, stage_hash
+from tasks.surrogates.training import rollout
+from tasks.train import load_model, split_indices
+from tasks.uq import RunningMoments, SobolAnalysis, SplitConformal, quantiles, resplit_coverage
+
+GROUP = "quantify"
+MODELS = ("solver", "surrogate", "rom")
+
+
+def final_energy(traj: np.ndarray) -> np.ndarray:
+    """QoI per sample: mean over x of u(T, x)^2 / 2; traj (n, n_time, n_x) -> (n,)."""
+    return 0.5 * np.mean(np.asarray(traj, dtype=np.float64)[:, -1] ** 2, axis=-1)
+
+
+def solve_summary(gen_json: dict, params: np.ndarray) -> tuple[np.ndarray, RunningMoments]:
+    """Dask task: solve a batch and return only its QoI and field moments (not the fields)."""
+    gen = GenerateConfig.model_validate(gen_json)
+    traj = solve_parameters(gen, params)
+    return final_energy(traj), RunningMoments().update(traj.astype(np.float64))
+
+
+class Predictors:
+    """The surrogate and the ROM of a store, evaluated on physical parameters in batches."""
+
+    def __init__(self, cfg: PipelineConfig, store: RunStore, batch: int = 256):
+        self.gen, self.batch = cfg.generate, batch
+        self.model, self.rom = load_model(cfg, store), load_rom(cfg, store)
+        self.x = torch.as_tensor(ds_io.read_coords(store.path, ["x"])[:, 0])
+
+    def surrogate(self, params: np.ndarray) -> np.ndarray:
+        dtype = next(self.model.parameters()).dtype
+        u0 = initial_condition(self.gen, params, self.x.to(dtype))[:, None]
+        p = torch.as_tensor(to_unit(self.gen, params), dtype=dtype)
+        traj = rollout(self.model, u0, p, self.gen.n_frames - 1, batch_size=self.batch)
+        return traj[:, :, 0].numpy()
+
+    def reduced(self, params: np.ndarray) -> np.ndarray:
+        return self.rom.predict(to_unit(self.gen, params))
+
+    def summaries(self, params: np.ndarray) -> dict[str, tuple[np.ndarray, RunningMoments]]:
+        out = {}
+        for name, fn in (("surrogate", self.surrogate), ("rom", self.reduced)):
+            qoi, mom = [], RunningMoments()
+            for start in range(0, len(params), self.batch):
+                traj = fn(params[start : start + self.batch])
+                qoi.append(final_energy(traj))
+                mom.update(traj.astype(np.float64))
+            out[name] = (np.concatenate(qoi), mom)
+        return out
+
+
+def run_all(client: Client, gen: GenerateConfig, pred: Predictors, params: np.ndarray) -> dict:
+    """QoI and moments from the solver (blocks on Dask, overlapped) and both predictors."""
+    gen_json = gen.model_dump(mode="json")
+    blocks = [params[s : s + gen.block_size] for s in range(0, len(params), gen.block_size)]
+    futures = client.map(solve_summary, [gen_json] * len(blocks), blocks, pure=False)
+    out = pred.summaries(params)
+    qoi, mom = [], RunningMoments()
+    for q, m in client.gather(futures):
+        qoi.append(q)
+        mom.merge(m)
+    out["solver"] = (np.concatenate(qoi), mom)
+    return out
+
+
+def monte_carlo(client, cfg: PipelineConfig, pred: Predictors) -> tuple[dict, xr.Dataset]:
+    qc, gen = cfg.quantify, cfg.generate
+    params = to_physical(gen, sample_unit("random", qc.n_mc, len(gen.parameter_names), qc.seed))
+    res = run_all(client, gen, pred, params)
+    ref_mean, ref_std = res["solver"][1].mean_, res["solver"][1].std_
+    metrics, data = {}, {}
+    for name in MODELS:
+        qoi, mom = res[name]
+        data[f"mean_{name}"] = (("time", "x"), mom.mean_)
+        data[f"std_{name}"] = (("time", "x"), mom.std_)
+        data[f"qoi_quantiles_{name}"] = (("quantile",), quantiles(qoi, qc.quantiles))
+        if name != "solver":
+            metrics[f"mc_mean_rel_diff_{name}"] = _rel(mom.mean_, ref_mean)
+            metrics[f"mc_std_rel_diff_{name}"] = _rel(mom.std_, ref_std)
+            q_diff = np.abs(data[f"qoi_quantiles_{name}"][1] - data["qoi_quantiles_solver"][1])
+            metrics[f"qoi_quantile_max_rel_diff_{name}"] = float(
+                q_diff.max() / res["solver"][0].std()
+            )
+    for q, value in zip(qc.quantiles, data["qoi_quantiles_solver"][1], strict=True):
+        metrics[f"qoi_q{round(q * 100):02d}_solver"] = float(value)
+    return metrics, xr.Dataset(data, coords={"quantile": list(qc.quantiles)})
+
+
+def conformal(cfg: PipelineConfig, store: RunStore, pred: Predictors) -> tuple[dict, xr.Dataset]:
+    """Simultaneous bands for the surrogate rollout; scale from validation residuals."""
+    qc, path, gen = cfg.quantify, store.path, cfg.generate
+    params = ds_io.read_coords(path, gen.parameter_names)
+
+    def residuals(split):
+        idx = split_indices(path, split)
+        true = ds_io.read_samples(path, idx).astype(np.float64)
+        return pred.surrogate(params[idx]).astype(np.float64), true
+
+    val_pred, val_true = residuals("val")
+    scale = np.abs(val_pred - val_true).mean(axis=0) + 1e-6 * np.abs(val_true).mean() + 1e-12
+    cal_pred, cal_true = residuals("calibration")
+    test_pred, test_true = residuals("test")
+    cp = SplitConformal(alpha=qc.alpha).fit(cal_pred, cal_true, scale=scale)
+    pool_pred = np.concatenate([cal_pred, test_pred])
+    pool_true = np.concatenate([cal_true, test_true])
+    cover = resplit_coverage(
+        pool_pred,
+        pool_true,
+        len(cal_pred),
+        qc.n_resplits,
+        np.random.default_rng(qc.seed),
+        qc.alpha,
+        scale=scale,
+    )
+    metrics = {
+        "conformal_nominal": 1 - qc.alpha,
+        "conformal_coverage_test": cp.coverage(test_pred, test_true),
+        "conformal_coverage_resplit_mean": float(cover.mean()),
+        "conformal_coverage_resplit_std": float(cover.std()),
+        "conformal_band_halfwidth_mean": float(cp.quantile_ * scale.mean()),
+    }
+    data = xr.Dataset(
+        {
+            "conformal_scale": (("time", "x"), scale),
+            "conformal_resplit_coverage": (("resplit",), cover),
+        },
+        attrs={"conformal_quantile": float(cp.quantile_), "alpha": qc.alpha},
+    )
+    return metrics, data
+
+
+def sobol(client, cfg: PipelineConfig, pred: Predictors) -> tuple[dict, xr.Dataset]:
+    qc, gen = cfg.quantify, cfg.generate
+    analysis = SobolAnalysis(n_base=qc.sobol_n_base, seed=qc.seed)
+    params = to_physical(gen, analysis.sample(len(gen.parameter_names)))
+    res = run_all(client, gen, pred, params)
+    data, idx = {}, {}
+    for name in MODELS:
+        idx[name] = analysis.analyze(res[name][0])
+        for key in ("S1", "ST", "S1_conf", "ST_conf"):
+            data[f"{key}_{name}"] = (("parameter",), np.asarray(idx[name][key]))
+    metrics = {}
+    for name in ("surrogate", "rom"):
+        diff = max(np.abs(idx[name][k] - idx["solver"][k]).max() for k in ("S1", "ST"))
+        metrics[f"sobol_max_abs_diff_{name}"] = float(diff)
+    return metrics, xr.Dataset(data, coords={"parameter": gen.parameter_names})
+
+
+def quantify(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> dict:
+    """Run stage 4; needs the train and reduce stages of the same configs complete."""
+    store = RunStore.named(cfg.store)
+    h = stage_hash(cfg, "quantify")
+    for need in ("train", "reduce"):
+        if not store.is_complete(need, stage_hash(cfg, need)):
+            raise RuntimeError(f"quantify needs a complete {need} stage in {store.path}")
+    store.check_config("quantify", stage_config(cfg, "quantify"), h, overwrite)
+    if not store.is_complete("quantify", h):
+        store.start_stage("quantify", stage_config(cfg, "quantify"), h)
+        pred = Predictors(cfg, store)
+        metrics, parts = {}, []
+        for step in (
+            lambda: monte_carlo(client, cfg, pred),
+            lambda: conformal(cfg, store, pred),
+            lambda: sobol(client, cfg, pred),
+        ):
+            m, ds = step()
+            metrics.update(m)
+            parts.append(ds)
+        ds_io.write_group(store.path, GROUP, xr.merge(parts, combine_attrs="override"))
+        store.finish_stage("quantify", h, metrics)
+    rec = store.record("quantify")
+    return {"stage": "quantify", "store": str(store.path), "hash": h, "metrics": rec["metrics"]}
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+@task(name="quantify-uncertainty", cache_key_fn=stage_cache_key("quantify"), persist_result=True)
+def quantify_task(config: PipelineConfig, scheduler: str, overwrite: bool = False) -> dict:
+    """Prefect wrapper of stage 4; publishes a metrics table and a markdown report."""
+    from tasks.report import publish_quantify
+
+    with Client(scheduler) as client:
+        summary = quantify(config, client, overwrite)
+    publish_quantify(config, summary)
+    return summary

@@ -1,0 +1,143 @@
+"""Stage 3: POD of the training snapshots out of core with Dask, and a parametric ROM.
+
+The snapshot matrix (n_train * n_time, n_x) is never assembled in memory: Dask reads it from the
+store chunk by chunk and computes its thin SVD by tall-skinny QR (Benson, Gleich & Demmel 2013)
+or, approximately, by randomized SVD (Halko, Martinsson & Tropp 2011). The POD coefficients of
+each training trajectory are then regressed on the parameters (non-intrusive POD-RBF / POD-GPR).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from distributed import Client
+from prefect import task
+
+from storage import RunStore
+from storage import dataset as ds_io
+from tasks.config import PipelineConfig, ReduceConfig
+from tasks.rom import POD, ReducedOrderModel, get_approximation
+from tasks.rom.pod import select_rank
+from tasks.stages import stage_cache_key, stage_config, stage_hash
+from tasks.train import split_indices, unit_parameters
+
+GROUP = "reduce"
+
+
+def snapshot_matrix(path: Path, indices: np.ndarray) -> da.Array:
+    """Lazy snapshot matrix (len(indices) * n_time, n_x), one column chunk, rows by sample chunk."""
+    u = da.from_zarr(str(path), component=ds_io.FIELD)
+    n_time, n_x = u.shape[1:]
+    x = u[np.sort(indices)].reshape(-1, n_x)
+    # TSQR needs every row block taller than it is wide.
+    rows = max(ds_io.chunk_size(path) * n_time, 2 * n_x)
+    return x.rechunk((rows, n_x)).astype(np.float64)
+
+
+def pod_out_of_core(x: da.Array, rc: ReduceConfig, seed: int = 0) -> POD:
+    """Fit a POD from a Dask array without loading it: mean, then SVD of the centred matrix."""
+    mean = x.mean(axis=0) if rc.center else da.zeros(x.shape[1], chunks=x.shape[1])
+    xc = x - mean
+    if rc.svd == "tsqr":
+        _, s, vt = da.linalg.svd(xc)
+    else:
+        k = min(rc.max_rank + 10, min(x.shape))
+        _, s, vt = da.linalg.svd_compressed(xc, k=k, n_power_iter=2, seed=seed)
+    s, vt, mean = dask.compute(s, vt, mean)
+    rank = min(select_rank(s, rc.energy), rc.max_rank, vt.shape[0])
+    return POD.from_svd(s, vt, mean if rc.center else None, rank=rank)
+
+
+def project(x: da.Array, pod: POD, n_samples: int) -> np.ndarray:
+    """POD coefficients of every training trajectory, shape (n_samples, n_time, rank)."""
+    coeffs = ((x - pod.mean_) @ pod.modes_.T).compute()
+    return coeffs.reshape(n_samples, -1, pod.rank_)
+
+
+def make_rom(rc: ReduceConfig, pod: POD) -> ReducedOrderModel:
+    kwargs = (
+        {"kernel": rc.rbf_kernel, "smoothing": rc.smoothing} if rc.approximation == "rbf" else {}
+    )
+    return ReducedOrderModel(
+        reduction=pod, approximation=get_approximation(rc.approximation)(**kwargs)
+    )
+
+
+def held_out_errors(rom: ReducedOrderModel, path: Path, indices: np.ndarray, p_unit: np.ndarray):
+    """Per-sample relative errors of the ROM and of the POD projection, chunk by chunk."""
+    lookup = {int(i): k for k, i in enumerate(indices)}
+    rom_err, proj_err = [], []
+    for rows, u in ds_io.iter_chunks(path, indices):
+        p = p_unit[[lookup[int(r)] for r in rows]]
+        rom_err.append(rom.relative_errors(p, u.astype(np.float64)))
+        proj_err.append(rom.projection_errors(u.astype(np.float64)))
+    return np.concatenate(rom_err), np.concatenate(proj_err)
+
+
+def reduce(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> dict:
+    """Run stage 3 on the Dask cluster of ``client``; returns the stage summary."""
+    store = RunStore.named(cfg.store)
+    h = stage_hash(cfg, "reduce")
+    if not store.is_complete("generate", stage_hash(cfg, "generate")):
+        raise RuntimeError(f"reduce needs a complete generate stage in {store.path}")
+    store.check_config("reduce", stage_config(cfg, "reduce"), h, overwrite)
+    if not store.is_complete("reduce", h):
+        store.start_stage("reduce", stage_config(cfg, "reduce"), h)
+        path, rc = store.path, cfg.reduce
+        p_all = unit_parameters(path, cfg.generate)
+        train_idx, test_idx = split_indices(path, "train"), split_indices(path, "test")
+        x = snapshot_matrix(path, train_idx)
+        pod = pod_out_of_core(x, rc, seed=cfg.generate.seed)
+        coeffs = project(x, pod, len(train_idx))
+        rom = make_rom(rc, pod).fit_coefficients(p_all[train_idx], coeffs)
+        rom_err, proj_err = held_out_errors(rom, path, test_idx, p_all[test_idx])
+        _write_result(path, pod, coeffs, p_all[train_idx], train_idx, cfg.generate.parameter_names)
+        metrics = {
+            "rank": pod.rank_,
+            "energy_captured": pod.energy_,
+            "rom_rel_error_mean": float(rom_err.mean()),
+            "rom_rel_error_max": float(rom_err.max()),
+            "pod_projection_error_mean": float(proj_err.mean()),
+        }
+        store.finish_stage("reduce", h, metrics)
+    rec = store.record("reduce")
+    return {"stage": "reduce", "store": str(store.path), "hash": h, "metrics": rec["metrics"]}
+
+
+def _write_result(path, pod, coeffs, p_unit, train_idx, names) -> None:
+    result = xr.Dataset(
+        {
+            "modes": (("mode", "x"), pod.modes_, {"description": "orthonormal POD modes"}),
+            "mean": (("x",), pod.mean_, {"description": "mean snapshot subtracted"}),
+            "singular_values": (("component",), pod.singular_values_),
+            "coefficients": (("train_sample", "time", "mode"), coeffs),
+            "parameters_unit": (("train_sample", "parameter"), p_unit),
+        },
+        coords={"train_sample": train_idx, "parameter": list(names)},
+        attrs={"rank": pod.rank_, "energy_captured": pod.energy_},
+    )
+    ds_io.write_group(path, GROUP, result)
+
+
+def load_rom(cfg: PipelineConfig, store: RunStore) -> ReducedOrderModel:
+    """Rebuild the stage's ROM from the store: the stored basis, and the regression refitted."""
+    res = ds_io.open_dataset(store.path, group=GROUP).load()
+    pod = POD.from_svd(
+        res.singular_values.values,
+        res.modes.values,
+        res["mean"].values,
+        rank=int(res.attrs["rank"]),
+    )
+    rom = make_rom(cfg.reduce, pod)
+    return rom.fit_coefficients(res.parameters_unit.values, res.coefficients.values)
+
+
+@task(name="reduce-order", cache_key_fn=stage_cache_key("reduce"), persist_result=True)
+def reduce_task(config: PipelineConfig, scheduler: str, overwrite: bool = False) -> dict:
+    """Prefect wrapper: connect to the flow's Dask scheduler and run stage 3."""
+    with Client(scheduler) as client:
+        return reduce(config, client, overwrite)

@@ -1,0 +1,259 @@
+"""Proper orthogonal decomposition (POD) of snapshot matrices.
+
+POD finds the orthonormal basis that minimises the mean squared projection error of a set of
+snapshots; for a finite snapshot matrix it is given by the right singular vectors of the (centred)
+matrix (Sirovich 1987, "Turbulence and the dynamics of coherent structures"; Holmes, Lumley &
+Berkooz 1996, "Turbulence, Coherent Structures, Dynamical Systems and Symmetry").
+
+Snapshot matrices are ``(n_snapshots, n_features)`` throughout, so the modes are the rows of
+``Vt`` and coefficients are ``(X - mean) @ modes.T``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+from sklearn.exceptions import NotFittedError
+
+__all__ = ["POD", "fix_signs", "select_rank"]
+
+
+def _validate_energy(energy: float) -> float:
+    energy = float(energy)
+    if not (np.isfinite(energy) and 0.0 < energy <= 1.0):
+        raise ValueError(f"energy must satisfy 0 < energy <= 1, got {energy!r}")
+    return energy
+
+
+def _validate_singular_values(singular_values: np.ndarray) -> np.ndarray:
+    s = np.asarray(singular_values, dtype=float)
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"singular_values must be a non-empty 1-D array, got shape {s.shape}")
+    if not np.all(np.isfinite(s)) or np.any(s < 0):
+        raise ValueError("singular_values must be finite and non-negative")
+    if np.any(np.diff(s) > 0):
+        raise ValueError("singular_values must be sorted in non-increasing order")
+    if not np.any(s > 0):
+        raise ValueError("singular_values are all zero: the snapshots carry no energy")
+    return s
+
+
+def select_rank(singular_values: np.ndarray, energy: float) -> int:
+    """Smallest rank whose cumulative energy fraction reaches ``energy``.
+
+    The energy fraction captured by rank ``r`` is ``sum(s[:r]**2) / sum(s**2)``, the usual POD
+    criterion (Holmes, Lumley & Berkooz 1996, section 3.1).
+
+    Args:
+        singular_values: Shape ``(n_singular,)``, non-negative, non-increasing.
+        energy: Target fraction, ``0 < energy <= 1``.
+
+    Returns:
+        The rank ``r`` with ``1 <= r <= n_singular``.
+
+    Raises:
+        ValueError: If ``energy`` is outside ``(0, 1]`` or the singular values are invalid.
+    """
+    energy = _validate_energy(energy)
+    s = _validate_singular_values(singular_values)
+    squared = s**2
+    cumulative = np.cumsum(squared) / squared.sum()
+    # The cumulative sum carries rounding of a few ulps per term, so an energy the spectrum meets
+    # exactly (energy=1, or a designed spectrum) must not be missed by one rank.
+    tol = 4.0 * np.finfo(float).eps * s.size
+    rank = int(np.searchsorted(cumulative, energy - tol, side="left")) + 1
+    return min(rank, s.size)
+
+
+def fix_signs(vt: np.ndarray) -> np.ndarray:
+    """Apply a deterministic sign convention to the rows of ``vt``.
+
+    Singular vectors are defined only up to sign, and LAPACK's choice depends on the order of the
+    snapshots and on the build. Each row is flipped so that its entry of largest magnitude is
+    positive (the first such entry on ties), which makes modes repeat across runs and snapshot
+    orderings.
+
+    Args:
+        vt: Right singular vectors as rows, shape ``(n_modes, n_features)``.
+
+    Returns:
+        A new array of shape ``(n_modes, n_features)`` with the sign convention applied.
+    """
+    vt = np.array(vt, dtype=float, copy=True)
+    if vt.ndim != 2:
+        raise ValueError(f"vt must be 2-D (n_modes, n_features), got shape {vt.shape}")
+    pivots = vt[np.arange(vt.shape[0]), np.argmax(np.abs(vt), axis=1)]
+    vt *= np.where(pivots < 0, -1.0, 1.0)[:, None]
+    return vt
+
+
+def _thin_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        _, s, vt = scipy.linalg.svd(x, full_matrices=False, lapack_driver="gesdd")
+    except np.linalg.LinAlgError:
+        # gesdd (divide and conquer) occasionally fails to converge on ill-conditioned matrices
+        # where the slower QR-iteration driver succeeds.
+        _, s, vt = scipy.linalg.svd(x, full_matrices=False, lapack_driver="gesvd")
+    return s, vt
+
+
+class POD:
+    """Proper orthogonal decomposition by thin SVD (Sirovich 1987; Holmes et al. 1996).
+
+    Args:
+        rank: Number of modes to keep. If given it overrides ``energy``.
+        energy: Fraction of the snapshot energy (sum of squared singular values) the kept modes
+            must capture, ``0 < energy <= 1``. Used only when ``rank`` is None.
+        center: Subtract the mean snapshot before the SVD.
+
+    Attributes:
+        mean_: Mean snapshot, shape ``(n_features,)``; zeros when ``center`` is False.
+        singular_values_: All computed singular values, shape ``(n_singular,)``, non-increasing.
+        modes_: Orthonormal POD modes as rows, shape ``(rank_, n_features)``.
+        rank_: Number of modes kept.
+        energy_: Energy fraction captured by the ``rank_`` modes.
+        n_features_in_: Number of features seen in ``fit``.
+
+    Example:
+        >>> pod = POD(energy=0.9999).fit(X)          # X: (n_snapshots, n_features)
+        >>> X_hat = pod.inverse_transform(pod.transform(X))
+    """
+
+    def __init__(self, rank: int | None = None, energy: float = 0.9999, center: bool = True):
+        self.rank = rank
+        self.energy = energy
+        self.center = center
+
+    def fit(self, X: np.ndarray) -> POD:
+        """Compute the POD modes of a snapshot matrix.
+
+        Args:
+            X: Snapshots, shape ``(n_snapshots, n_features)``.
+
+        Returns:
+            self, fitted.
+        """
+        X = _as_snapshots(X)
+        mean = X.mean(axis=0) if self.center else np.zeros(X.shape[1])
+        s, vt = _thin_svd(X - mean)
+        return self._set_svd(s, vt, mean)
+
+    @classmethod
+    def from_svd(
+        cls,
+        singular_values: np.ndarray,
+        vt: np.ndarray,
+        mean: np.ndarray | None,
+        *,
+        rank: int | None = None,
+        energy: float = 0.9999,
+    ) -> POD:
+        """Build a fitted POD from an SVD of the centred snapshots computed elsewhere.
+
+        Used when the snapshot matrix does not fit in memory and its thin SVD comes from, e.g., a
+        tall-skinny QR. The rank rule and sign convention are those of :meth:`fit`, so both give
+        the same object for the same data.
+
+        Args:
+            singular_values: All singular values, shape ``(n_singular,)``, non-increasing.
+            vt: Right singular vectors as rows, shape ``(n_vectors, n_features)`` with
+                ``rank_ <= n_vectors <= n_singular``; orthonormal rows.
+            mean: The mean that was subtracted, shape ``(n_features,)``, or None if the
+                snapshots were not centred.
+            rank: Number of modes to keep; overrides ``energy``.
+            energy: Energy fraction to capture when ``rank`` is None.
+
+        Returns:
+            A fitted POD.
+        """
+        vt = np.asarray(vt, dtype=float)
+        if vt.ndim != 2:
+            raise ValueError(f"vt must be 2-D (n_vectors, n_features), got shape {vt.shape}")
+        pod = cls(rank=rank, energy=energy, center=mean is not None)
+        mean = np.zeros(vt.shape[1]) if mean is None else np.asarray(mean, dtype=float)
+        return pod._set_svd(singular_values, vt, mean)
+
+    def _set_svd(self, singular_values: np.ndarray, vt: np.ndarray, mean: np.ndarray) -> POD:
+        s = _validate_singular_values(singular_values)
+        if vt.shape[0] > s.size:
+            raise ValueError(f"vt has {vt.shape[0]} rows but only {s.size} singular values")
+        if mean.shape != (vt.shape[1],):
+            raise ValueError(f"mean must have shape ({vt.shape[1]},), got {mean.shape}")
+        rank = self._resolve_rank(s)
+        if rank > vt.shape[0]:
+            raise ValueError(f"rank {rank} needs {rank} rows of vt, got {vt.shape[0]}")
+        modes = fix_signs(vt[:rank])
+        gram_error = np.max(np.abs(modes @ modes.T - np.eye(rank)))
+        if gram_error > 1e-6:
+            raise ValueError(f"rows of vt are not orthonormal (max |V V^T - I| = {gram_error:.2e})")
+        self.mean_ = mean
+        self.singular_values_ = s
+        self.modes_ = modes
+        self.rank_ = rank
+        self.energy_ = float(np.sum(s[:rank] ** 2) / np.sum(s**2))
+        self.n_features_in_ = vt.shape[1]
+        return self
+
+    def _resolve_rank(self, s: np.ndarray) -> int:
+        if self.rank is None:
+            return select_rank(s, self.energy)
+        rank = int(self.rank)
+        if rank != self.rank or not 1 <= rank <= s.size:
+            raise ValueError(f"rank must be an integer in [1, {s.size}], got {self.rank!r}")
+        return rank
+
+    def _check_fitted(self, X: np.ndarray, width: int, what: str) -> np.ndarray:
+        if not hasattr(self, "modes_"):
+            raise NotFittedError("This POD instance is not fitted yet; call 'fit' or 'from_svd'.")
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != width:
+            raise ValueError(f"{what} must have shape (n, {width}), got {X.shape}")
+        return X
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Project snapshots onto the POD modes.
+
+        Args:
+            X: Snapshots, shape ``(n, n_features)``.
+
+        Returns:
+            Coefficients, shape ``(n, rank_)``.
+        """
+        X = self._check_fitted(X, getattr(self, "n_features_in_", -1), "X")
+        return (X - self.mean_) @ self.modes_.T
+
+    def inverse_transform(self, C: np.ndarray) -> np.ndarray:
+        """Reconstruct snapshots from POD coefficients.
+
+        Args:
+            C: Coefficients, shape ``(n, rank_)``.
+
+        Returns:
+            Snapshots, shape ``(n, n_features)``.
+        """
+        C = self._check_fitted(C, getattr(self, "rank_", -1), "C")
+        return C @ self.modes_ + self.mean_
+
+    def projection_error(self, X: np.ndarray) -> float:
+        """Relative Frobenius error of the POD projection, ``||X - P(X)||_F / ||X||_F``.
+
+        Args:
+            X: Snapshots, shape ``(n, n_features)``, not all zero.
+
+        Returns:
+            The relative error, a float >= 0.
+        """
+        X = np.asarray(X, dtype=float)
+        norm = np.linalg.norm(X)
+        if norm == 0:
+            raise ValueError("X is all zeros; the relative error is undefined")
+        return float(np.linalg.norm(X - self.inverse_transform(self.transform(X))) / norm)
+
+
+def _as_snapshots(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"X must be a non-empty (n_snapshots, n_features) array, got {X.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or inf")
+    return X

@@ -1,0 +1,34 @@
+"""Neural surrogates: one explicit registry from name to model class."""
+
+from tasks.surrogates.fno import FNO1d, OneStepSurrogate, SpectralConv1d, normalization_stats
+
+SURROGATES: dict[str, type] = {"fno1d": FNO1d}
+
+
+def get_surrogate(name: str) -> type:
+    """Return the surrogate class registered under ``name``.
+
+    Args:
+        name: Registry key, e.g. ``"fno1d"``.
+
+    Returns:
+        The model class (not an instance).
+
+    Raises:
+        ValueError: If ``name`` is not registered; the message lists the valid names.
+    """
+    try:
+        return SURROGATES[name]
+    except KeyError:
+        valid = ", ".join(sorted(SURROGATES))
+        raise ValueError(f"unknown surrogate {name!r}; valid names: {valid}") from None
+
+
+__all__ = [
+    "FNO1d",
+    "OneStepSurrogate",
+    "SURROGATES",
+    "SpectralConv1d",
+    "get_surrogate",
+    "normalization_stats",
+]
