@@ -1,6 +1,13 @@
 """Everything that knows Zarr: the run store, its manifest, datasets and checkpoints."""
 
-from storage.store import (
+import warnings
+
+# Parameter-name coordinates are short strings, which zarr-python stores as fixed-length UTF-32
+# and warns about on every write and read: the v3 spec has no string type yet. xarray and
+# zarr-python read them back exactly; the warning says nothing a user can act on.
+warnings.filterwarnings("ignore", message=r".*does not have a Zarr V3 specification")
+
+from storage.store import (  # noqa: E402  (after the warning filter)
     STAGE_ORDER,
     ConfigMismatch,
     RunStore,

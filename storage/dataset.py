@@ -7,7 +7,6 @@ write is checked here against the chunk grid before it touches the disk.
 
 from __future__ import annotations
 
-import warnings
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,11 +132,7 @@ def iter_chunks(
 
 def write_group(path: Path, group: str, ds: xr.Dataset) -> None:
     """Write a small stage result (POD basis, UQ statistics) as its own Zarr group."""
-    with warnings.catch_warnings():
-        # Parameter-name coordinates are short strings; zarr-python stores them as fixed-length
-        # UTF-32 and warns that the v3 spec has no such type yet. xarray reads them back.
-        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification")
-        ds.to_zarr(str(path), group=group, mode="w", zarr_format=3, consolidated=False)
+    ds.to_zarr(str(path), group=group, mode="w", zarr_format=3, consolidated=False)
 
 
 def chunk_size(path: Path, name: str = FIELD) -> int:

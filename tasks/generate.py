@@ -155,6 +155,7 @@ def _create_store(store: RunStore, gen: GenerateConfig) -> None:
         attrs=attrs,
         field_attrs={"units": "velocity", "long_name": "Burgers velocity u(t, x)"},
     )
+    store.consolidate()
 
 
 def generate(
@@ -210,7 +211,7 @@ def _summary(store: RunStore, h: str, computed: int, finish: bool = False) -> di
     manifest = BlockManifest(store.path)
     metrics = {"blocks_total": manifest.n_blocks, "blocks_complete": manifest.n_complete()}
     if finish:
-        rec = store.finish_stage("generate", h, metrics)
+        rec = store.finish_stage("generate", h, metrics, blocks_computed_last_run=computed)
     else:
         rec = store.record("generate")
     return {

@@ -1,0 +1,52 @@
+"""Running the ``pdeflow`` CLI in a subprocess, and killing it the way a crash would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+PDEFLOW = [sys.executable, "-m", "flows.cli"]
+
+
+def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [*PDEFLOW, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"pdeflow {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 240) -> None:
+    """Start ``pdeflow ARGS`` in its own session and SIGKILL the whole session once ``ready()``.
+
+    Killing the process group takes the Dask workers and the ephemeral Prefect server with it,
+    as a machine crash or an OOM kill of the job would.
+    """
+    proc = subprocess.Popen(
+        [*PDEFLOW, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                raise AssertionError(f"finished before the kill:\n{proc.stderr.read().decode()}")
+            if time.monotonic() > deadline:
+                raise AssertionError("kill condition never reached")
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def store_path(runs_dir: Path, name: str) -> Path:
+    return runs_dir / name
