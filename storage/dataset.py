@@ -49,9 +49,11 @@ def create_trajectories(
     ds.attrs.update(attrs)
     # Raw little-endian bytes: float fields gain little from compression and the codec costs
     # write throughput (see benchmarks/).
+    # mode "a": the directory already holds pdeflow's own records (_pdeflow/), which "w-" refuses
+    # and "w" would delete; the caller creates the template only where no zarr.json exists.
     encoding = {FIELD: {"chunks": (chunk_size, shape[1], shape[2]), "compressors": None}}
     ds.to_zarr(
-        str(path), mode="w-", compute=False, zarr_format=3, consolidated=False, encoding=encoding
+        str(path), mode="a", compute=False, zarr_format=3, consolidated=False, encoding=encoding
     )
     BlockManifest(path).create(n_blocks)
 

@@ -17,10 +17,10 @@ from prefect import task
 
 from storage import RunStore
 from storage import dataset as ds_io
-from tasks.config import GenerateConfig, PipelineConfig, config_hash
+from tasks.config import GenerateConfig, PipelineConfig
 from tasks.pdes import BlowUpError, get_pde
 from tasks.sampling import MARGINALS, sample_seeds, sample_unit
-from tasks.stages import stage_cache_key
+from tasks.stages import stage_cache_key, stage_config, stage_hash
 
 SPLITS = ("train", "val", "test", "calibration")
 Progress = Callable[[int, int], None]
@@ -168,13 +168,13 @@ def generate(
     """
     gen = cfg.generate
     store = RunStore.named(cfg.store)
-    h = config_hash(gen)
-    store.check_config("generate", gen.model_dump(mode="json"), h, overwrite)
+    h = stage_hash(cfg, "generate")
+    store.check_config("generate", stage_config(cfg, "generate"), h, overwrite)
     if store.is_complete("generate", h):
         return _summary(store, h, computed=0)
     if not (store.path / "zarr.json").is_file():
         _create_store(store, gen)
-    store.start_stage("generate", gen.model_dump(mode="json"), h)
+    store.start_stage("generate", stage_config(cfg, "generate"), h)
     from storage.manifest import BlockManifest
 
     missing = BlockManifest(store.path).missing()

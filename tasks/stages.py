@@ -38,9 +38,9 @@ def stage_cache_key(stage: str) -> Callable:
         if parameters.get("overwrite"):
             return None
         cfg: PipelineConfig = parameters["config"]
+        # identity() creates the store's id on first use, so even the first run of a new store
+        # is cached under the key a later run will compute.
         store = RunStore.named(cfg.store)
-        if not store.exists():
-            return None
         return f"pdeflow-{stage}-{store.identity()}-{stage_hash(cfg, stage)}"
 
     return key

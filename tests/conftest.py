@@ -26,6 +26,6 @@ def _isolated_environment(tmp_path_factory):
             os.environ[key] = value
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def runs_dir() -> Path:
     return Path(os.environ["PDEFLOW_RUNS_DIR"])

@@ -1,0 +1,143 @@
+"""The flows end to end, once, on the tiny config inside one Prefect test harness."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import xarray as xr
+
+from storage import RunStore
+from tasks.config import load_config
+from tests.cli_helpers import cli
+from tests.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def first_run(harness):
+    from flows.pipeline import pipeline
+
+    cfg = load_config(TINY, ["store=pipe"])
+    state = pipeline(config=cfg, return_state=True)
+    assert state.is_completed(), state.message
+    return cfg, state.result()
+
+
+def _task_states(flow_run_id) -> dict[str, str]:
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            runs = await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            return {r.name.rsplit("-", 1)[0]: r.state.name for r in runs}
+
+    import asyncio
+
+    return asyncio.run(read())
+
+
+def test_pipeline_fills_every_stage(first_run):
+    cfg, summaries = first_run
+    assert list(summaries) == ["generate", "train", "reduce", "quantify"]
+    store = RunStore.named(cfg.store)
+    assert all(store.record(s)["status"] == "complete" for s in summaries)
+    reduce = xr.open_zarr(store.path, group="reduce")
+    assert reduce.modes.shape == (summaries["reduce"]["metrics"]["rank"], cfg.generate.n_x)
+    quantify = xr.open_zarr(store.path, group="quantify")
+    assert set(quantify.parameter.values) == {"nu", "a1", "a2", "a3"}
+    for name in ("solver", "surrogate", "rom"):
+        assert quantify[f"mean_{name}"].shape == (cfg.generate.n_frames, cfg.generate.n_x)
+        assert quantify[f"ST_{name}"].shape == (4,)
+    m = summaries["quantify"]["metrics"]
+    assert 0 <= m["conformal_coverage_resplit_mean"] <= 1 and "sobol_max_abs_diff_rom" in m
+
+
+def test_rerun_skips_finished_stages_and_artifacts_exist(first_run):
+    from prefect import get_client
+
+    from flows.pipeline import pipeline
+
+    cfg, _ = first_run
+    store = RunStore.named(cfg.store)
+    stamp = {s: store.record(s) for s in ("generate", "train", "reduce", "quantify")}
+    state = pipeline(config=cfg, return_state=True)
+    assert state.is_completed()
+    states = _task_states(state.state_details.flow_run_id)
+    assert states == {
+        "generate-data": "Cached",
+        "train-surrogate": "Cached",
+        "reduce-order": "Cached",
+        "quantify-uncertainty": "Cached",
+    }
+    assert {s: store.record(s) for s in stamp} == stamp
+
+    import asyncio
+
+    async def keys():
+        async with get_client() as client:
+            return {a.key for a in await client.read_artifacts()}
+
+    assert {
+        "pdeflow-pipe-metrics",
+        "pdeflow-pipe-report",
+        "pdeflow-pipe-uq-metrics",
+    } <= asyncio.run(keys())
+
+
+def test_show_json_reports_stages_blocks_metrics(first_run):
+    cfg, _ = first_run
+    out = json.loads(cli("show", cfg.store, "--json").stdout)
+    assert {s: v["status"] for s, v in out["stages"].items()} == dict.fromkeys(
+        ("generate", "train", "reduce", "quantify"), "complete"
+    )
+    assert out["blocks"] == {"total": 4, "complete": 4}
+    assert all(isinstance(v, int | float) for v in out["metrics"].values())
+    assert "reduce.rom_rel_error_mean" in out["metrics"]
+    human = cli("show", cfg.store).stdout
+    assert "complete" in human and "4/4" in human
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--set", "generate.viscosity.low=-1"], "viscosity"),
+        (["--set", "generate.dt=1.0"], "stability limit"),
+        (["--set", "generate.pde=navier"], "'burgers'"),
+        (["--set", "generate.design=grid"], "'sobol'"),
+        (["--set", "generate.block_size=12"], "chunk_size"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_writes_nothing(runs_dir, args, fragment):
+    proc = cli("run", "generate", "--config", str(TINY), "--set", "store=never", *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
+    assert not (runs_dir / "never").exists()
+
+
+def test_cli_refuses_store_of_other_config(first_run, runs_dir):
+    cfg, _ = first_run
+    proc = cli(
+        "run",
+        "generate",
+        "--config",
+        str(TINY),
+        "--set",
+        f"store={cfg.store}",
+        "--set",
+        "generate.seed=5",
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "different config" in proc.stderr and "seed: 0 -> 5" in proc.stderr
+    assert "--overwrite" in proc.stderr
