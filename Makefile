@@ -1,6 +1,8 @@
 # One command for the demo, one for the tests; both build .venv from this repository's files.
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
+# Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
+TORCH_PIP_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -10,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	# compat (.pth) editable mode: Dask workers put their scratch dir, which holds a "storage/"
 	# spill folder, on sys.path; with a path entry for this repo the real package wins.
 	$(BIN)/python -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
