@@ -51,7 +51,8 @@ def dask_client(cluster: ClusterConfig) -> Iterator[Client]:
             n_workers=local_workers(cluster),
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            # Any free port: a second run beside the first must not warn about 8787.
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         ) as lc,
         Client(lc) as client,

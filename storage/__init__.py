@@ -6,6 +6,9 @@ import warnings
 # and warns about on every write and read: the v3 spec has no string type yet. xarray and
 # zarr-python read them back exactly; the warning says nothing a user can act on.
 warnings.filterwarnings("ignore", message=r".*does not have a Zarr V3 specification")
+# _pdeflow/ (stage records, checkpoints) sits inside the run directory on purpose; zarr warns
+# when listing a group finds a directory that is not a Zarr node.
+warnings.filterwarnings("ignore", message=r"Object at _pdeflow is not recognized")
 
 from storage.store import (  # noqa: E402  (after the warning filter)
     STAGE_ORDER,

@@ -160,8 +160,8 @@ class RunStore:
         if not (self.path / "zarr.json").is_file():
             return
         with warnings.catch_warnings():
-            # _pdeflow/ is ours and not Zarr; consolidated metadata is zarr-python's v3 extension.
-            warnings.filterwarnings("ignore", category=UserWarning, module="zarr")
+            # Consolidated metadata is zarr-python's v3 extension, read by xarray; it warns so.
+            warnings.filterwarnings("ignore", message=r"Consolidated metadata is currently not")
             zarr.consolidate_metadata(str(self.path))
 
     def summary(self) -> dict:
