@@ -7,14 +7,18 @@ write is checked here against the chunk grid before it touches the disk.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BytesCodec
+from zarr.codecs.bytes import Endian
 
 from storage.manifest import BlockManifest
 
@@ -75,9 +79,58 @@ def write_block(path: Path, block: int, start: int, values: np.ndarray, seconds:
             f"block {block} region [{start}, {stop}) is not aligned to chunks of {chunk} samples"
         )
     values = np.ascontiguousarray(values, dtype=arr.dtype)
-    arr[start:stop] = values
-    checksum = zlib.crc32(values.tobytes())
+    if _is_raw(arr):
+        checksum = _write_raw_chunks(arr, start, values)
+    else:
+        arr[start:stop] = values
+        checksum = zlib.crc32(values.data)
     BlockManifest(path).mark_complete(block, seconds, checksum)
+    return checksum
+
+
+def _is_raw(arr: zarr.Array) -> bool:
+    """Uncompressed little-endian chunks on a local disk: a chunk file is the raw C-order bytes."""
+    codecs = arr.metadata.codecs
+    return (
+        arr.metadata.zarr_format == 3
+        and isinstance(arr.store, zarr.storage.LocalStore)
+        and len(codecs) == 1
+        and isinstance(codecs[0], BytesCodec)
+        and codecs[0].endian in (Endian.little, None)
+        and sys.byteorder == "little"
+    )
+
+
+def _write_raw_chunks(arr: zarr.Array, start: int, values: np.ndarray) -> int:
+    """Write whole chunks straight from ``values``' memory, several files at once.
+
+    Zarr v3's ``bytes`` codec stores a chunk as its C-order bytes, so no encoding pass is needed.
+    ``arr[...] = values`` costs about 3x a plain file write here: it copies into freshly
+    allocated buffers and page faults dominate (see benchmarks/). Edge chunks are stored at full
+    chunk shape, padded with the fill value, as the spec requires.
+    """
+    chunk = arr.chunks[0]
+    root = Path(arr.store.root) / arr.path
+    encode = arr.metadata.chunk_key_encoding.encode_chunk_key
+    tail = (0,) * (arr.ndim - 1)
+
+    def put(c: int) -> None:
+        rows = values[c * chunk - start : (c + 1) * chunk - start]
+        if rows.shape[0] < chunk:
+            padded = np.full((chunk, *rows.shape[1:]), arr.metadata.fill_value, dtype=arr.dtype)
+            padded[: rows.shape[0]] = rows
+            rows = padded
+        target = root / encode((c, *tail))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as fh:
+            fh.write(rows.data)
+
+    first = start // chunk
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        writes = pool.map(put, range(first, first + -(-values.shape[0] // chunk)))
+        checksum = zlib.crc32(values.data)  # zlib releases the GIL: overlaps the writes
+        for _ in writes:  # re-raises the first failed write
+            pass
     return checksum
 
 
