@@ -6,6 +6,7 @@ TORCH_PIP_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINT_DIRS := $(wildcard flows tasks storage tests benchmarks)
 
 .PHONY: demo test lint bench clean install
 
@@ -24,12 +25,12 @@ demo: $(STAMP)
 	$(BIN)/pdeflow run pipeline --config flows/configs/demo.yaml
 
 test: $(STAMP)
-	$(BIN)/ruff check flows tasks storage tests benchmarks
+	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check flows tasks storage tests benchmarks
-	$(BIN)/ruff format --check flows tasks storage tests benchmarks
+	$(BIN)/ruff check $(LINT_DIRS)
+	$(BIN)/ruff format --check $(LINT_DIRS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
