@@ -15,6 +15,9 @@ _PREFECT_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
     "DO_NOT_TRACK": "1",
+    # The ephemeral server needs 7-17 s to start on 2 idle cores, over 20 s (Prefect's default
+    # limit) on loaded ones; a slow start must not fail the run.
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
 }
 
 

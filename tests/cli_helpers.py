@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,7 +45,8 @@ def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 240) 
                 raise AssertionError("kill condition never reached")
             time.sleep(0.05)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 

@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+from tasks.pdes.advection import Advection
+from tasks.pdes.allen_cahn import AllenCahn
 from tasks.pdes.burgers import Burgers
 from tasks.pdes.errors import BlowUpError, CFLViolation
+from tasks.pdes.fisher_kpp import FisherKPP
+from tasks.pdes.heat import Heat
+from tasks.pdes.kdv import KdV
+from tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
 
-__all__ = ["PDES", "BlowUpError", "Burgers", "CFLViolation", "get_pde"]
+__all__ = [
+    "PDES",
+    "Advection",
+    "AllenCahn",
+    "BlowUpError",
+    "Burgers",
+    "CFLViolation",
+    "FisherKPP",
+    "Heat",
+    "KdV",
+    "KuramotoSivashinsky",
+    "get_pde",
+]
 
-PDES: dict[str, type] = {"burgers": Burgers}
+PDES: dict[str, type] = {
+    "burgers": Burgers,
+    "advection": Advection,
+    "heat": Heat,
+    "kdv": KdV,
+    "ks": KuramotoSivashinsky,
+    "fisher_kpp": FisherKPP,
+    "allen_cahn": AllenCahn,
+}
 
 
 def get_pde(name: str) -> type:
