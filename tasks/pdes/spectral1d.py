@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
@@ -143,7 +144,7 @@ def per_sample(name: str, value: Coefficient, *, positive: bool) -> torch.Tensor
     return values
 
 
-class PeriodicSpectral1D:
+class PeriodicSpectral1D(ABC):
     """Base class: a 1D periodic pseudo-spectral PDE, ETDRK4 in time, immutable, batched.
 
     Subclasses set the class attributes and implement ``_operators`` (and ``_pointwise`` and
@@ -253,6 +254,7 @@ class PeriodicSpectral1D:
         }
 
     @staticmethod
+    @abstractmethod
     def _operators(
         k: torch.Tensor, params: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -262,7 +264,6 @@ class PeriodicSpectral1D:
             k: Wavenumbers ``2 pi m / length``, shape (n_modes,), float64.
             params: Each coefficient as a float64 column of shape (1, 1) or (batch, 1).
         """
-        raise NotImplementedError
 
     _pointwise = None  # f(u) on a (batch, n_x) state; may work in place. None: linear PDE.
     _courant = None  # Courant number of each sample of a (batch, n_x) state, or None.
