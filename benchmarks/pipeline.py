@@ -163,9 +163,8 @@ def measure_pipeline(quick: bool, extra: list[str], deadline: float) -> list[Res
     """Prefect + Dask pipeline wall time against the direct stage calls.
 
     A shrunken run through the flow warms the process up first; then one run of each side.
-    While time is left before ``deadline``, a side whose best run met
-    heavy foreign load runs again; with none noisy, the sides take turns. Each side reports
-    its fastest run.
+    While time is left before ``deadline``, a side whose best run met heavy foreign load runs
+    again; with none noisy, the sides take turns. Each side reports its fastest run.
 
     Args:
         quick: Use ``QUICK_OVERRIDES`` (fewer samples and epochs).
@@ -175,6 +174,7 @@ def measure_pipeline(quick: bool, extra: list[str], deadline: float) -> list[Res
     overrides = [*(QUICK_OVERRIDES if quick else []), *extra]
     warm_up, _ = timed(lambda: run_prefect(demo_config([*WARMUP_OVERRIDES, *extra])))
     runner = {"direct": run_direct, "prefect": run_prefect}
+    # Each run on a fresh store: a store that already holds a stage would skip its work.
     runs = {k: [fn(demo_config(overrides))] for k, fn in runner.items()}
     while (side := _next_side(runs, deadline)) is not None:
         runs[side].append(runner[side](demo_config(overrides)))

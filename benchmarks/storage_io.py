@@ -101,35 +101,38 @@ def measure(quick: bool, workdir: Path) -> list[Result]:
         reads = {k: [read_seconds(p, k) for _ in range(3)] for k, p in out["last"].items()}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    best = {k: summarise([c + b for c, b in v], "best") for k, v in out["runs"].items()}
-    blocks = {k: mb / min(b for _, b in v) for k, v in out["runs"].items()}
-    read = {k: summarise(v, "best") for k, v in reads.items()}
     shape = f"{n}x{N_FRAMES}x{N_X}"
     details = {"shape": data.shape, "mb": mb, "chunk": CHUNK, "block": BLOCK}
-    return [
-        Result(
-            name=f"zarr write, storage path, {shape} f32",
-            value=mb / best["zarr"][0],
-            unit="MB/s",
-            stat=best["zarr"][1],
-            reference=mb / best["h5py"][0],
-            reference_label="h5py write, chunks (16, 101, 1024), no compression, same blocks",
-            goal=Goal(">=", 1.0),
-            note=f"block writes alone: zarr {blocks['zarr']:.0f} MB/s, h5py {blocks['h5py']:.0f} "
-            f"MB/s; zarr template {min(c for c, _ in out['runs']['zarr']):.3f} s",
-            details={
-                **details,
-                "create_and_blocks_s": out["runs"],
-                "blocks_only_mb_s": blocks,
-            },
-        ),
-        Result(
-            name=f"zarr read, whole array, {shape} f32",
-            value=mb / read["zarr"][0],
-            unit="MB/s",
-            stat=read["zarr"][1],
-            reference=mb / read["h5py"][0],
-            reference_label="h5py read of the same array (page cache warm for both)",
-            details={**details, "seconds": reads},
-        ),
-    ]
+    return [_write_row(shape, mb, out["runs"], details), _read_row(shape, mb, reads, details)]
+
+
+def _write_row(shape: str, mb: float, runs: dict[str, list], details: dict) -> Result:
+    """The write comparison from (create, blocks) seconds per repeat, by writer."""
+    best = {k: summarise([c + b for c, b in v], "best") for k, v in runs.items()}
+    blocks = {k: mb / min(b for _, b in v) for k, v in runs.items()}
+    return Result(
+        name=f"zarr write, storage path, {shape} f32",
+        value=mb / best["zarr"][0],
+        unit="MB/s",
+        stat=best["zarr"][1],
+        reference=mb / best["h5py"][0],
+        reference_label="h5py write, chunks (16, 101, 1024), no compression, same blocks",
+        goal=Goal(">=", 1.0),
+        note=f"block writes alone: zarr {blocks['zarr']:.0f} MB/s, h5py {blocks['h5py']:.0f} "
+        f"MB/s; zarr template {min(c for c, _ in runs['zarr']):.3f} s",
+        details={**details, "create_and_blocks_s": runs, "blocks_only_mb_s": blocks},
+    )
+
+
+def _read_row(shape: str, mb: float, reads: dict[str, list], details: dict) -> Result:
+    """The read comparison from whole-array read seconds per repeat, by reader."""
+    read = {k: summarise(v, "best") for k, v in reads.items()}
+    return Result(
+        name=f"zarr read, whole array, {shape} f32",
+        value=mb / read["zarr"][0],
+        unit="MB/s",
+        stat=read["zarr"][1],
+        reference=mb / read["h5py"][0],
+        reference_label="h5py read of the same array (page cache warm for both)",
+        details={**details, "seconds": reads},
+    )
