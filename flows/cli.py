@@ -109,13 +109,12 @@ def run(
 
         set_reporter(report)
         try:
-            result = _flow(stage.value)(config=cfg, overwrite=overwrite)
+            _flow(stage.value)(config=cfg, overwrite=overwrite)
         except Exception as err:  # the flow failed: say why, without a Prefect traceback
             set_reporter(None)
             _fail(f"{stage.value} failed: {err}", code=1)
         set_reporter(None)
     _print_summary(cfg.store)
-    del result
 
 
 def _print_summary(store_name: str) -> None:

@@ -25,6 +25,8 @@ from typing import Any
 
 import zarr
 
+from storage.manifest import BlockManifest
+
 STAGE_ORDER = ("generate", "train", "reduce", "quantify")
 RUNS_DIR_ENV = "PDEFLOW_RUNS_DIR"
 
@@ -166,8 +168,6 @@ class RunStore:
 
     def summary(self) -> dict:
         """What the store holds: stages with status and metrics, and generation blocks."""
-        from storage.manifest import BlockManifest
-
         stages, metrics = {}, {}
         for stage in STAGE_ORDER:
             rec = self.record(stage)

@@ -17,6 +17,7 @@ from prefect import task
 
 from storage import RunStore
 from storage import dataset as ds_io
+from storage.manifest import BlockManifest
 from tasks.config import GenerateConfig, PipelineConfig
 from tasks.pdes import BlowUpError, get_pde
 from tasks.sampling import MARGINALS, sample_seeds, sample_unit
@@ -175,8 +176,6 @@ def generate(
     if not (store.path / "zarr.json").is_file():
         _create_store(store, gen)
     store.start_stage("generate", stage_config(cfg, "generate"), h)
-    from storage.manifest import BlockManifest
-
     missing = BlockManifest(store.path).missing()
     total, done = gen.n_blocks, gen.n_blocks - len(missing)
     if progress:
@@ -206,8 +205,6 @@ def generate(
 
 
 def _summary(store: RunStore, h: str, computed: int, finish: bool = False) -> dict:
-    from storage.manifest import BlockManifest
-
     manifest = BlockManifest(store.path)
     metrics = {"blocks_total": manifest.n_blocks, "blocks_complete": manifest.n_complete()}
     if finish:
