@@ -31,7 +31,7 @@ configure_environment()
 
 from distributed import Client, LocalCluster  # noqa: E402
 
-from tasks.config import ClusterConfig  # noqa: E402
+from tasks.clusters import ClusterConfig  # noqa: E402
 
 
 def local_workers(cluster: ClusterConfig) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks.clusters import ClusterConfig
 from tasks.pdes import Burgers
 from tasks.sampling import DESIGNS
 
@@ -250,24 +251,6 @@ class QuantifyConfig(_Frozen):
         if v & (v - 1):
             raise ValueError(f"must be a power of 2 for the Sobol sequence (got {v})")
         return v
-
-
-class ClusterConfig(_Frozen):
-    """Where the Dask work runs."""
-
-    kind: Literal["local", "address"] = Field(
-        "local", description="local: a LocalCluster sized to this machine; address: a scheduler."
-    )
-    address: str | None = Field(None, description="Scheduler address (tcp://host:port).")
-    n_workers: int | None = Field(
-        None, ge=1, le=1024, description="Local worker processes; default one per core."
-    )
-
-    @model_validator(mode="after")
-    def _check_address(self) -> ClusterConfig:
-        if self.kind == "address" and not self.address:
-            raise ValueError("kind 'address' needs cluster.address (tcp://host:port)")
-        return self
 
 
 class PipelineConfig(_Frozen):
