@@ -31,17 +31,18 @@ def write_zarr(path: Path, data: np.ndarray) -> tuple[float, float]:
     t0 = time.perf_counter()
     ds_io.create_trajectories(
         path,
+        fields={"u": {}},
+        space_dims=("x",),
         shape=data.shape,
         chunk_size=CHUNK,
         n_blocks=-(-n // BLOCK),
         dtype="float32",
         coords={"sample": ("sample", np.arange(n))},
         attrs={},
-        field_attrs={},
     )
     t1 = time.perf_counter()
     for block, start in enumerate(range(0, n, BLOCK)):
-        ds_io.write_block(path, block, start, data[start : start + BLOCK], 0.0)
+        ds_io.write_block(path, block, start, data[start : start + BLOCK, :, None], 0.0, ["u"])
     return t1 - t0, time.perf_counter() - t1
 
 
@@ -63,7 +64,7 @@ def read_seconds(path: Path, kind: str) -> float:
     """Seconds to read the whole array back into memory (the OS page cache is warm for both)."""
     t0 = time.perf_counter()
     if kind == "zarr":
-        zarr.open_array(str(path), path=ds_io.FIELD, mode="r")[:]
+        zarr.open_array(str(path), path="u", mode="r")[:]
     else:
         with h5py.File(path, "r") as fh:
             fh["u"][:]

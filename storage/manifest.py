@@ -56,5 +56,14 @@ class BlockManifest:
         self._array("checksum", "r+")[block] = checksum
         self._array("complete", "r+")[block] = True
 
+    def resize(self, n_blocks: int) -> None:
+        """Grow the manifest to ``n_blocks`` blocks; the new ones start incomplete."""
+        for name in ("complete", "seconds", "checksum"):
+            self._array(name, "r+").resize((n_blocks,))
+
+    def mark_incomplete(self, block: int) -> None:
+        """Reopen a block (its sample range grew): it is solved again on the next run."""
+        self._array("complete", "r+")[block] = False
+
     def checksums(self) -> np.ndarray:
         return np.asarray(self._array("checksum")[:])

@@ -19,14 +19,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.clusters import ClusterConfig
-from tasks.pdes import Burgers
+from tasks.custom import SimulatorConfig, check_custom
+from tasks.pdes import PDES
+from tasks.presets import PRESETS, apply_preset
+from tasks.problems import PdeEntry, check_pde, get_entry
 from tasks.sampling import DESIGNS
 
 # Literal types are built from the registries so the UI shows dropdowns and errors list names.
-# The generate stage maps sampled parameters onto Burgers' (nu, Fourier amplitudes); the other
-# registered solvers are usable from Python and join this list once their mapping is wired.
-GENERATE_PDES = ("burgers",)
+# "custom" is a simulator of the user's own (see SimulatorConfig).
+GENERATE_PDES = (*PDES, "custom")
 PdeName = Literal[GENERATE_PDES]  # type: ignore[valid-type]
+PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 DesignName = Literal[DESIGNS]  # type: ignore[valid-type]
 
 _STORE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
@@ -77,10 +80,57 @@ class SplitConfig(_Frozen):
         return self
 
 
+class InitialConditionConfig(_Frozen):
+    """How each sample's initial state is drawn."""
+
+    kind: Literal["modes", "fourier", "grf", "steps", "pde"] = Field(
+        "modes",
+        description="modes: u0 = sum_k a_k sin(2 pi k x / L) (times sin(2 pi k y / L) in 2D) with "
+        "the amplitudes a_k sampled as design parameters; fourier: random sine waves; grf: "
+        "Gaussian random field; steps: random steps (1D) or a thresholded field (2D); these "
+        "three are drawn from each sample's seed. pde: the PDE's own initial state (needed for "
+        "multi-field PDEs and Darcy).",
+    )
+    modes: tuple[int, ...] = Field(
+        (1, 2, 3),
+        min_length=1,
+        max_length=32,
+        description="kind modes: the wavenumbers k (distinct positive integers).",
+    )
+    amplitude: ParameterSpec = Field(
+        ParameterSpec(distribution="uniform", low=-1.0, high=1.0),
+        description="kind modes: marginal of every a_k; fourier: range of the wave amplitudes; "
+        "steps: range of the levels (field units).",
+    )
+    n_waves: int = Field(2, ge=1, le=64, description="kind fourier: waves per sample.")
+    k_max: int = Field(4, ge=1, le=1024, description="kind fourier: largest wavenumber.")
+    alpha: float = Field(2.0, gt=0, le=20, description="kind grf: spectral decay exponent.")
+    tau: float = Field(3.0, ge=0, le=1e3, description="kind grf: inverse length scale.")
+    sigma: float = Field(1.0, gt=0, le=1e6, description="kind grf: amplitude (field units).")
+    n_steps: int = Field(4, ge=1, le=1024, description="kind steps: breakpoints (1D).")
+    rescale: Literal["none", "unit"] = Field(
+        "none", description="unit: map each sample's u0 onto [0, 1] (densities, Fisher-KPP)."
+    )
+
+    @field_validator("modes")
+    @classmethod
+    def _positive_modes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(k < 1 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"must be distinct positive integers (got {list(v)})")
+        return v
+
+
 class GenerateConfig(_Frozen):
     """Stage 1: sample parameters, solve the PDE in blocks, write the run's Zarr store."""
 
-    pde: PdeName = Field("burgers", description="PDE to solve, by registry name.")
+    preset: PresetName | None = Field(
+        None,
+        description="Named preset (pdeflow list presets) whose settings fill every field "
+        "this config leaves out.",
+    )
+    pde: PdeName = Field(
+        "burgers", description="PDE to solve, by registry name (pdeflow list pdes)."
+    )
     design: DesignName = Field("sobol", description="Sampling design of the parameters.")
     seed: int = Field(0, ge=0, description="Seed of the design and of every per-sample seed.")
     n_samples: int = Field(512, ge=8, le=10_000_000, description="Number of trajectories.")
@@ -92,10 +142,10 @@ class GenerateConfig(_Frozen):
         description="Samples solved as one batch by one Dask task; "
         "a whole multiple of chunk_size so every writer owns whole chunks.",
     )
-    n_x: int = Field(
-        256, ge=16, le=65_536, description="Grid points on the periodic domain (even)."
+    n_x: int = Field(256, ge=8, le=65_536, description="Grid points per spatial dimension (even).")
+    length: float | None = Field(
+        None, gt=0, le=1e6, description="Domain side length L; default: the PDE's own."
     )
-    length: float = Field(2 * math.pi, gt=0, le=1e6, description="Domain length L; x in [0, L).")
     t_end: float = Field(2.0, gt=0, le=1e6, description="Final time of every trajectory.")
     n_frames: int = Field(41, ge=2, le=100_000, description="Saved frames, t = 0 included.")
     dt: float = Field(
@@ -105,36 +155,36 @@ class GenerateConfig(_Frozen):
         description="Largest internal time step; the solver takes the "
         "smallest number of equal steps per saved frame that keeps the step at most dt.",
     )
-    viscosity: ParameterSpec = Field(
-        ParameterSpec(distribution="loguniform", low=0.02, high=0.2),
-        description="Viscosity nu (length^2/time), > 0.",
+    parameters: dict[str, ParameterSpec] | None = Field(
+        None,
+        description="Marginal of each sampled PDE coefficient (e.g. nu); default: the PDE's "
+        "own ranges for every coefficient not in constants.",
     )
-    modes: tuple[int, ...] = Field(
-        (1, 2, 3),
-        min_length=1,
-        max_length=32,
-        description="Fourier modes k of the initial condition u0 = sum_k a_k sin(2 pi k x / L).",
+    constants: dict[str, float] = Field(
+        {}, description="PDE coefficients held fixed for every sample (not sampled)."
     )
-    amplitude: ParameterSpec = Field(
-        ParameterSpec(distribution="uniform", low=-1.0, high=1.0),
-        description="Marginal of every amplitude a_k (velocity units).",
+    initial_condition: InitialConditionConfig = Field(
+        InitialConditionConfig(), description="Initial states."
+    )
+    simulator: SimulatorConfig | None = Field(
+        None, description="pde 'custom' only: your own simulator (Python callable or executable)."
     )
     split: SplitConfig = Field(SplitConfig(), description="Split of samples into subsets.")
     dtype: Literal["float32", "float64"] = Field("float32", description="Solver precision.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Device the solver runs on.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") is not None:
+            return apply_preset(data)
+        return data
 
     @field_validator("n_x")
     @classmethod
     def _even_grid(cls, v: int) -> int:
         if v % 2:
             raise ValueError(f"must be even for the real FFT (got {v})")
-        return v
-
-    @field_validator("modes")
-    @classmethod
-    def _positive_modes(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if any(k < 1 for k in v) or len(set(v)) != len(v):
-            raise ValueError(f"must be distinct positive integers (got {list(v)})")
         return v
 
     @model_validator(mode="after")
@@ -144,31 +194,79 @@ class GenerateConfig(_Frozen):
                 f"block_size ({self.block_size}) must be a whole multiple of chunk_size "
                 f"({self.chunk_size}) so that each block writes whole chunks"
             )
-        if self.viscosity.low <= 0:
-            raise ValueError(f"viscosity.low must be > 0 (got {self.viscosity.low})")
-        if max(self.modes) > self.n_x // 3:
-            raise ValueError(f"modes must be <= n_x/3 = {self.n_x // 3} to be resolved")
-        limit = Burgers.max_stable_dt(self.n_x, self.length, self.u_max)
-        if self.dt > limit:
-            raise ValueError(
-                f"dt={self.dt:g} exceeds the stability limit {limit:.4g} of the {self.pde} "
-                f"solver for n_x={self.n_x}, length={self.length:g} and max|u0|={self.u_max:g}"
-            )
+        if self.pde == "custom":
+            check_custom(self)
+        else:
+            check_pde(self)
         return self
 
     @property
-    def u_max(self) -> float:
-        """Bound on max|u| over all samples: Burgers obeys a maximum principle."""
-        bound = max(abs(self.amplitude.low), abs(self.amplitude.high))
-        return bound * len(self.modes)
+    def is_custom(self) -> bool:
+        return self.pde == "custom"
+
+    @property
+    def entry(self) -> PdeEntry:
+        """The registry facts of the PDE (not available for ``pde: custom``)."""
+        return get_entry(self.pde)
+
+    @property
+    def domain_length(self) -> float:
+        if self.length is not None:
+            return self.length
+        return 1.0 if self.is_custom else self.entry.default_length
+
+    @property
+    def dim(self) -> int:
+        return len(self.simulator.grid) if self.is_custom else self.entry.dim
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.simulator.fields) if self.is_custom else self.entry.fields
+
+    @property
+    def coefficient_specs(self) -> dict[str, ParameterSpec]:
+        """Sampled PDE coefficients and their marginals, in the PDE's order."""
+        if self.parameters is not None:
+            return dict(self.parameters)
+        entry = self.entry
+        return {
+            name: ParameterSpec(distribution=d, low=lo, high=hi)
+            for name, (d, lo, hi) in entry.default_parameters.items()
+            if name not in self.constants
+        }
+
+    @property
+    def sampled_specs(self) -> dict[str, ParameterSpec]:
+        """Every design dimension: coefficients, then mode amplitudes ``a<k>``."""
+        specs = self.coefficient_specs
+        if self.initial_condition.kind == "modes" and not self.is_custom:
+            specs.update({f"a{k}": self.initial_condition.amplitude for k in self.modes})
+        return specs
+
+    @property
+    def modes(self) -> tuple[int, ...]:
+        return self.initial_condition.modes
+
+    @property
+    def u_max(self) -> float | None:
+        """Bound on max|u0| when the initial family gives one (used for the stable step)."""
+        ic = self.initial_condition
+        bound = max(abs(ic.amplitude.low), abs(ic.amplitude.high))
+        if ic.kind == "modes":
+            return bound * len(ic.modes)
+        if ic.kind == "fourier":
+            return 1.0 if ic.rescale == "unit" else bound * ic.n_waves
+        if ic.kind == "steps":
+            return bound
+        return None
 
     @property
     def parameter_names(self) -> list[str]:
-        return ["nu", *(f"a{k}" for k in self.modes)]
+        return list(self.sampled_specs)
 
     @property
     def parameter_specs(self) -> list[ParameterSpec]:
-        return [self.viscosity, *([self.amplitude] * len(self.modes))]
+        return list(self.sampled_specs.values())
 
     @property
     def steps_per_frame(self) -> int:
@@ -183,11 +281,22 @@ class GenerateConfig(_Frozen):
     def n_blocks(self) -> int:
         return -(-self.n_samples // self.block_size)
 
+    def resolution_warnings(self) -> list[str]:
+        """Warnings (not errors) about a grid too coarse for the sampled coefficients."""
+        if self.is_custom:
+            return []
+        ranges = {k: (s.low, s.high) for k, s in self.coefficient_specs.items()}
+        ranges.update({k: (v, v) for k, v in self.constants.items()})
+        msg = self.entry.resolution(self.n_x, self.domain_length, self.u_max, ranges)
+        return [f"generate.n_x: {msg}"] if msg else []
+
 
 class TrainConfig(_Frozen):
     """Stage 2: train a neural operator to advance the state by one saved frame."""
 
-    surrogate: Literal["fno1d"] = Field("fno1d", description="Surrogate architecture.")
+    surrogate: Literal["auto", "fno1d", "fno2d"] = Field(
+        "auto", description="Surrogate architecture; auto: the FNO of the data's dimension."
+    )
     width: int = Field(32, ge=4, le=1024, description="Channels of the hidden layers.")
     modes: int = Field(16, ge=1, le=4096, description="Fourier modes kept per spectral layer.")
     n_layers: int = Field(4, ge=1, le=32, description="Number of Fourier layers.")
@@ -302,8 +411,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         field = ".".join(p for p in (prefix, loc) if p) or "(config)"
         msg = item["msg"].removeprefix("Value error, ")
         given = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
-        if "(got" in msg:
-            given = ""
+        if "(got" in msg or isinstance(item.get("input"), dict):
+            given = ""  # a model-level check names its own values; the whole section is noise
         lines.append(f"{field}: {msg}{given}")
     return "\n".join(lines)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from importlib.metadata import version
 
 import numpy as np
 import torch
@@ -18,12 +17,16 @@ from prefect import task
 from storage import RunStore
 from storage import dataset as ds_io
 from storage.manifest import BlockManifest
+from tasks.clusters import task_resources
 from tasks.config import GenerateConfig, PipelineConfig
-from tasks.pdes import BlowUpError, get_pde
-from tasks.sampling import MARGINALS, sample_seeds, sample_unit
+from tasks.custom import build_simulator
+from tasks.datasets import SPLITS, create_store, dataset_card, normalization_stats, sample_coords
+from tasks.pdes import BlowUpError
+from tasks.problems import solve
+from tasks.sampling import MARGINALS
+from tasks.simulators import SimulationError
 from tasks.stages import stage_cache_key, stage_config, stage_hash
 
-SPLITS = ("train", "val", "test", "calibration")
 Progress = Callable[[int, int], None]
 
 
@@ -37,38 +40,134 @@ def to_physical(gen: GenerateConfig, unit: np.ndarray) -> np.ndarray:
         MARGINALS[spec.distribution](spec.low, spec.high).ppf(unit[:, j])
         for j, spec in enumerate(gen.parameter_specs)
     ]
-    return np.stack(cols, axis=1)
+    return np.stack(cols, axis=1) if cols else np.zeros((len(unit), 0))
 
 
-def split_labels(gen: GenerateConfig) -> np.ndarray:
-    """Seeded assignment of every sample to a split, codes index ``SPLITS``; shape (n,)."""
-    n, s = gen.n_samples, gen.split
-    counts = np.floor(np.array([s.train, s.val, s.test, s.calibration]) * n).astype(int)
-    counts[0] += n - counts.sum()
-    labels = np.repeat(np.arange(4, dtype=np.int8), counts)
-    return np.random.default_rng(np.random.SeedSequence(s.seed)).permutation(labels)
+# Splits are assigned in consecutive groups of this many samples, each group a seeded
+# permutation of the same composition: the labels of the first n samples never depend on the
+# campaign's final size, so an extended store keeps every earlier sample's split.
+SPLIT_GROUP = 20
 
 
-def initial_condition(gen: GenerateConfig, params: np.ndarray, x: torch.Tensor) -> torch.Tensor:
-    """u0(x) = sum_k a_k sin(2 pi k x / L); params (n, d) with amplitudes after nu."""
-    k = torch.tensor(gen.modes, dtype=x.dtype, device=x.device)
-    amp = torch.as_tensor(params[:, 1:], dtype=x.dtype, device=x.device)
-    return amp @ torch.sin(2 * torch.pi * k[:, None] * x[None, :] / gen.length)
+def split_labels(gen: GenerateConfig, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Seeded split of samples ``start:stop``, codes index ``SPLITS``; shape (stop - start,).
+
+    Each group of ``SPLIT_GROUP`` samples holds the fractions rounded by largest remainder, so a
+    whole group matches them exactly (0.6/0.1/0.15/0.15 gives 12/2/3/3).
+    """
+    stop = gen.n_samples if stop is None else stop
+    s = gen.split
+    fractions = np.array([s.train, s.val, s.test, s.calibration]) * SPLIT_GROUP
+    counts = np.floor(fractions).astype(int)
+    short = SPLIT_GROUP - counts.sum()
+    counts[np.argsort(counts - fractions, kind="stable")[:short]] += 1
+    composition = np.repeat(np.arange(4, dtype=np.int8), counts)
+    groups = range(start // SPLIT_GROUP, -(-stop // SPLIT_GROUP))
+    labels = np.concatenate(
+        [
+            np.random.default_rng(np.random.SeedSequence(s.seed, spawn_key=(g,))).permutation(
+                composition
+            )
+            for g in groups
+        ]
+    )
+    offset = groups.start * SPLIT_GROUP
+    return labels[start - offset : stop - offset]
 
 
-def solve_parameters(gen: GenerateConfig, params: np.ndarray) -> np.ndarray:
-    """Solve one batch of trajectories; shape (n, n_frames, n_x), in ``gen.dtype``.
+def grid_coords(gen: GenerateConfig) -> list[np.ndarray]:
+    """Coordinates of each spatial axis: ``i * L / n`` (periodic) or the PDE's own points."""
+    if gen.is_custom:
+        return [np.arange(n) * gen.domain_length / n for n in gen.simulator.grid]
+    cls = gen.entry.cls
+    if gen.entry.dim > 1 or gen.entry.stationary:
+        kwargs = {} if gen.entry.stationary else {"dt": gen.internal_dt}
+        coefs = {k: s.low for k, s in gen.coefficient_specs.items()} | dict(gen.constants)
+        pde = cls(gen.n_x, length=gen.domain_length, **kwargs, **coefs)
+        return [np.asarray(pde.x, dtype=np.float64), np.asarray(pde.y, dtype=np.float64)]
+    return [np.arange(gen.n_x) * gen.domain_length / gen.n_x]
+
+
+def initial_state(
+    gen: GenerateConfig, params: np.ndarray, seeds: np.ndarray, device, dtype
+) -> torch.Tensor:
+    """Initial states of a batch, shape (n, channel, *space), from parameters and seeds."""
+    ic, entry, length = gen.initial_condition, gen.entry, gen.domain_length
+    shape = (gen.n_x,) * entry.dim
+    if ic.kind == "pde":
+        return entry.cls.initial_condition(gen.n_x, length, seeds, dtype=dtype, device=device)
+    if ic.kind == "modes":
+        amp = torch.as_tensor(params[:, -len(gen.modes) :], dtype=torch.float64)
+        u0 = torch.zeros((len(params), *shape), dtype=torch.float64)
+        axes = torch.meshgrid(*[torch.as_tensor(c) for c in grid_coords(gen)], indexing="ij")
+        for j, k in enumerate(gen.modes):
+            wave = torch.ones(shape, dtype=torch.float64)
+            for axis in axes:
+                wave = wave * torch.sin(2 * torch.pi * k * axis / length)
+            u0 += amp[:, j].reshape(-1, *([1] * entry.dim)) * wave
+        values = u0.numpy()
+    else:
+        values = _random_field(gen, shape, seeds)
+    if ic.rescale == "unit":
+        flat = values.reshape(len(values), -1)
+        low, high = flat.min(axis=1), flat.max(axis=1)
+        span = np.where(high > low, high - low, 1.0)
+        values = ((flat - low[:, None]) / span[:, None]).reshape(values.shape)
+    return torch.as_tensor(values[:, None], dtype=dtype, device=device)
+
+
+def _random_field(gen: GenerateConfig, shape: tuple[int, ...], seeds: np.ndarray) -> np.ndarray:
+    from tasks import fields
+
+    ic, length = gen.initial_condition, gen.domain_length
+    if ic.kind == "fourier":
+        amplitude = (ic.amplitude.low, ic.amplitude.high)
+        return fields.fourier_series(
+            shape, length, seeds, n_waves=ic.n_waves, k_max=ic.k_max, amplitude=amplitude
+        )
+    if ic.kind == "grf":
+        return fields.gaussian_random_field(
+            shape, length, seeds, alpha=ic.alpha, tau=ic.tau, sigma=ic.sigma
+        )
+    levels = (ic.amplitude.low, ic.amplitude.high)
+    return fields.step_function(shape, length, seeds, n_steps=ic.n_steps, levels=levels)
+
+
+def coefficients(gen: GenerateConfig, params: np.ndarray) -> dict[str, np.ndarray]:
+    """Every PDE coefficient per sample: sampled columns and constants, each shape (n,)."""
+    out = {name: params[:, j] for j, name in enumerate(gen.coefficient_specs)}
+    out.update({name: np.full(len(params), value) for name, value in gen.constants.items()})
+    return out
+
+
+def solve_parameters(
+    gen: GenerateConfig, params: np.ndarray, seeds: np.ndarray, sample_ids: np.ndarray | None = None
+) -> np.ndarray:
+    """Solve one batch; shape (n, n_frames, channel, *space), in ``gen.dtype``.
 
     Raises:
         BlowUpError: non-finite values or a CFL violation, naming the batch rows.
+        SimulationError: a user simulator failed for some samples (``pde: custom``).
     """
+    if gen.is_custom:
+        ids = np.arange(len(params)) if sample_ids is None else sample_ids
+        return build_simulator(gen).run(coefficients(gen, params), seeds, ids)
     dtype = getattr(torch, gen.dtype)
     device = torch.device(gen.device)
-    pde = get_pde(gen.pde)(
-        gen.n_x, nu=params[:, 0], dt=gen.internal_dt, length=gen.length, device=device, dtype=dtype
+    u0 = initial_state(gen, params, seeds, device, dtype)
+    traj = solve(
+        gen.entry,
+        n=gen.n_x,
+        length=gen.domain_length,
+        dt=gen.internal_dt,
+        n_frames=gen.n_frames,
+        steps_per_frame=gen.steps_per_frame,
+        coefficients=coefficients(gen, params),
+        u0=u0,
+        device=device,
+        dtype=dtype,
     )
-    u0 = initial_condition(gen, params, pde.x)
-    return pde.rollout(u0, gen.n_frames, gen.steps_per_frame).cpu().numpy()
+    return traj.cpu().numpy()
 
 
 def solve_block(store_path: str, gen_json: dict, block: int) -> dict:
@@ -82,81 +181,20 @@ def solve_block(store_path: str, gen_json: dict, block: int) -> dict:
     stop = min(start + gen.block_size, gen.n_samples)
     store = RunStore(store_path)
     params = ds_io.read_coords(store.path, gen.parameter_names, start, stop)
+    seeds = ds_io.read_coords(store.path, ["seed"], start, stop)[:, 0]
     t0 = time.perf_counter()
     try:
-        values = solve_parameters(gen, params)
+        values = solve_parameters(gen, params, seeds, np.arange(start, stop))
     except BlowUpError as err:
         bad = [start + i for i in err.samples]
         raise GenerationError(
             f"block {block}: {type(err).__name__} at t={err.time:.4g} in samples {bad}: {err}"
         ) from None
+    except SimulationError as err:
+        raise GenerationError(f"block {block}: {err}") from None
     seconds = time.perf_counter() - t0
-    checksum = ds_io.write_block(store.path, block, start, values, seconds)
+    checksum = ds_io.write_block(store.path, block, start, values, seconds, list(gen.fields))
     return {"block": block, "seconds": seconds, "checksum": checksum}
-
-
-def dataset_card(gen: GenerateConfig) -> str:
-    lines = [
-        "# pdeflow dataset: 1D viscous Burgers",
-        "",
-        "Equation: u_t + (u^2/2)_x = nu u_xx, x in [0, L), periodic boundary conditions.",
-        f"Domain: L = {gen.length:g}, n_x = {gen.n_x}; time [0, {gen.t_end:g}], "
-        f"{gen.n_frames} saved frames, internal step {gen.internal_dt:.4g}.",
-        f"Initial condition: u0 = sum_k a_k sin(2 pi k x / L), k in {list(gen.modes)}.",
-        f"Solver: pseudo-spectral, ETDRK4 (Cox & Matthews 2002), 2/3 dealiasing, {gen.dtype}.",
-        f"Design: {gen.design}, seed {gen.seed}, {gen.n_samples} samples.",
-        "Parameters:",
-    ]
-    for name, spec in zip(gen.parameter_names, gen.parameter_specs, strict=True):
-        lines.append(f"- {name}: {spec.distribution} on [{spec.low:g}, {spec.high:g}]")
-    return "\n".join(lines)
-
-
-def _coords(gen: GenerateConfig) -> dict:
-    unit = sample_unit(gen.design, gen.n_samples, len(gen.parameter_names), gen.seed)
-    params = to_physical(gen, unit)
-    idx = np.arange(gen.n_samples)
-    units = {"nu": "length^2/time"}
-    coords = {
-        "sample": ("sample", idx),
-        "time": ("time", np.linspace(0.0, gen.t_end, gen.n_frames), {"units": "time"}),
-        "x": ("x", np.arange(gen.n_x) * gen.length / gen.n_x, {"units": "length"}),
-        "seed": ("sample", sample_seeds(gen.seed, idx), {"description": "per-sample seed"}),
-        "split": (
-            "sample",
-            split_labels(gen),
-            {"flag_values": list(range(4)), "flag_meanings": " ".join(SPLITS)},
-        ),
-    }
-    for j, name in enumerate(gen.parameter_names):
-        coords[name] = ("sample", params[:, j], {"units": units.get(name, "velocity")})
-    return coords
-
-
-def _create_store(store: RunStore, gen: GenerateConfig) -> None:
-    attrs = {
-        "pdeflow_version": version("pdeflow"),
-        "config": gen.model_dump(mode="json"),
-        "solver": {
-            "name": "pseudo-spectral ETDRK4",
-            "dealiasing": "2/3",
-            "steps_per_frame": gen.steps_per_frame,
-            "dtype": gen.dtype,
-        },
-        "parameters": gen.parameter_names,
-        "dataset_card": dataset_card(gen),
-    }
-    ds_io.create_trajectories(
-        store.path,
-        shape=(gen.n_samples, gen.n_frames, gen.n_x),
-        chunk_size=gen.chunk_size,
-        n_blocks=gen.n_blocks,
-        dtype=gen.dtype,
-        coords=_coords(gen),
-        attrs=attrs,
-        field_attrs={"units": "velocity", "long_name": "Burgers velocity u(t, x)"},
-    )
-    store.consolidate()
 
 
 def generate(
@@ -164,17 +202,23 @@ def generate(
 ) -> dict:
     """Run stage 1: compute the blocks the manifest lacks, then mark the stage complete.
 
+    A store generated with the same settings but fewer samples is extended in place: the design
+    continues, earlier samples keep their values, seeds and splits, and only new blocks (and a
+    formerly partial last block) are solved.
+
     Returns:
         Summary with the store path, config hash, and counts of blocks computed and skipped.
     """
     gen = cfg.generate
     store = RunStore.named(cfg.store)
     h = stage_hash(cfg, "generate")
-    store.check_config("generate", stage_config(cfg, "generate"), h, overwrite)
+    extended_from = None if overwrite else extend_store(store, gen)
+    if extended_from is None:
+        store.check_config("generate", stage_config(cfg, "generate"), h, overwrite)
     if store.is_complete("generate", h):
         return _summary(store, h, computed=0)
     if not (store.path / "zarr.json").is_file():
-        _create_store(store, gen)
+        create_store(store, gen)
     store.start_stage("generate", stage_config(cfg, "generate"), h)
     missing = BlockManifest(store.path).missing()
     total, done = gen.n_blocks, gen.n_blocks - len(missing)
@@ -187,6 +231,7 @@ def generate(
         [gen_json] * len(missing),
         missing,
         pure=False,
+        resources=task_resources(cfg.cluster, gen.device),
     )
     errors = []
     for fut in as_completed(futures):
@@ -201,14 +246,63 @@ def generate(
             f"{len(errors)} of {len(missing)} blocks failed; {done} of {total} complete "
             "(re-run to retry only the failed ones):\n" + "\n".join(sorted(errors))
         )
-    return _summary(store, h, computed=len(missing), finish=True)
+    stats = normalization_stats(store.path, _train_indices(store.path))
+    ds_io.update_attrs(store.path, {"normalization": stats})
+    return _summary(store, h, computed=len(missing), finish=True, extended_from=extended_from)
 
 
-def _summary(store: RunStore, h: str, computed: int, finish: bool = False) -> dict:
+def _train_indices(path) -> np.ndarray:
+    codes = ds_io.read_coords(path, ["split"])[:, 0]
+    return np.flatnonzero(codes == SPLITS.index("train"))
+
+
+def extend_store(store: RunStore, gen: GenerateConfig) -> int | None:
+    """Grow a store generated with fewer samples of otherwise the same settings.
+
+    Returns:
+        The previous sample count if the store was (or is being) extended, else None (no store,
+        same size, or other settings changed: then ``check_config`` decides).
+    """
+    rec = store.record("generate")
+    if rec is None or not (store.path / "zarr.json").is_file():
+        return None
+    old = GenerateConfig.model_validate(rec["config"]["generate"])
+    if old.model_dump(exclude={"n_samples"}) != gen.model_dump(exclude={"n_samples"}):
+        return None
+    old_n = int(ds_io.read_coords(store.path, ["sample"]).shape[0])
+    if gen.n_samples < old_n:
+        return None
+    if gen.n_samples == old_n:
+        # Same size: a fresh run, or the resumed run of an extension begun earlier.
+        return rec.get("extended_from") if rec.get("status") != "complete" else None
+    if gen.design not in ("sobol", "random"):
+        raise GenerationError(
+            f"generate.n_samples: a '{gen.design}' design cannot be extended from {old_n} "
+            "samples; use design sobol or random, or a new store"
+        )
+    coords = {k: v[1] for k, v in sample_coords(gen).items()}
+    ds_io.extend_trajectories(store.path, gen.n_samples, coords)
+    manifest = BlockManifest(store.path)
+    old_blocks = manifest.n_blocks
+    manifest.resize(gen.n_blocks)
+    if old_n % gen.block_size:
+        # The old last block held fewer samples than a block: it is solved again, whole.
+        manifest.mark_incomplete(old_blocks - 1)
+    attrs = {"config": gen.model_dump(mode="json"), "dataset_card": dataset_card(gen)}
+    ds_io.update_attrs(store.path, attrs)
+    store.write_record("generate", {**rec, "status": "running", "extended_from": old_n})
+    store.consolidate()
+    return old_n
+
+
+def _summary(
+    store: RunStore, h: str, computed: int, finish: bool = False, extended_from: int | None = None
+) -> dict:
     manifest = BlockManifest(store.path)
     metrics = {"blocks_total": manifest.n_blocks, "blocks_complete": manifest.n_complete()}
     if finish:
-        rec = store.finish_stage("generate", h, metrics, blocks_computed_last_run=computed)
+        extra = {} if extended_from is None else {"extended_from": extended_from}
+        rec = store.finish_stage("generate", h, metrics, blocks_computed_last_run=computed, **extra)
     else:
         rec = store.record("generate")
     return {
@@ -235,4 +329,4 @@ def to_unit(gen: GenerateConfig, params: np.ndarray) -> np.ndarray:
         MARGINALS[spec.distribution](spec.low, spec.high).cdf(params[:, j])
         for j, spec in enumerate(gen.parameter_specs)
     ]
-    return np.stack(cols, axis=1)
+    return np.stack(cols, axis=1) if cols else np.zeros((len(params), 0))

@@ -18,7 +18,9 @@ def test_demo_and_tiny_configs_load():
 
 
 def test_override_parses_yaml_values():
-    cfg = load_config(DEMO, ["generate.n_samples=2048", "generate.modes=[1, 4]", "store=x/y"])
+    cfg = load_config(
+        DEMO, ["generate.n_samples=2048", "generate.initial_condition.modes=[1, 4]", "store=x/y"]
+    )
     assert cfg.generate.n_samples == 2048 and cfg.generate.modes == (1, 4)
     assert cfg.store == "x/y"
 
@@ -32,11 +34,18 @@ def test_models_are_frozen():
 @pytest.mark.parametrize(
     ("override", "fragments"),
     [
-        ("generate.viscosity.low=-0.1", ["viscosity", "> 0"]),
-        ("generate.viscosity={distribution: uniform, low: 0.0, high: 1.0}", ["viscosity", "> 0"]),
-        ("generate.viscosity={distribution: loguniform, low: 0.0, high: 1.0}", ["low > 0"]),
+        ("generate.parameters.nu.low=-0.1", ["parameters.nu", "low > 0"]),
+        (
+            "generate.parameters.nu={distribution: uniform, low: 0.0, high: 1.0}",
+            ["parameters.nu", "outside the valid range"],
+        ),
+        ("generate.parameters.nu={distribution: loguniform, low: 0.0, high: 1.0}", ["low > 0"]),
+        ("generate.parameters.rho={low: 1, high: 2}", ["no coefficient ['rho']", "['nu']"]),
+        ("generate.constants.nu=0.1", ["both sampled (parameters) and fixed (constants)"]),
+        ("generate.preset=pdebench-kdv", ["unknown preset", "pdebench-burgers"]),
+        ("generate.initial_condition.kind=pde", ["burgers has no initial state of its own"]),
         ("generate.dt=0.5", ["dt=0.5", "stability limit"]),
-        ("generate.pde=heat", ["generate.pde", "'burgers'"]),
+        ("generate.pde=heat2", ["generate.pde", "'burgers'", "'heat'", "'custom'"]),
         ("generate.design=halton", ["generate.design", "'sobol'", "'lhs'", "'random'"]),
         ("generate.block_size=24", ["block_size (24)", "chunk_size (16)"]),
         ("generate.n_x=255", ["generate.n_x", "even"]),

@@ -36,11 +36,14 @@ def test_store_holds_the_solver_output_and_reruns_compute_nothing(client):
     # float32 FFT kernels round differently (seen: 1 ulp, 6e-8); 1e-6 allows ~16 ulps at |u|~1
     # over the 100 steps, far below any physical difference.
     for i in (0, 37, 63):
-        alone = solve_parameters(cfg.generate, params[i : i + 1])[0]
+        seed = ds.seed.values[i : i + 1]
+        alone = solve_parameters(cfg.generate, params[i : i + 1], seed)[0, :, 0]
         np.testing.assert_allclose(alone, ds.u.values[i], rtol=0, atol=1e-6)
     np.testing.assert_allclose(to_physical(cfg.generate, to_unit(cfg.generate, params)), params)
     assert ds.u.dims == ("sample", "time", "x") and ds.attrs["config"]["n_samples"] == 64
-    assert "Burgers" in ds.attrs["dataset_card"] and ds.time.values[-1] == cfg.generate.t_end
+    assert "Burgers" in ds.attrs["dataset_card"] and ds.attrs["fields"] == ["u"]
+    assert set(ds.attrs["normalization"]["u"]) == {"mean", "std"}
+    assert ds.attrs["dataset_card"] and ds.time.values[-1] == cfg.generate.t_end
     assert sorted(np.unique(ds.split.values)) == [0, 1, 2, 3]
     assert generate(cfg, client)["blocks_computed"] == 0
 
@@ -53,9 +56,9 @@ def test_blow_up_fails_its_block_and_names_samples(client):
 
     cfg = load_config(TINY, ["store=gen-blowup"])
     store = RunStore.named(cfg.store)
-    from tasks.generate import _create_store
+    from tasks.datasets import create_store
 
-    _create_store(store, cfg.generate)
+    create_store(store, cfg.generate)
     zarr.open_array(str(store.path), path="a2", mode="r+")[21] = np.nan
     with pytest.raises(GenerationError) as err:
         generate(cfg, client)

@@ -17,13 +17,14 @@ def _template(path, n=10, chunk=4, t=3, nx=5, dtype="float32"):
     coords = {"sample": ("sample", np.arange(n)), "nu": ("sample", np.linspace(0.1, 1.0, n))}
     ds_io.create_trajectories(
         path,
+        fields={"u": {"units": "velocity"}},
+        space_dims=("x",),
         shape=(n, t, nx),
         chunk_size=chunk,
         n_blocks=-(-n // chunk),
         dtype=dtype,
         coords=coords,
         attrs={"note": "test"},
-        field_attrs={"units": "velocity"},
     )
 
 
@@ -35,20 +36,22 @@ def test_region_writes_round_trip(tmp_path, dtype):
     data = rng.standard_normal((10, 3, 5)).astype(dtype)
     # Blocks in reverse order, the last one partial: each owns whole chunks.
     for block, start in reversed(list(enumerate(range(0, 10, 4)))):
-        ds_io.write_block(path, block, start, data[start : start + 4], seconds=0.1)
+        ds_io.write_block(path, block, start, data[start : start + 4][:, :, None], 0.1, ["u"])
     RunStore(path).consolidate()
     ds = xr.open_zarr(path)
     assert ds.u.dtype == dtype and ds.attrs["note"] == "test"
     np.testing.assert_array_equal(ds.u.values, data)
     np.testing.assert_allclose(ds.nu.values, np.linspace(0.1, 1.0, 10))
     assert BlockManifest(path).n_complete() == 3
-    np.testing.assert_array_equal(ds_io.read_samples(path, np.array([9, 0, 5])), data[[0, 5, 9]])
+    np.testing.assert_array_equal(
+        ds_io.read_samples(path, np.array([9, 0, 5])), data[[0, 5, 9], :, None]
+    )
 
 
 def test_unwritten_blocks_read_as_nan_and_stay_incomplete(tmp_path):
     path = tmp_path / "s"
     _template(path)
-    ds_io.write_block(path, 1, 4, np.ones((4, 3, 5)), seconds=0.1)
+    ds_io.write_block(path, 1, 4, np.ones((4, 3, 5))[:, :, None], 0.1, ["u"])
     manifest = BlockManifest(path)
     assert manifest.missing() == [0, 2]
     values = xr.open_zarr(path, consolidated=False).u.values
@@ -60,7 +63,7 @@ def test_misaligned_region_is_refused(tmp_path, start, n):
     path = tmp_path / "s"
     _template(path)
     with pytest.raises(ValueError, match="not aligned"):
-        ds_io.write_block(path, 0, start, np.zeros((n, 3, 5)), seconds=0.0)
+        ds_io.write_block(path, 0, start, np.zeros((n, 3, 5))[:, :, None], 0.0, ["u"])
     assert BlockManifest(path).n_complete() == 0
 
 
@@ -69,12 +72,12 @@ def test_iter_chunks_streams_selected_rows_in_given_order(tmp_path):
     _template(path)
     data = np.arange(150, dtype="float32").reshape(10, 3, 5)
     for block, start in enumerate(range(0, 10, 4)):
-        ds_io.write_block(path, block, start, data[start : start + 4], seconds=0.0)
+        ds_io.write_block(path, block, start, data[start : start + 4][:, :, None], 0.0, ["u"])
     picked = np.array([1, 2, 6, 9])
     chunks = list(ds_io.iter_chunks(path, picked, order=np.array([2, 1, 0])))
     assert [list(rows) for rows, _ in chunks] == [[9], [6], [1, 2]]
     for rows, values in chunks:
-        np.testing.assert_array_equal(values, data[rows])
+        np.testing.assert_array_equal(values, data[rows, :, None])
 
 
 def test_stage_records_refuse_other_config_unless_overwrite(tmp_path):

@@ -1,0 +1,165 @@
+"""What a generated store says about itself: coordinates, dataset card, units, statistics.
+
+Layout (The Well's conventions): one variable per field with dimensions ``(sample, time, x)`` or
+``(sample, time, x, y)``; ``attrs["fields"]`` gives the channel order used by in-memory
+trajectories ``(sample, time, channel, *space)`` (for shallow water ``h, hu, hv``: the depth
+and the two momentum components, a vector in the last two channels). Per-sample coordinates hold
+every sampled parameter, the sample's seed and its split.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import numpy as np
+
+from storage import RunStore
+from storage import dataset as ds_io
+from tasks.config import GenerateConfig
+from tasks.presets import PDEBENCH_CITATION, PRESETS
+from tasks.sampling import sample_seeds, sample_unit
+
+SPLITS = ("train", "val", "test", "calibration")
+SPACE_DIMS = ("x", "y", "z")
+
+
+def sample_coords(gen: GenerateConfig, start: int = 0) -> dict[str, tuple]:
+    """Per-sample coordinates of samples ``start .. n_samples - 1`` (design, seeds, splits)."""
+    from tasks.generate import split_labels, to_physical
+
+    n = gen.n_samples - start
+    names = gen.parameter_names
+    unit = (
+        sample_unit(gen.design, n, len(names), gen.seed, start=start) if names else np.zeros((n, 0))
+    )
+    params = to_physical(gen, unit)
+    idx = np.arange(start, gen.n_samples)
+    coords = {
+        "sample": ("sample", idx),
+        "seed": ("sample", sample_seeds(gen.seed, idx), {"description": "per-sample seed"}),
+        "split": (
+            "sample",
+            split_labels(gen, start),
+            {"flag_values": list(range(4)), "flag_meanings": " ".join(SPLITS)},
+        ),
+    }
+    for j, name in enumerate(names):
+        coords[name] = ("sample", params[:, j], {"description": _parameter_text(gen, name)})
+    return coords
+
+
+def _parameter_text(gen: GenerateConfig, name: str) -> str:
+    spec = gen.sampled_specs[name]
+    role = (
+        "initial mode amplitude" if name.startswith("a") and name[1:].isdigit() else "coefficient"
+    )
+    return f"{role}, {spec.distribution} on [{spec.low:g}, {spec.high:g}]"
+
+
+def coords(gen: GenerateConfig) -> dict:
+    from tasks.generate import grid_coords
+
+    out = sample_coords(gen)
+    frames = 1 if _stationary(gen) else gen.n_frames
+    out["time"] = ("time", np.linspace(0.0, gen.t_end if frames > 1 else 0.0, frames))
+    for dim, values in zip(SPACE_DIMS, grid_coords(gen), strict=False):
+        out[dim] = (dim, values, {"units": "length"})
+    return out
+
+
+def _stationary(gen: GenerateConfig) -> bool:
+    return not gen.is_custom and gen.entry.stationary
+
+
+def field_units(gen: GenerateConfig) -> dict[str, str]:
+    if gen.is_custom:
+        units = gen.simulator.units or ("arbitrary",) * len(gen.fields)
+        return dict(zip(gen.fields, units, strict=True))
+    return dict(gen.entry.field_units)
+
+
+def dataset_card(gen: GenerateConfig) -> str:
+    """A markdown card: equation, domain, BCs, parameters, grid, step, solver, citation."""
+    if gen.is_custom:
+        sim = gen.simulator
+        what = sim.target if sim.kind == "python" else " ".join(sim.command)
+        head = [f"# pdeflow dataset: custom simulator ({sim.kind})", "", f"Simulator: `{what}`."]
+        boundary, solver = "set by the simulator", f"user simulator `{what}`"
+    else:
+        entry = gen.entry
+        head = [f"# pdeflow dataset: {entry.name}", "", f"Equation: {entry.description}."]
+        boundary = entry.boundary
+        solver = f"{entry.cls.__name__} ({entry.cls.__module__}), {gen.dtype} on {gen.device}"
+    dims = " x ".join(
+        str(n) for n in (gen.simulator.grid if gen.is_custom else (gen.n_x,) * gen.dim)
+    )
+    units = field_units(gen)
+    lines = [
+        *head,
+        f"Domain: side L = {gen.domain_length:g} in {gen.dim}D, grid {dims}; "
+        f"boundary conditions: {boundary}.",
+        f"Time: [0, {gen.t_end:g}], {gen.n_frames} saved frames, internal step "
+        f"{gen.internal_dt:.4g} ({gen.steps_per_frame} per frame).",
+        f"Fields (channel order): {', '.join(f'{f} [{units[f]}]' for f in gen.fields)}.",
+        f"Solver: {solver}.",
+        f"Initial condition: {gen.initial_condition.kind}.",
+        f"Design: {gen.design}, seed {gen.seed}, {gen.n_samples} samples; per-sample seeds in "
+        "coordinate `seed`, splits in `split` (train/val/test/calibration).",
+        "Sampled parameters:",
+    ]
+    for name, spec in gen.sampled_specs.items():
+        lines.append(f"- {name}: {spec.distribution} on [{spec.low:g}, {spec.high:g}]")
+    if not gen.sampled_specs:
+        lines.append("- none")
+    for name, value in gen.constants.items():
+        lines.append(f"- {name} = {value:g} (constant)")
+    if gen.preset:
+        lines += [
+            "",
+            f"Preset `{gen.preset}`: {PRESETS[gen.preset]['description']}. "
+            f"Cite: {PDEBENCH_CITATION}",
+        ]
+    return "\n".join(lines)
+
+
+def create_store(store: RunStore, gen: GenerateConfig) -> None:
+    """Write the store's template: coordinates, attributes and NaN fields."""
+    units = field_units(gen)
+    space = gen.simulator.grid if gen.is_custom else (gen.n_x,) * gen.dim
+    frames = 1 if _stationary(gen) else gen.n_frames
+    attrs = {
+        "pdeflow_version": version("pdeflow"),
+        "config": gen.model_dump(mode="json"),
+        "pde": gen.pde,
+        "stationary": _stationary(gen),
+        "solver": {"steps_per_frame": gen.steps_per_frame, "dtype": gen.dtype},
+        "parameters": gen.parameter_names,
+        "constants": dict(gen.constants),
+        "dataset_card": dataset_card(gen),
+    }
+    ds_io.create_trajectories(
+        store.path,
+        fields={f: {"units": units[f], "long_name": f"{gen.pde} field {f}"} for f in gen.fields},
+        space_dims=SPACE_DIMS[: len(space)],
+        shape=(gen.n_samples, frames, *space),
+        chunk_size=gen.chunk_size,
+        n_blocks=gen.n_blocks,
+        dtype=gen.dtype,
+        coords=coords(gen),
+        attrs=attrs,
+    )
+    store.consolidate()
+
+
+def normalization_stats(path, train_idx: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per-field mean and standard deviation over the training split (float64, streaming)."""
+    names = ds_io.field_names(path)
+    sums = np.zeros((len(names), 3))
+    for _, values in ds_io.iter_chunks(path, train_idx):
+        v = np.moveaxis(values.astype(np.float64), 2, 0).reshape(len(names), -1)
+        sums += np.stack([np.full(len(names), v.shape[1]), v.sum(1), (v**2).sum(1)], axis=1)
+    out = {}
+    for name, (n, s, s2) in zip(names, sums, strict=True):
+        mean = s / max(n, 1)
+        out[name] = {"mean": float(mean), "std": float(np.sqrt(max(s2 / max(n, 1) - mean**2, 0)))}
+    return out

@@ -1,0 +1,185 @@
+"""The generate stage over the whole PDE registry, user simulators, presets, export, extension."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import xarray as xr
+from distributed import Client
+
+from storage import RunStore
+from storage.export import export_pdebench
+from storage.manifest import BlockManifest
+from tasks.config import ConfigError, load_config
+from tasks.generate import GenerationError, generate
+from tasks.problems import all_entries
+from tests.conftest import TINY
+
+CONFIGS = TINY.parent
+SMALL = ["generate.n_samples=16", "generate.block_size=8", "generate.chunk_size=4"]
+
+
+@pytest.fixture(scope="module")
+def client():
+    # Threads in this process: these stores are tiny, and worker processes would cost more
+    # start-up than the solves.
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=None) as c:
+        yield c
+
+
+def _small(entry) -> list[str]:
+    """Overrides that give a stable, cheap run of ``entry`` with its default coefficients."""
+    over = [f"generate.pde={entry.name}", "generate.n_frames=3", "generate.parameters=null"]
+    if entry.dim == 1:
+        ic = "modes" if entry.name != "fisher_kpp" else "fourier"
+        over += ["generate.n_x=32", f"generate.initial_condition.kind={ic}", "generate.t_end=0.02"]
+        over += ["generate.dt=0.0005"]
+        if entry.name == "fisher_kpp":
+            over += ["generate.initial_condition.rescale=unit"]
+    else:
+        cls = entry.cls
+        over += ["generate.n_x=32", "generate.initial_condition.kind=pde"]
+        over += [f"generate.t_end={2 * getattr(cls, 'default_dt', 0.01)}"]
+        over += [f"generate.dt={getattr(cls, 'default_dt', 0.01)}"]
+    return over
+
+
+@pytest.mark.parametrize("entry", all_entries(), ids=lambda e: e.name)
+def test_every_registered_pde_generates_a_store(client, entry):
+    cfg = load_config(TINY, [f"store=reg-{entry.name}", *SMALL, *_small(entry)])
+    summary = generate(cfg, client)
+    assert summary["blocks_computed"] == cfg.generate.n_blocks
+    ds = xr.open_zarr(RunStore.named(cfg.store).path)
+    assert ds.attrs["fields"] == list(entry.fields) and ds.attrs["pde"] == entry.name
+    space = ("x",) if entry.dim == 1 else ("x", "y")
+    frames = 1 if entry.stationary else cfg.generate.n_frames
+    for name in entry.fields:
+        assert ds[name].dims == ("sample", "time", *space)
+        assert ds[name].shape == (16, frames, *(32,) * entry.dim)
+        assert ds[name].dtype == np.float32 and np.isfinite(ds[name].values).all()
+        assert ds[name].attrs["units"] == entry.field_units[name]
+        stats = ds.attrs["normalization"][name]
+        assert stats["std"] >= 0 and np.isfinite(stats["mean"])
+    assert entry.name in ds.attrs["dataset_card"]
+    for name in cfg.generate.parameter_names:
+        assert ds[name].shape == (16,)
+    # Same seed, same data: a second store of the same config is bitwise equal.
+    again = load_config(TINY, [f"store=reg2-{entry.name}", *SMALL, *_small(entry)])
+    generate(again, client)
+    ds2 = xr.open_zarr(RunStore.named(again.store).path)
+    for name in entry.fields:
+        np.testing.assert_array_equal(ds[name].values, ds2[name].values)
+
+
+def test_unknown_pde_and_bad_ranges_are_refused_before_compute():
+    with pytest.raises(ConfigError, match="'burgers'.*'heat'"):
+        load_config(TINY, ["generate.pde=navier"])
+    with pytest.raises(ConfigError, match="outside the valid range"):
+        load_config(TINY, ["generate.parameters.nu={low: 0.0, high: 1e6}"])
+    with pytest.raises(ConfigError, match="stability limit"):
+        load_config(TINY, ["generate.pde=kdv", "generate.parameters=null", "generate.dt=0.1"])
+
+
+def test_coarse_grid_warns_with_the_resolution_needed():
+    cfg = load_config(
+        TINY,
+        [
+            "generate.parameters.nu={distribution: loguniform, low: 1e-3, high: 0.01}",
+            "generate.dt=0.001",
+        ],
+    )
+    (warning,) = cfg.generate.resolution_warnings()
+    assert "generate.n_x" in warning and "n_x >= " in warning
+
+
+def test_python_simulator_runs_through_blocks_and_matches_the_exact_solution(client):
+    from tasks.simulators.examples.heat_rod import heat_rod
+
+    cfg = load_config(CONFIGS / "custom_python.yaml", ["store=byo-python"])
+    assert generate(cfg, client)["blocks_computed"] == 2
+    ds = xr.open_zarr(RunStore.named(cfg.store).path)
+    assert ds.T.dims == ("sample", "time", "x") and ds.T.attrs["units"] == "K"
+    params = {k: ds[k].values for k in ("alpha", "t_left", "t_right")}
+    expected = heat_rod(params, ds.seed.values, **cfg.generate.simulator.options)
+    # float32 storage of temperatures ~300 K: 3e-5 relative is a few ulps.
+    np.testing.assert_allclose(ds.T.values, expected[:, :, 0], rtol=3e-5)
+
+
+def test_executable_simulator_fails_only_the_bad_block(client):
+    cfg = load_config(CONFIGS / "custom_executable.yaml", ["store=byo-exe"])
+    command = list(cfg.generate.simulator.command)
+    # Sample 11 (block 1) exits 3 before simulating; the others run the example program.
+    failing = [
+        "/bin/sh",
+        "-c",
+        'grep -q \'"sample": 11,\' {params} && { echo boom >&2; exit 3; }; exec "$0" "$@"',
+        sys.executable,
+        *command[1:],
+    ]
+    bad = load_config(
+        CONFIGS / "custom_executable.yaml",
+        ["store=byo-exe", f"generate.simulator.command={json.dumps(failing)}"],
+    )
+    with pytest.raises(GenerationError) as err:
+        generate(bad, client)
+    assert "block 1" in str(err.value) and "11" in str(err.value) and "boom" in str(err.value)
+    manifest = BlockManifest(RunStore.named(bad.store).path)
+    assert manifest.missing() == [1]
+    # The healthy program solves every block of the same design.
+    good = load_config(
+        CONFIGS / "custom_executable.yaml",
+        ["store=byo-exe-ok", f"generate.simulator.command={json.dumps([sys.executable, *command[1:]])}"],
+    )
+    assert generate(good, client)["blocks_computed"] == 2
+    u = xr.open_zarr(RunStore.named(good.store).path).u.values
+    assert u.shape == (16, 6, 32) and np.isfinite(u).all()
+
+
+def test_extension_adds_blocks_and_equals_a_fresh_store(client):
+    base = ["generate.n_samples=40", "generate.block_size=16", "generate.chunk_size=8"]
+    small = load_config(TINY, ["store=ext", *base])
+    generate(small, client)
+    grown = load_config(TINY, ["store=ext", *base[1:], "generate.n_samples=64"])
+    summary = generate(grown, client)
+    # Blocks 0-1 stay; block 2 (samples 32-39, partial before) and block 3 are solved.
+    assert summary["blocks_computed"] == 2
+    fresh = load_config(TINY, ["store=ext-fresh", *base[1:], "generate.n_samples=64"])
+    generate(fresh, client)
+    a = xr.open_zarr(RunStore.named("ext").path)
+    b = xr.open_zarr(RunStore.named("ext-fresh").path)
+    xr.testing.assert_equal(a.reset_coords(), b.reset_coords())
+    record = RunStore.named("ext").record("generate")
+    assert record["extended_from"] == 40 and record["status"] == "complete"
+
+
+def test_pdebench_preset_exports_to_the_pdebench_layout(client, tmp_path):
+    # Not from TINY: its own parameters and initial condition would win over the preset's.
+    over = [
+        "store=preset-burgers",
+        "cluster.n_workers=1",
+        "generate.preset=pdebench-burgers",
+        "generate.n_samples=16",
+        "generate.block_size=8",
+        "generate.chunk_size=8",
+        "generate.n_x=128",
+        "generate.n_frames=11",
+        "generate.t_end=0.1",
+        "generate.dt=0.002",
+    ]
+    cfg = load_config(None, over)
+    assert cfg.generate.constants == {"nu": round(0.01 / np.pi, 10)}
+    assert cfg.generate.length == 1.0 and cfg.generate.parameter_names == []
+    generate(cfg, client)
+    store = RunStore.named(cfg.store).path
+    assert "PDEBench" in xr.open_zarr(store).attrs["dataset_card"]
+    out = export_pdebench(store, tmp_path / "burgers.hdf5")
+    with h5py.File(out, "r") as f:
+        # What PDEBench's 1D loader reads: tensor (N, T, X), x-coordinate, t-coordinate.
+        tensor = f["tensor"][...]
+        assert tensor.shape == (16, 11, 128) and tensor.dtype == np.float32
+        assert f["x-coordinate"].shape == (128,) and f["t-coordinate"].shape[0] >= 11
+    np.testing.assert_array_equal(tensor, xr.open_zarr(store).u.values)
