@@ -5,7 +5,8 @@
 (b) Split-conformal bands (Lei et al. 2018) for the surrogate's rollout, with coverage on the test
     split and averaged over random calibration/test re-splits.
 (c) First-order and total Sobol indices of the QoI (Saltelli design) from all three models.
-The QoI is the kinetic energy at the final time, E(T) = (1/L) int u(T, x)^2 / 2 dx.
+The QoI is the mean energy of the final state, E(T) = mean over channels and space of u(T)^2 / 2
+(the kinetic energy for Burgers).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from prefect import task
 from storage import RunStore
 from storage import dataset as ds_io
 from tasks.config import GenerateConfig, PipelineConfig
-from tasks.generate import initial_condition, solve_parameters, to_physical, to_unit
+from tasks.datasets import SPACE_DIMS
+from tasks.generate import initial_state, solve_parameters, to_physical, to_unit
 from tasks.reduce import load_rom
-from tasks.sampling import sample_unit
-from tasks.stages import stage_cache_key, stage_config, stage_hash
+from tasks.sampling import sample_seeds, sample_unit
+from tasks.stages import prepare_stage, stage_cache_key, stage_config, stage_hash
 from tasks.surrogates.training import rollout
 from tasks.train import load_model, split_indices
 from tasks.uq import RunningMoments, SobolAnalysis, SplitConformal, quantiles, resplit_coverage
@@ -32,14 +34,22 @@ MODELS = ("solver", "surrogate", "rom")
 
 
 def final_energy(traj: np.ndarray) -> np.ndarray:
-    """QoI per sample: mean over x of u(T, x)^2 / 2; traj (n, n_time, n_x) -> (n,)."""
-    return 0.5 * np.mean(np.asarray(traj, dtype=np.float64)[:, -1] ** 2, axis=-1)
+    """QoI per sample: mean of u(T)^2 / 2; traj (n, n_time, channel, *space) -> (n,)."""
+    last = np.asarray(traj, dtype=np.float64)[:, -1]
+    return 0.5 * np.mean(last.reshape(len(last), -1) ** 2, axis=1)
 
 
-def solve_summary(gen_json: dict, params: np.ndarray) -> tuple[np.ndarray, RunningMoments]:
+def mc_seeds(qc, n: int) -> np.ndarray:
+    """Seeds of the Monte Carlo samples' own randomness (random initial states)."""
+    return sample_seeds(qc.seed, np.arange(n))
+
+
+def solve_summary(
+    gen_json: dict, params: np.ndarray, seeds: np.ndarray
+) -> tuple[np.ndarray, RunningMoments]:
     """Dask task: solve a batch and return only its QoI and field moments (not the fields)."""
     gen = GenerateConfig.model_validate(gen_json)
-    traj = solve_parameters(gen, params)
+    traj = solve_parameters(gen, params, seeds)
     return final_energy(traj), RunningMoments().update(traj.astype(np.float64))
 
 
@@ -49,36 +59,49 @@ class Predictors:
     def __init__(self, cfg: PipelineConfig, store: RunStore, batch: int = 256):
         self.gen, self.batch = cfg.generate, batch
         self.model, self.rom = load_model(cfg, store), load_rom(cfg, store)
-        self.x = torch.as_tensor(ds_io.read_coords(store.path, ["x"])[:, 0])
 
-    def surrogate(self, params: np.ndarray) -> np.ndarray:
+    def surrogate(self, params: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """Surrogate rollouts from the samples' initial states: (n, time, channel, *space)."""
         dtype = next(self.model.parameters()).dtype
-        u0 = initial_condition(self.gen, params, self.x.to(dtype))[:, None]
+        u0 = initial_state(self.gen, params, seeds, torch.device("cpu"), dtype)
         p = torch.as_tensor(to_unit(self.gen, params), dtype=dtype)
         traj = rollout(self.model, u0, p, self.gen.n_frames - 1, batch_size=self.batch)
-        return traj[:, :, 0].numpy()
+        return traj.numpy()
 
-    def reduced(self, params: np.ndarray) -> np.ndarray:
-        return self.rom.predict(to_unit(self.gen, params))
+    def reduced(self, params: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+        """ROM predictions (parameters only), shaped like the surrogate's."""
+        flat = self.rom.predict(to_unit(self.gen, params))
+        return flat.reshape(len(params), flat.shape[1], len(self.gen.fields), *self.space)
 
-    def summaries(self, params: np.ndarray) -> dict[str, tuple[np.ndarray, RunningMoments]]:
+    @property
+    def space(self) -> tuple[int, ...]:
+        return self.gen.simulator.grid if self.gen.is_custom else (self.gen.n_x,) * self.gen.dim
+
+    def summaries(
+        self, params: np.ndarray, seeds: np.ndarray
+    ) -> dict[str, tuple[np.ndarray, RunningMoments]]:
         out = {}
         for name, fn in (("surrogate", self.surrogate), ("rom", self.reduced)):
             qoi, mom = [], RunningMoments()
             for start in range(0, len(params), self.batch):
-                traj = fn(params[start : start + self.batch])
+                rows = slice(start, start + self.batch)
+                traj = fn(params[rows], seeds[rows])
                 qoi.append(final_energy(traj))
                 mom.update(traj.astype(np.float64))
             out[name] = (np.concatenate(qoi), mom)
         return out
 
 
-def run_all(client: Client, gen: GenerateConfig, pred: Predictors, params: np.ndarray) -> dict:
+def run_all(
+    client: Client, gen: GenerateConfig, pred: Predictors, params: np.ndarray, seeds: np.ndarray
+) -> dict:
     """QoI and moments from the solver (blocks on Dask, overlapped) and both predictors."""
     gen_json = gen.model_dump(mode="json")
-    blocks = [params[s : s + gen.block_size] for s in range(0, len(params), gen.block_size)]
-    futures = client.map(solve_summary, [gen_json] * len(blocks), blocks, pure=False)
-    out = pred.summaries(params)
+    starts = range(0, len(params), gen.block_size)
+    blocks = [params[s : s + gen.block_size] for s in starts]
+    block_seeds = [seeds[s : s + gen.block_size] for s in starts]
+    futures = client.map(solve_summary, [gen_json] * len(blocks), blocks, block_seeds, pure=False)
+    out = pred.summaries(params, seeds)
     qoi, mom = [], RunningMoments()
     for q, m in client.gather(futures):
         qoi.append(q)
@@ -90,13 +113,14 @@ def run_all(client: Client, gen: GenerateConfig, pred: Predictors, params: np.nd
 def monte_carlo(client, cfg: PipelineConfig, pred: Predictors) -> tuple[dict, xr.Dataset]:
     qc, gen = cfg.quantify, cfg.generate
     params = to_physical(gen, sample_unit("random", qc.n_mc, len(gen.parameter_names), qc.seed))
-    res = run_all(client, gen, pred, params)
+    res = run_all(client, gen, pred, params, mc_seeds(qc, len(params)))
     ref_mean, ref_std = res["solver"][1].mean_, res["solver"][1].std_
     metrics, data = {}, {}
+    dims = ("time", "channel", *SPACE_DIMS[: len(pred.space)])
     for name in MODELS:
         qoi, mom = res[name]
-        data[f"mean_{name}"] = (("time", "x"), mom.mean_)
-        data[f"std_{name}"] = (("time", "x"), mom.std_)
+        data[f"mean_{name}"] = (dims, mom.mean_)
+        data[f"std_{name}"] = (dims, mom.std_)
         data[f"qoi_quantiles_{name}"] = (("quantile",), quantiles(qoi, qc.quantiles))
         if name != "solver":
             metrics[f"mc_mean_rel_diff_{name}"] = _rel(mom.mean_, ref_mean)
@@ -114,11 +138,12 @@ def conformal(cfg: PipelineConfig, store: RunStore, pred: Predictors) -> tuple[d
     """Simultaneous bands for the surrogate rollout; scale from validation residuals."""
     qc, path, gen = cfg.quantify, store.path, cfg.generate
     params = ds_io.read_coords(path, gen.parameter_names)
+    seeds = ds_io.read_coords(path, ["seed"])[:, 0]
 
     def residuals(split):
         idx = split_indices(path, split)
         true = ds_io.read_samples(path, idx).astype(np.float64)
-        return pred.surrogate(params[idx]).astype(np.float64), true
+        return pred.surrogate(params[idx], seeds[idx]).astype(np.float64), true
 
     val_pred, val_true = residuals("val")
     scale = np.abs(val_pred - val_true).mean(axis=0) + 1e-6 * np.abs(val_true).mean() + 1e-12
@@ -145,7 +170,7 @@ def conformal(cfg: PipelineConfig, store: RunStore, pred: Predictors) -> tuple[d
     }
     data = xr.Dataset(
         {
-            "conformal_scale": (("time", "x"), scale),
+            "conformal_scale": (("time", "channel", *SPACE_DIMS[: scale.ndim - 2]), scale),
             "conformal_resplit_coverage": (("resplit",), cover),
         },
         attrs={"conformal_quantile": float(cp.quantile_), "alpha": qc.alpha},
@@ -157,7 +182,7 @@ def sobol(client, cfg: PipelineConfig, pred: Predictors) -> tuple[dict, xr.Datas
     qc, gen = cfg.quantify, cfg.generate
     analysis = SobolAnalysis(n_base=qc.sobol_n_base, seed=qc.seed)
     params = to_physical(gen, analysis.sample(len(gen.parameter_names)))
-    res = run_all(client, gen, pred, params)
+    res = run_all(client, gen, pred, params, mc_seeds(qc, len(params)))
     data, idx = {}, {}
     for name in MODELS:
         idx[name] = analysis.analyze(res[name][0])
@@ -177,7 +202,7 @@ def quantify(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> di
     for need in ("train", "reduce"):
         if not store.is_complete(need, stage_hash(cfg, need)):
             raise RuntimeError(f"quantify needs a complete {need} stage in {store.path}")
-    store.check_config("quantify", stage_config(cfg, "quantify"), h, overwrite)
+    prepare_stage(store, cfg, "quantify", overwrite)
     if not store.is_complete("quantify", h):
         store.start_stage("quantify", stage_config(cfg, "quantify"), h)
         pred = Predictors(cfg, store)

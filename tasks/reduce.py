@@ -22,20 +22,29 @@ from storage import dataset as ds_io
 from tasks.config import PipelineConfig, ReduceConfig
 from tasks.rom import POD, ReducedOrderModel, get_approximation
 from tasks.rom.pod import select_rank
-from tasks.stages import stage_cache_key, stage_config, stage_hash
+from tasks.stages import prepare_stage, stage_cache_key, stage_config, stage_hash
 from tasks.train import split_indices, unit_parameters
 
 GROUP = "reduce"
 
 
 def snapshot_matrix(path: Path, indices: np.ndarray) -> da.Array:
-    """Lazy snapshot matrix (len(indices) * n_time, n_x), one column chunk, rows by sample chunk."""
-    u = da.from_zarr(str(path), component=ds_io.FIELD)
-    n_time, n_x = u.shape[1:]
-    x = u[np.sort(indices)].reshape(-1, n_x)
+    """Lazy snapshot matrix (len(indices) * n_time, n_features), rows by sample chunk.
+
+    A snapshot is every field at one time, flattened in (channel, *space) order.
+    """
+    fields = [da.from_zarr(str(path), component=name) for name in ds_io.field_names(path)]
+    u = da.stack(fields, axis=2)[np.sort(indices)]
+    n_time, n_features = u.shape[1], int(np.prod(u.shape[2:]))
+    x = u.reshape(-1, n_features)
     # TSQR needs every row block taller than it is wide.
-    rows = max(ds_io.chunk_size(path) * n_time, 2 * n_x)
-    return x.rechunk((rows, n_x)).astype(np.float64)
+    rows = max(ds_io.chunk_size(path) * n_time, 2 * n_features)
+    return x.rechunk((rows, n_features)).astype(np.float64)
+
+
+def flat(u: np.ndarray) -> np.ndarray:
+    """Trajectories (n, time, channel, *space) as (n, time, features), float64."""
+    return u.reshape(u.shape[0], u.shape[1], -1).astype(np.float64)
 
 
 def pod_out_of_core(x: da.Array, rc: ReduceConfig, seed: int = 0) -> POD:
@@ -73,8 +82,8 @@ def held_out_errors(rom: ReducedOrderModel, path: Path, indices: np.ndarray, p_u
     rom_err, proj_err = [], []
     for rows, u in ds_io.iter_chunks(path, indices):
         p = p_unit[[lookup[int(r)] for r in rows]]
-        rom_err.append(rom.relative_errors(p, u.astype(np.float64)))
-        proj_err.append(rom.projection_errors(u.astype(np.float64)))
+        rom_err.append(rom.relative_errors(p, flat(u)))
+        proj_err.append(rom.projection_errors(flat(u)))
     return np.concatenate(rom_err), np.concatenate(proj_err)
 
 
@@ -84,10 +93,15 @@ def reduce(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> dict
     h = stage_hash(cfg, "reduce")
     if not store.is_complete("generate", stage_hash(cfg, "generate")):
         raise RuntimeError(f"reduce needs a complete generate stage in {store.path}")
-    store.check_config("reduce", stage_config(cfg, "reduce"), h, overwrite)
+    prepare_stage(store, cfg, "reduce", overwrite)
     if not store.is_complete("reduce", h):
         store.start_stage("reduce", stage_config(cfg, "reduce"), h)
         path, rc = store.path, cfg.reduce
+        if not cfg.generate.parameter_names:
+            raise ValueError(
+                "reduce: the ROM regresses on sampled parameters, and generate samples none; "
+                "add generate.parameters"
+            )
         p_all = unit_parameters(path, cfg.generate)
         train_idx, test_idx = split_indices(path, "train"), split_indices(path, "test")
         x = snapshot_matrix(path, train_idx)
@@ -111,8 +125,12 @@ def reduce(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> dict
 def _write_result(path, pod, coeffs, p_unit, train_idx, names) -> None:
     result = xr.Dataset(
         {
-            "modes": (("mode", "x"), pod.modes_, {"description": "orthonormal POD modes"}),
-            "mean": (("x",), pod.mean_, {"description": "mean snapshot subtracted"}),
+            "modes": (
+                ("mode", "feature"),
+                pod.modes_,
+                {"description": "orthonormal POD modes over flattened (channel, *space)"},
+            ),
+            "mean": (("feature",), pod.mean_, {"description": "mean snapshot subtracted"}),
             "singular_values": (("component",), pod.singular_values_),
             "coefficients": (("train_sample", "time", "mode"), coeffs),
             "parameters_unit": (("train_sample", "parameter"), p_unit),

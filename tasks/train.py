@@ -7,7 +7,9 @@ epoch and the shuffling generator's state is written every epoch, and a re-run r
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +21,8 @@ from storage import dataset as ds_io
 from storage.checkpoints import load_latest, save_checkpoint
 from tasks.config import GenerateConfig, PipelineConfig
 from tasks.generate import SPLITS, to_unit
-from tasks.metrics import nrmse
-from tasks.stages import reporter, stage_cache_key, stage_config, stage_hash
+from tasks.metrics import nrmse as nrmse_nd
+from tasks.stages import prepare_stage, reporter, stage_cache_key, stage_config, stage_hash
 from tasks.surrogates import get_surrogate
 from tasks.surrogates.fno import OneStepSurrogate
 from tasks.surrogates.training import (
@@ -49,21 +51,33 @@ def unit_parameters(path: Path, gen: GenerateConfig, indices: np.ndarray | None 
 
 
 def streaming_stats(path: Path, indices: np.ndarray, p_unit: np.ndarray) -> dict:
-    """Field mean/std, increment std and parameter mean/std of a split, one chunk at a time.
+    """Per-channel field mean/std, increment std and parameter mean/std of a split.
 
-    Sums are accumulated in float64; population (ddof=0) statistics over samples, time and x.
+    Read one chunk at a time; sums in float64; population (ddof=0) statistics over samples,
+    time and space, separately for every channel.
     """
-    n = s = s2 = nd = d = d2 = 0.0
+    acc = None
     for _, u in ds_io.iter_chunks(path, indices):
-        u = u.astype(np.float64)
-        inc = np.diff(u, axis=1)
-        n, s, s2 = n + u.size, s + u.sum(), s2 + (u**2).sum()
-        nd, d, d2 = nd + inc.size, d + inc.sum(), d2 + (inc**2).sum()
+        u = np.moveaxis(u.astype(np.float64), 2, 0)  # (C, n, T, *space)
+        inc = np.diff(u, axis=2)
+        flat, dflat = u.reshape(len(u), -1), inc.reshape(len(u), -1)
+        part = np.stack(
+            [
+                np.full(len(u), flat.shape[1]),
+                flat.sum(1),
+                (flat**2).sum(1),
+                np.full(len(u), dflat.shape[1]),
+                dflat.sum(1),
+                (dflat**2).sum(1),
+            ]
+        )
+        acc = part if acc is None else acc + part
+    n, s, s2, nd, d, d2 = acc
     mean, dmean = s / n, d / nd
     return {
-        "field_mean": [mean],
-        "field_std": [np.sqrt(max(s2 / n - mean**2, 0.0))],
-        "delta_std": [np.sqrt(max(d2 / nd - dmean**2, 0.0))],
+        "field_mean": mean,
+        "field_std": np.sqrt(np.maximum(s2 / n - mean**2, 0.0)),
+        "delta_std": np.sqrt(np.maximum(d2 / nd - dmean**2, 0.0)),
         "param_mean": p_unit.mean(axis=0),
         "param_std": p_unit.std(axis=0),
     }
@@ -88,12 +102,12 @@ def iter_batches(
     buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for count, (rows, u) in enumerate(ds_io.iter_chunks(path, indices, order=order), start=1):
         p = p_unit[[lookup[int(r)] for r in rows]]
-        n_t = u.shape[1] - 1
+        n_t, state = u.shape[1] - 1, u.shape[2:]
         buffer.append(
             (
-                u[:, :-1].reshape(-1, 1, u.shape[2]),
+                u[:, :-1].reshape(-1, *state),
                 np.repeat(p, n_t, axis=0),
-                u[:, 1:].reshape(-1, 1, u.shape[2]),
+                u[:, 1:].reshape(-1, *state),
             )
         )
         if len(buffer) == shuffle_chunks or count == n_chunks:
@@ -113,11 +127,31 @@ def _emit(buffer, batch_size, generator, dtype) -> Iterator[Batch]:
         yield u[idx], p[idx], v[idx]
 
 
+def surrogate_name(cfg: PipelineConfig) -> str:
+    """The configured architecture; ``auto`` picks the FNO of the data's dimension."""
+    if cfg.train.surrogate != "auto":
+        return cfg.train.surrogate
+    return f"fno{cfg.generate.dim}d"
+
+
+def check_trainable(cfg: PipelineConfig) -> None:
+    """Raise ValueError when the generated data cannot train a one-step surrogate."""
+    gen = cfg.generate
+    if not gen.is_custom and gen.entry.stationary:
+        raise ValueError(
+            f"train: {gen.pde} is stationary (one state per sample); the one-step surrogate "
+            "needs a time-dependent PDE"
+        )
+    name = surrogate_name(cfg)
+    if name != f"fno{gen.dim}d":
+        raise ValueError(f"train.surrogate: {name} does not fit {gen.dim}D data")
+
+
 def build_model(cfg: PipelineConfig, stats: dict) -> OneStepSurrogate:
     tc, n_params = cfg.train, len(cfg.generate.parameter_names)
     gen = torch.Generator().manual_seed(tc.seed)
-    net = get_surrogate(tc.surrogate)(
-        n_fields=1,
+    net = get_surrogate(surrogate_name(cfg))(
+        n_fields=len(cfg.generate.fields),
         n_params=n_params,
         width=tc.width,
         modes=tc.modes,
@@ -135,21 +169,22 @@ def evaluate_test(model, path: Path, indices: np.ndarray, p_unit: np.ndarray) ->
     count = 0
     dtype = next(model.parameters()).dtype
     for rows, u in ds_io.iter_chunks(path, indices):
-        true = torch.as_tensor(u, dtype=dtype)[:, :, None]  # (n, T, 1, x)
+        true = torch.as_tensor(u, dtype=dtype)  # (n, T, C, *space)
         p = torch.as_tensor(p_unit[[lookup[int(r)] for r in rows]], dtype=dtype)
         with torch.no_grad():
-            n, t = true.shape[:2]
+            n, t, state = true.shape[0], true.shape[1], true.shape[2:]
             flat_p = p.repeat_interleave(t - 1, dim=0)
-            step = model(true[:, :-1].reshape(-1, 1, true.shape[-1]), flat_p)
+            step = model(true[:, :-1].reshape(-1, *state), flat_p)
         roll = rollout(model, true[:, 0], p, t - 1).numpy()
         tn = true.numpy()
-        sums["one_step"] += nrmse(step.reshape(n, t - 1, 1, -1).numpy(), tn[:, 1:]).sum()
+        nrmse = partial(nrmse_nd, n_space_dims=len(state) - 1)
+        sums["one_step"] += nrmse(step.reshape(n, t - 1, *state).numpy(), tn[:, 1:]).sum()
         sums["rollout"] += nrmse(roll[:, 1:], tn[:, 1:]).sum()
         sums["persist_one_step"] += nrmse(tn[:, :-1], tn[:, 1:]).sum()
         sums["persist_rollout"] += nrmse(
             np.broadcast_to(tn[:, :1], tn[:, 1:].shape), tn[:, 1:]
         ).sum()
-        count += n * (t - 1)
+        count += n * (t - 1) * true.shape[2]  # nrmse is per sample, step and channel
     return {f"nrmse_{k}": float(v / count) for k, v in sums.items()}
 
 
@@ -162,7 +197,8 @@ def train(cfg: PipelineConfig, overwrite: bool = False, progress: Progress | Non
     h = stage_hash(cfg, "train")
     if not store.is_complete("generate", stage_hash(cfg, "generate")):
         raise RuntimeError(f"train needs a complete generate stage in {store.path}; run generate")
-    store.check_config("train", stage_config(cfg, "train"), h, overwrite)
+    check_trainable(cfg)
+    extended = prepare_stage(store, cfg, "train", overwrite)
     if store.is_complete("train", h):
         return _summary(store, h, trained=0)
     store.start_stage("train", stage_config(cfg, "train"), h)
@@ -175,6 +211,8 @@ def train(cfg: PipelineConfig, overwrite: bool = False, progress: Progress | Non
     scheduler = make_scheduler(optimizer, tc.epochs)
     shuffle = torch.Generator().manual_seed(tc.seed + 1)
     start, history = 0, []
+    if extended:
+        _warm_start(store, model, optimizer, scheduler, shuffle)
     state = load_latest(store.checkpoint_dir)
     if state is not None:
         start, history = restore_training_state(state, model, optimizer, scheduler, shuffle)
@@ -219,8 +257,27 @@ def train(cfg: PipelineConfig, overwrite: bool = False, progress: Progress | Non
     metrics["epochs"] = tc.epochs
     metrics["final_train_loss"] = history[-1]["train_loss"]
     torch.save(model.state_dict(), store.meta_dir / "model.pt")
-    store.finish_stage("train", h, metrics, history=history, resumed_from_epoch=start)
+    store.finish_stage(
+        "train", h, metrics, history=history, resumed_from_epoch=start, warm_started=extended
+    )
     return _summary(store, h, trained=tc.epochs - start)
+
+
+def _warm_start(store: RunStore, model, optimizer, scheduler, shuffle) -> None:
+    """Continue from the model trained on fewer samples: its weights become epoch 0.
+
+    Written as the epoch-0 checkpoint, so a run killed before its first epoch resumes from the
+    same warm weights. The normalisation buffers come with the weights: the network was trained
+    in those units.
+    """
+    shutil.rmtree(store.checkpoint_dir, ignore_errors=True)
+    if not (store.meta_dir / "model.pt").is_file():  # the smaller run never finished training
+        return
+    state = torch.load(store.meta_dir / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    save_checkpoint(
+        store.checkpoint_dir, 0, training_state(model, optimizer, scheduler, 0, shuffle, [])
+    )
 
 
 def load_model(cfg: PipelineConfig, store: RunStore) -> OneStepSurrogate:

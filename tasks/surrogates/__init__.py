@@ -1,15 +1,22 @@
 """Neural surrogates: one explicit registry from name to model class."""
 
-from tasks.surrogates.fno import FNO1d, OneStepSurrogate, SpectralConv1d, normalization_stats
+from tasks.surrogates.fno import (
+    FNO1d,
+    FNO2d,
+    OneStepSurrogate,
+    SpectralConv1d,
+    SpectralConv2d,
+    normalization_stats,
+)
 
-SURROGATES: dict[str, type] = {"fno1d": FNO1d}
+SURROGATES: dict[str, type] = {"fno1d": FNO1d, "fno2d": FNO2d}
 
 
 def get_surrogate(name: str) -> type:
     """Return the surrogate class registered under ``name``.
 
     Args:
-        name: Registry key, e.g. ``"fno1d"``.
+        name: Registry key, e.g. ``"fno1d"`` or ``"fno2d"``.
 
     Returns:
         The model class (not an instance).
@@ -26,9 +33,11 @@ def get_surrogate(name: str) -> type:
 
 __all__ = [
     "FNO1d",
+    "FNO2d",
     "OneStepSurrogate",
     "SURROGATES",
     "SpectralConv1d",
+    "SpectralConv2d",
     "get_surrogate",
     "normalization_stats",
 ]

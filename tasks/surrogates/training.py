@@ -2,14 +2,15 @@
 
 Pure torch. The model is a ``OneStepSurrogate`` (or anything with the same
 ``normalised_increment(u, p)`` / ``delta_std`` / ``forward(u, p)`` interface); batches are
-``(u, p, u_next)`` in physical units and are moved to the model's device and dtype here, so a
-data loader may yield CPU tensors for a CUDA model.
+``(u, p, u_next)`` in physical units, with states ``(batch, C, *space)`` of any number of spatial
+axes, and are moved to the model's device and dtype here, so a data loader may yield CPU tensors
+for a CUDA model.
 
 The loss is the per-sample relative L2 error of the next state, averaged over the batch, as in
 PDEBench (Takamoto et al. 2022, "PDEBench: An Extensive Benchmark for Scientific Machine
-Learning"): ``mean_b ||pred_b - u_next_b||_2 / ||u_next_b||_2`` over (channel, x). It is chosen over
-the MSE of the normalised increment because it weights every sample equally, as the nRMSE it is
-judged by does; MSE lets large-amplitude samples dominate. On the 1D advection of
+Learning"): ``mean_b ||pred_b - u_next_b||_2 / ||u_next_b||_2`` over channels and space. It is
+chosen over the MSE of the normalised increment because it weights every sample equally, as the
+nRMSE it is judged by does; MSE lets large-amplitude samples dominate. On the 1D advection of
 tests/test_fno.py (1024 pairs, 10 epochs, lr 3e-3 and 1e-2) it gave 1.6-2.6x lower held-out
 nRMSE than the MSE. Its O(|du| / |u|) gradient scale does not slow Adam, whose step is invariant
 to a constant gradient scale (until gradients approach its eps = 1e-8).
@@ -20,6 +21,7 @@ The error is formed from increments, ``delta_std * (net_out - (u_next - u) / del
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -80,18 +82,19 @@ def one_step_loss(model: nn.Module, u: Tensor, p: Tensor, u_next: Tensor) -> Ten
 
     Args:
         model: ``OneStepSurrogate``-like model.
-        u: ``(B, C, N)`` state at t, physical units.
+        u: ``(B, C, *space)`` state at t, physical units.
         p: ``(B, P)`` parameters, physical units.
-        u_next: ``(B, C, N)`` state at t + dt, physical units.
+        u_next: ``(B, C, *space)`` state at t + dt, physical units.
 
     Returns:
         Scalar loss, dimensionless.
     """
-    scale = model.delta_std[:, None]
+    scale = model.delta_std.view(-1, *(1,) * (u.ndim - 2))
     err = scale * (model.normalised_increment(u, p) - (u_next - u) / scale)
     # An all-zero target would divide by 0. Norms are floored at 1e-6 of a typical training
     # state's norm, so such a sample is judged in absolute terms at that scale instead.
-    typical = torch.sqrt(u.shape[-1] * torch.sum(model.field_std**2 + model.field_mean**2))
+    n_points = math.prod(u.shape[2:])
+    typical = torch.sqrt(n_points * torch.sum(model.field_std**2 + model.field_mean**2))
     ref = torch.linalg.vector_norm(u_next.flatten(1), dim=1).clamp_min(1e-6 * typical)
     return torch.mean(torch.linalg.vector_norm(err.flatten(1), dim=1) / ref)
 
@@ -106,7 +109,8 @@ def train_epoch(
     Args:
         model: ``OneStepSurrogate``-like model, put in train mode.
         optimizer: Optimiser over the model's parameters.
-        batches: Iterable of ``(u (B, C, N), p (B, P), u_next (B, C, N))`` physical tensors.
+        batches: Iterable of ``(u (B, C, *space), p (B, P), u_next (B, C, *space))`` physical
+            tensors.
 
     Returns:
         Mean loss over samples (batches weighted by their size).
@@ -133,7 +137,8 @@ def evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
 
     Args:
         model: ``OneStepSurrogate``-like model.
-        batches: Iterable of ``(u (B, C, N), p (B, P), u_next (B, C, N))`` physical tensors.
+        batches: Iterable of ``(u (B, C, *space), p (B, P), u_next (B, C, *space))`` physical
+            tensors.
 
     Returns:
         Mean loss over samples (batches weighted by their size).
@@ -160,14 +165,14 @@ def rollout(
 
     Args:
         model: ``OneStepSurrogate``-like model, physical units in and out.
-        u0: ``(B, C, N)`` initial state.
+        u0: ``(B, C, *space)`` initial state.
         p: ``(B, P)`` parameters, constant along the trajectory.
         n_steps: Number of model steps (>= 0).
         batch_size: Samples advanced at once; ``None`` means all. Bounds activation memory on
             the model's device; the result stays on ``u0``'s device.
 
     Returns:
-        ``(B, n_steps + 1, C, N)`` trajectory on ``u0``'s device and dtype; index 0 is ``u0``.
+        ``(B, n_steps + 1, C, *space)`` trajectory on ``u0``'s device and dtype; index 0 is ``u0``.
     """
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
