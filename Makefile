@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_DIRS := $(wildcard flows tasks storage tests benchmarks)
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test lint bench clean install e2e
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/python -m pytest -q
+
+# The browser test of the Prefect UI. Installs Debian's chromium and chromedriver when either is
+# missing (apt-get, as root or through sudo), then the e2e extra, then runs tests/e2e only.
+# Screenshots of every step go to e2e-out/.
+e2e: $(STAMP)
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+	$(BIN)/python -m pip install -q -e ".[dev,e2e]" --config-settings editable_mode=compat
+	E2E_OUT=e2e-out $(BIN)/python -m pytest -q tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)

@@ -63,13 +63,18 @@ def _flow(stage: str):
 def _precheck(cfg, stage: str, overwrite: bool) -> None:
     """Refuse a store of another config before any server, cluster or compute starts."""
     from storage import RunStore
-    from tasks.stages import stage_config, stage_hash
+    from tasks.stages import is_extension, stage_config, stage_hash
 
+    for warning in cfg.generate.resolution_warnings():
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     store = RunStore.named(cfg.store)
     if overwrite or not store.exists():
         return
     for s in STAGES_OF[stage]:
-        store.check_config(s, stage_config(cfg, s), stage_hash(cfg, s), overwrite=False)
+        rec, new = store.record(s), stage_config(cfg, s)
+        if rec and is_extension(rec.get("config", {}), new):
+            continue  # a campaign extended with more samples: updated in place
+        store.check_config(s, new, stage_hash(cfg, s), overwrite=False)
 
 
 @app.command()
@@ -167,6 +172,116 @@ def _print_summary_table(out: Console, summary: dict) -> None:
     for key, value in sorted(summary["metrics"].items()):
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     out.print(table)
+
+
+list_app = typer.Typer(no_args_is_help=True, help="List the registered PDEs or presets.")
+app.add_typer(list_app, name="list")
+
+
+@list_app.command("pdes")
+def list_pdes(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
+) -> None:
+    """The PDE registry: name, dimension, fields, boundary conditions, description."""
+    from tasks.problems import all_entries
+
+    rows = [entry.describe() for entry in all_entries()]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title="pdeflow PDEs (generate.pde)")
+    for column in ("name", "dim", "fields", "boundary", "parameters", "description"):
+        table.add_column(column)
+    for r in rows:
+        params = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in r["parameters"].items())
+        dim = f"{r['dim']}D" + (" steady" if r["stationary"] else "")
+        table.add_row(
+            r["name"], dim, ", ".join(r["fields"]), r["boundary"], params, r["description"]
+        )
+    Console().print(table)
+
+
+@list_app.command("presets")
+def list_presets(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
+) -> None:
+    """Named presets (generate.preset) that reproduce published dataset settings."""
+    from tasks.presets import describe_presets
+
+    rows = describe_presets()
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    table = Table(title="pdeflow presets (generate.preset)")
+    for column in ("name", "pde", "description", "published values"):
+        table.add_column(column)
+    for r in rows:
+        values = "; ".join(f"{k}: {v}" for k, v in r["published_values"].items())
+        table.add_row(r["name"], r["pde"], r["description"], values)
+    Console().print(table)
+    Console().print(f"Cite: {rows[0]['cite']}" if rows else "")
+
+
+class ExportFormat(StrEnum):
+    pdebench = "pdebench"
+
+
+@app.command()
+def export(
+    store: Annotated[str, typer.Argument(help="Store path, or a name under the runs directory.")],
+    out: Annotated[Path, typer.Argument(help="Output file (.h5 / .hdf5).")],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="Target layout.")] = (
+        ExportFormat.pdebench
+    ),
+    split: Annotated[str | None, typer.Option(help="Only this split (train, val, ...).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Write STORE in another tool's layout (PDEBench's HDF5) for existing baselines."""
+    from storage import RunStore, StoreError
+    from storage.export import export_pdebench
+
+    path = Path(store)
+    try:
+        handle = RunStore(path) if path.is_dir() else RunStore.named(store)
+    except StoreError as err:
+        _fail(str(err))
+    if not handle.exists():
+        _fail(f"no pdeflow store at {handle.path}")
+    try:
+        written = export_pdebench(handle.path, out, split=split, overwrite=overwrite)
+    except (ValueError, FileExistsError, ImportError) as err:
+        _fail(str(err))
+    Console().print(f"wrote {written} ({fmt.value} layout)", highlight=False)
+
+
+@app.command()
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config.")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override: key.sub=value.")
+    ] = None,
+    schedules: Annotated[
+        Path | None,
+        typer.Option(help="YAML list of schedules (format: deploy/schedules.example.yaml)."),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Most flow runs at once; default no limit.")
+    ] = None,
+) -> None:
+    """Serve every stage and the pipeline as deployments for the Prefect UI (Ctrl-C stops).
+
+    Needs a running server: `prefect server start` (127.0.0.1 only) and PREFECT_API_URL.
+    """
+    # Runs started from the UI should log INFO lines there; the WARNING default above is for `run`.
+    if os.environ.get("PREFECT_LOGGING_LEVEL") == "WARNING":
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
+    from flows import serve as serving
+    from tasks.config import ConfigError, load_config
+
+    try:
+        serving.serve(load_config(config, set_ or []), schedules, limit=limit)
+    except (ConfigError, serving.ScheduleError, serving.ServeError) as err:
+        _fail(str(err))
 
 
 def main() -> None:

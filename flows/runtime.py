@@ -1,9 +1,16 @@
-"""Process-wide defaults for Prefect, and the Dask cluster a flow run computes on."""
+"""Process-wide defaults for Prefect, and the Dask cluster a flow run computes on.
+
+``cluster_kwargs`` turns a ``ClusterConfig`` into the keyword arguments of the kind's cluster
+class (a pure function, testable without the optional packages); ``dask_client`` builds that
+cluster for one flow run, turns on adaptive scaling where configured, and yields a client.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,33 +38,200 @@ configure_environment()
 
 from distributed import Client, LocalCluster  # noqa: E402
 
-from tasks.clusters import ClusterConfig  # noqa: E402
+from tasks.clusters import (  # noqa: E402
+    EXTRAS,
+    ClusterConfig,
+    ClusterError,
+    KubernetesSettings,
+    check_cluster_available,
+)
+
+# Dashboards on any free port: a second run beside the first must not fight over 8787.
+_QUIET_LOCAL = {"dashboard_address": ":0", "silence_logs": logging.ERROR}
 
 
 def local_workers(cluster: ClusterConfig) -> int:
+    """Worker processes of kind 'local': ``n_workers``, else one per physical core."""
     return cluster.n_workers or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def cluster_kwargs(cluster: ClusterConfig, name: str | None = None) -> dict:
+    """Keyword arguments of the cluster class of ``cluster.kind``; builds nothing.
+
+    The classes: ``distributed.Client`` (address), ``distributed.LocalCluster`` (local),
+    ``dask_cuda.LocalCUDACluster`` (cuda), ``dask_jobqueue.SLURMCluster`` (slurm),
+    ``dask_kubernetes.operator.KubeCluster`` (kubernetes).
+
+    Args:
+        cluster: the run's cluster settings.
+        name: kind 'kubernetes' only: the DaskCluster's name; default ``pdeflow-<random>``,
+            one cluster per flow run.
+    """
+    if cluster.kind == "address":
+        return {"address": cluster.address}
+    if cluster.kind == "local":
+        return {
+            "n_workers": local_workers(cluster),
+            "threads_per_worker": cluster.threads_per_worker,
+            "processes": True,
+            **_QUIET_LOCAL,
+        }
+    if cluster.kind == "cuda":
+        kwargs = {
+            "n_workers": cluster.cuda.n_workers,
+            "CUDA_VISIBLE_DEVICES": cluster.cuda.visible_devices,
+            # One task per GPU at a time: tasks that need a GPU ask for this resource
+            # (tasks.clusters.task_resources), and each worker holds exactly one.
+            "resources": {"GPU": 1},
+            "threads_per_worker": 1,
+            **_QUIET_LOCAL,
+        }
+        return {k: v for k, v in kwargs.items() if v is not None}
+    if cluster.kind == "slurm":
+        return _slurm_kwargs(cluster)
+    k8s = cluster.kubernetes
+    spec = kubernetes_spec(k8s, name or f"pdeflow-{uuid.uuid4().hex[:10]}")
+    kwargs = {"custom_cluster_spec": spec, "namespace": k8s.namespace, "shutdown_on_close": True}
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _slurm_kwargs(cluster: ClusterConfig) -> dict:
+    s = cluster.slurm
+    kwargs = {
+        "queue": s.queue,
+        "account": s.account,
+        "cores": s.cores,
+        "memory": s.memory,
+        "processes": s.processes or s.cores,
+        "walltime": s.walltime,
+        "job_name": "pdeflow-worker",
+        "job_extra_directives": list(s.job_extra_directives),
+        "job_script_prologue": list(s.job_script_prologue),
+        "local_directory": s.local_directory,
+        "interface": s.interface,
+        "scheduler_options": {"dashboard_address": ":0"},
+        "silence_logs": "error",
+    }
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def scaling_kwargs(cluster: ClusterConfig) -> dict | None:
+    """Arguments of ``cluster.adapt(...)``, or None for a cluster of fixed size."""
+    if cluster.kind == "slurm":
+        s = cluster.slurm
+        return {"minimum_jobs": s.minimum_jobs, "maximum_jobs": s.maximum_jobs}
+    if cluster.kind == "kubernetes" and cluster.kubernetes.maximum_workers is not None:
+        k8s = cluster.kubernetes
+        return {"minimum": k8s.minimum_workers, "maximum": k8s.maximum_workers}
+    return None
+
+
+def kubernetes_spec(k8s: KubernetesSettings, name: str) -> dict:
+    """A ``DaskCluster`` resource (kubernetes.dask.org/v1) for the Dask operator.
+
+    Workers run ``dask worker`` from the project image with the runs volume mounted and
+    ``PDEFLOW_RUNS_DIR`` set; the scheduler's service exposes the ports the operator's
+    ``KubeCluster`` looks up by name (``tcp-comm``, ``http-dashboard``).
+    """
+    # One thread per requested core (at least one): solve_block sizes torch's pool to it.
+    threads = max(1, math.floor(_cpu_cores(k8s.cpu)))
+    quantities = {"cpu": k8s.cpu, "memory": k8s.memory}
+    worker = {
+        "name": "worker",
+        "image": k8s.image,
+        "command": ["dask", "worker", "--name", "$(DASK_WORKER_NAME)", "--nthreads", str(threads)]
+        + ["--dashboard", "--dashboard-address", "8788"],
+        "env": [{"name": "PDEFLOW_RUNS_DIR", "value": k8s.runs_mount}],
+        "resources": {"requests": quantities, "limits": quantities},
+        "volumeMounts": [{"name": "runs", "mountPath": k8s.runs_mount}],
+        "ports": [{"name": "http-dashboard", "containerPort": 8788, "protocol": "TCP"}],
+    }
+    health = {"httpGet": {"port": "http-dashboard", "path": "/health"}}
+    scheduler = {
+        "name": "scheduler",
+        "image": k8s.image,
+        "command": ["dask", "scheduler", "--host", "0.0.0.0"],
+        "ports": [
+            {"name": "tcp-comm", "containerPort": 8786, "protocol": "TCP"},
+            {"name": "http-dashboard", "containerPort": 8787, "protocol": "TCP"},
+        ],
+        "readinessProbe": {**health, "periodSeconds": 2},
+        "livenessProbe": {**health, "initialDelaySeconds": 15, "periodSeconds": 20},
+    }
+    service_ports = [
+        {"name": p["name"], "protocol": "TCP", "port": p["containerPort"], "targetPort": p["name"]}
+        for p in scheduler["ports"]
+    ]
+    volume = {"name": "runs", "persistentVolumeClaim": {"claimName": k8s.runs_volume_claim}}
+    return {
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskCluster",
+        "metadata": {"name": name},
+        "spec": {
+            "worker": {
+                "replicas": k8s.n_workers,
+                "spec": {"containers": [worker], "volumes": [volume]},
+            },
+            "scheduler": {
+                "spec": {"containers": [scheduler]},
+                "service": {
+                    "type": "ClusterIP",
+                    "selector": {
+                        "dask.org/cluster-name": name,
+                        "dask.org/component": "scheduler",
+                    },
+                    "ports": service_ports,
+                },
+            },
+        },
+    }
+
+
+def _cpu_cores(quantity: str) -> float:
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def _cluster_class(kind: str):
+    """The cluster class of an optional kind, imported only when that kind is used."""
+    module, _, extra = EXTRAS[kind]
+    try:
+        if kind == "cuda":
+            from dask_cuda import LocalCUDACluster as cls
+        elif kind == "slurm":
+            from dask_jobqueue import SLURMCluster as cls
+        else:
+            from dask_kubernetes.operator import KubeCluster as cls
+    except ImportError as err:  # installed but broken: say which extra to reinstall
+        raise ClusterError(
+            f"cluster.kind '{kind}' could not import {module} ({err}): "
+            f'pip install "pdeflow[{extra}]"'
+        ) from err
+    return cls
 
 
 @contextmanager
 def dask_client(cluster: ClusterConfig) -> Iterator[Client]:
-    """A Dask client for one flow run: a fresh LocalCluster, or the scheduler at an address.
+    """A Dask client for one flow run, on a cluster of ``cluster.kind`` started for it.
 
-    A cluster per flow run is the safer default: attaching many runs to one long-lived scheduler
-    leaks scheduler memory (prefect #21697).
+    Kind 'address' connects to a running scheduler and leaves it running; every other kind
+    starts a cluster and shuts it down (jobs and pods included) when the block exits. A cluster
+    per flow run is the safer default: attaching many runs to one long-lived scheduler leaks
+    scheduler memory (prefect #21697).
+
+    Raises:
+        ClusterError: the kind's optional package is missing or no GPU is visible, raised
+            before anything starts.
     """
+    check_cluster_available(cluster)
+    kwargs = cluster_kwargs(cluster)
     if cluster.kind == "address":
-        with Client(cluster.address) as client:
+        with Client(**kwargs) as client:
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=local_workers(cluster),
-            threads_per_worker=1,
-            processes=True,
-            # Any free port: a second run beside the first must not warn about 8787.
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        ) as lc,
-        Client(lc) as client,
-    ):
-        yield client
+    cls = LocalCluster if cluster.kind == "local" else _cluster_class(cluster.kind)
+    with cls(**kwargs) as dask_cluster:
+        scaling = scaling_kwargs(cluster)
+        if scaling is not None:
+            dask_cluster.adapt(**scaling)
+        with Client(dask_cluster) as client:
+            yield client

@@ -1,12 +1,37 @@
-"""Prefect artifacts: a metrics table and a markdown report of a run."""
+"""Prefect artifacts of a run: a metrics table, plots saved in the store, a markdown report.
+
+Plots are PNG files under ``<store>/_pdeflow/plots/``. The report names them by their path
+relative to the store and also embeds the small ones as ``data:image/png;base64`` URIs: both
+Prefect UIs render those in markdown artifacts (the Vue UI passes an image's ``src`` through; the
+React UI allows ``data:image/`` sources explicitly), and the Prefect server cannot serve files
+from the store itself.
+"""
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
+
+import numpy as np
+import torch
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from storage import RunStore
 from storage import dataset as ds_io
+from tasks import plots
 from tasks.config import PipelineConfig
+from tasks.generate import SPLITS
+from tasks.reduce import load_rom
+from tasks.stages import log_warning, stage_hash
+from tasks.surrogates.training import rollout
+from tasks.train import load_model, split_indices, unit_parameters
+
+# PNGs larger than this are linked by path only: a markdown artifact lives in the server's
+# database and is sent whole to every browser that opens it.
+EMBED_MAX_BYTES = 200_000
+N_SAMPLE_PLOTS = 2
+MODELS = ("solver", "surrogate", "rom")
+PLOT_ORDER = ("training", "sample", "sobol", "coverage")
 
 
 def _key(cfg: PipelineConfig, what: str) -> str:
@@ -15,25 +40,270 @@ def _key(cfg: PipelineConfig, what: str) -> str:
     return f"pdeflow-{slug}-{what}"
 
 
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
 def metric_rows(summary: dict) -> list[dict]:
     """One row per metric of a store summary, for tables."""
-    return [
-        {"metric": k, "value": f"{v:.6g}" if isinstance(v, float) else str(v)}
-        for k, v in sorted(summary["metrics"].items())
-    ]
+    return [{"metric": k, "value": _fmt(v)} for k, v in sorted(summary["metrics"].items())]
 
 
-def report_markdown(cfg: PipelineConfig, store: RunStore) -> str:
-    """Dataset card, then every stage's status and metrics, as markdown."""
+def plot_dir(store: RunStore) -> Path:
+    """Where a store's PNG plots live."""
+    return store.meta_dir / "plots"
+
+
+def _complete(cfg: PipelineConfig, store: RunStore, stage: str) -> bool:
+    return store.is_complete(stage, stage_hash(cfg, stage))
+
+
+# -- plots ----------------------------------------------------------------------------------------
+def predict_samples(
+    cfg: PipelineConfig, store: RunStore, indices: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Stored trajectories and the saved surrogate's and ROM's predictions of them.
+
+    Shapes come from the stored data: every field (``attrs["fields"]``, default ``u``) becomes a
+    channel. The surrogate rolls out from each stored initial frame; the ROM predicts from the
+    parameters alone. A model is included only when its stage is complete for ``cfg``.
+
+    Args:
+        cfg: the run's config.
+        store: the run store.
+        indices: sample indices, shape (n,); read in ascending order.
+
+    Returns:
+        ``truth`` and (when available) ``surrogate`` and ``rom``, each of shape
+        (n, time, channel, *space) in the field's units.
+    """
+    path, idx = store.path, np.sort(np.asarray(indices))
+    ds = ds_io.open_dataset(path)
+    fields = list(ds.attrs.get("fields", [ds_io.FIELD]))
+    truth = np.stack([ds[f].isel(sample=idx).values for f in fields], axis=2)
+    out = {"truth": truth}
+    p_unit = unit_parameters(path, cfg.generate, idx)
+    if _complete(cfg, store, "train") and (store.meta_dir / "model.pt").is_file():
+        model = load_model(cfg, store)
+        dtype = next(model.parameters()).dtype
+        traj = rollout(
+            model,
+            torch.as_tensor(truth[:, 0], dtype=dtype),
+            torch.as_tensor(p_unit, dtype=dtype),
+            truth.shape[1] - 1,
+        )
+        out["surrogate"] = traj.numpy().reshape(truth.shape)
+    if _complete(cfg, store, "reduce"):
+        out["rom"] = load_rom(cfg, store).predict(p_unit).reshape(truth.shape)
+    return out
+
+
+def _sample_plots(cfg: PipelineConfig, store: RunStore, n: int) -> dict[str, Path]:
+    path = store.path
+    test = split_indices(path, "test")
+    indices = test[:n] if len(test) else np.arange(min(n, cfg.generate.n_samples))
+    series = predict_samples(cfg, store, indices)
+    if len(series) == 1:  # no model to compare with
+        return {}
+    ds = ds_io.open_dataset(path)
+    fields = list(ds.attrs.get("fields", [ds_io.FIELD]))
+    space_ndim = ds[fields[0]].ndim - 2
+    names = cfg.generate.parameter_names
+    params = ds_io.read_coords(path, names)
+    out = {}
+    for k, sample in enumerate(np.sort(indices)):
+        label = ", ".join(f"{p} = {v:.3g}" for p, v in zip(names, params[sample], strict=True))
+        fig = plots.sample_comparison(
+            series["truth"][k],
+            {m: v[k] for m, v in series.items() if m != "truth"},
+            space_ndim=space_ndim,
+            channel_names=fields,
+            time=ds["time"].values,
+            x=ds["x"].values if space_ndim == 1 and "x" in ds.coords else None,
+            title=f"test sample {sample}: {label}",
+        )
+        out[f"sample-{k}"] = plots.save_png(fig, plot_dir(store) / f"sample-{k}.png")
+    return out
+
+
+def _uq_plots(cfg: PipelineConfig, store: RunStore) -> dict[str, Path]:
+    res = ds_io.open_dataset(store.path, group="quantify").load()
+    names = [str(p) for p in res.parameter.values]
+    fig = plots.sobol_bars(
+        names,
+        {m: res[f"S1_{m}"].values for m in MODELS},
+        {m: res[f"ST_{m}"].values for m in MODELS},
+        {m: res[f"S1_conf_{m}"].values for m in MODELS},
+        {m: res[f"ST_conf_{m}"].values for m in MODELS},
+    )
+    out = {"sobol": plots.save_png(fig, plot_dir(store) / "sobol.png")}
+    split = ds_io.read_coords(store.path, ["split"])[:, 0]
+    n_cal = int(np.count_nonzero(split == SPLITS.index("calibration")))
+    fig = plots.coverage_histogram(
+        res["conformal_resplit_coverage"].values,
+        1.0 - float(res.attrs.get("alpha", cfg.quantify.alpha)),
+        n_cal=n_cal or None,
+    )
+    out["coverage"] = plots.save_png(fig, plot_dir(store) / "coverage.png")
+    return out
+
+
+def write_plots(
+    cfg: PipelineConfig, store: RunStore, n_samples: int = N_SAMPLE_PLOTS
+) -> dict[str, Path]:
+    """Save PNG plots of what the store's complete stages hold, under ``_pdeflow/plots/``.
+
+    ``training`` (loss curves from the train record), ``sample-<k>`` (test samples against the
+    surrogate and the ROM), ``sobol`` and ``coverage`` (from the quantify group). Plots of
+    missing stages are skipped; each file is written atomically.
+
+    Args:
+        cfg: the run's config.
+        store: the run store.
+        n_samples: number of test samples to plot, 0 to 10.
+
+    Returns:
+        Plot name -> absolute path of its PNG.
+    """
+    if not 0 <= n_samples <= 10:
+        raise ValueError(f"n_samples must be in [0, 10], got {n_samples}")
+    out: dict[str, Path] = {}
+    rec = store.record("train")
+    if _complete(cfg, store, "train") and rec.get("history"):
+        hist = rec["history"]
+        fig = plots.training_curves(
+            np.array([h["epoch"] for h in hist]),
+            np.array([h["train_loss"] for h in hist], dtype=float),
+            np.array([h["val_loss"] for h in hist], dtype=float),
+            resumed_from=int(rec.get("resumed_from_epoch") or 0),
+        )
+        out["training"] = plots.save_png(fig, plot_dir(store) / "training.png")
+    if n_samples and _complete(cfg, store, "generate"):
+        out.update(_sample_plots(cfg, store, n_samples))
+    if _complete(cfg, store, "quantify"):
+        out.update(_uq_plots(cfg, store))
+    return out
+
+
+# -- markdown -------------------------------------------------------------------------------------
+def _training_section(rec: dict | None) -> list[str]:
+    if not rec or rec.get("status") != "complete":
+        return []
+    hist, m = rec.get("history") or [], rec.get("metrics", {})
+    lines = ["## Surrogate training", ""]
+    start = int(rec.get("resumed_from_epoch") or 0)
+    lines.append(
+        f"- epochs: {m.get('epochs', len(hist))}"
+        + (f", resumed from epoch {start}" if start else ", trained from scratch")
+    )
+    if hist:
+        last = hist[-1]
+        lines.append(
+            f"- final train loss {_fmt(last['train_loss'])}, val loss {_fmt(last['val_loss'])}"
+        )
+        vals = [(h["val_loss"], h["epoch"]) for h in hist if np.isfinite(h["val_loss"])]
+        if vals:
+            best = min(vals)
+            lines.append(f"- best val loss {_fmt(best[0])} at epoch {best[1]}")
+    if "nrmse_rollout" in m:
+        lines.append(
+            f"- test nRMSE: rollout {_fmt(m['nrmse_rollout'])} (persistence "
+            f"{_fmt(m.get('nrmse_persist_rollout'))}), one step {_fmt(m.get('nrmse_one_step'))} "
+            f"(persistence {_fmt(m.get('nrmse_persist_one_step'))})"
+        )
+    return [*lines, ""]
+
+
+def _rom_section(rec: dict | None) -> list[str]:
+    if not rec or rec.get("status") != "complete":
+        return []
+    m = rec.get("metrics", {})
+    labels = {
+        "rank": "POD rank",
+        "energy_captured": "energy captured",
+        "pod_projection_error_mean": "POD projection error (mean, test)",
+        "rom_rel_error_mean": "ROM relative error (mean, test)",
+        "rom_rel_error_max": "ROM relative error (max, test)",
+    }
+    lines = ["## Reduced-order model", ""]
+    lines += [f"- {label}: {_fmt(m[k])}" for k, label in labels.items() if k in m]
+    return [*lines, ""]
+
+
+def _uq_section(store: RunStore, rec: dict | None) -> list[str]:
+    if not rec or rec.get("status") != "complete":
+        return []
+    m = rec.get("metrics", {})
+    lines = ["## Uncertainty quantification", ""]
+    if "conformal_nominal" in m:
+        lines.append(
+            f"- conformal bands: nominal {_fmt(m['conformal_nominal'])}, test coverage "
+            f"{_fmt(m.get('conformal_coverage_test'))}, over re-splits "
+            f"{_fmt(m.get('conformal_coverage_resplit_mean'))} +- "
+            f"{_fmt(m.get('conformal_coverage_resplit_std'))}"
+        )
+    for name in MODELS[1:]:
+        keys = (f"mc_mean_rel_diff_{name}", f"mc_std_rel_diff_{name}", f"sobol_max_abs_diff_{name}")
+        if all(k in m for k in keys):
+            lines.append(
+                f"- {name} vs solver: Monte Carlo mean {_fmt(m[keys[0]])}, std {_fmt(m[keys[1]])} "
+                f"(relative L2 difference); Sobol indices max |diff| {_fmt(m[keys[2]])}"
+            )
+    res = ds_io.open_dataset(store.path, group="quantify").load()
+    head = " | ".join(f"{k} {name}" for k in ("S1", "ST") for name in MODELS)
+    lines += ["", f"| parameter | {head} |", "|---" * (1 + 2 * len(MODELS)) + "|"]
+    for j, p in enumerate(res.parameter.values):
+        cells = " | ".join(f"{res[f'{k}_{n}'].values[j]:.3f}" for k in ("S1", "ST") for n in MODELS)
+        lines.append(f"| {p} | {cells} |")
+    return [*lines, ""]
+
+
+def _images(store: RunStore, found: dict[str, Path]) -> list[str]:
+    if not found:
+        return []
+    lines = ["## Plots", ""]
+    for name, path in found.items():
+        rel = Path(path).resolve().relative_to(store.path.resolve()).as_posix()
+        lines += [f"### {name}", "", f"File: `{rel}` (relative to the store)", ""]
+        data = Path(path).read_bytes()
+        if len(data) <= EMBED_MAX_BYTES:
+            lines += [f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})", ""]
+    return lines
+
+
+def _existing_plots(store: RunStore) -> dict[str, Path]:
+    """The store's PNGs in the order ``write_plots`` makes them."""
+    folder = plot_dir(store)
+    found = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    rank = {name: k for k, name in enumerate(PLOT_ORDER)}
+    found.sort(key=lambda p: (rank.get(p.stem.split("-")[0], len(rank)), p.stem))
+    return {p.stem: p for p in found}
+
+
+def report_markdown(
+    cfg: PipelineConfig, store: RunStore, plot_files: dict[str, Path] | None = None
+) -> str:
+    """Dataset card, training, ROM and UQ results, plots, then every stage's metrics.
+
+    Args:
+        cfg: the run's config.
+        store: the run store.
+        plot_files: plot name -> PNG path inside the store; default every PNG in ``plot_dir``.
+    """
     summary = store.summary()
     card = ds_io.read_attrs(store.path).get("dataset_card", "") if store.exists() else ""
+    # The card's headings sit one level below the report's title.
+    card = "\n".join("#" + ln if ln.startswith("#") else ln for ln in card.splitlines())
     lines = [f"# pdeflow run `{cfg.store}`", "", f"Store: `{store.path}`", "", card, ""]
+    lines += _training_section(store.record("train"))
+    lines += _rom_section(store.record("reduce"))
+    lines += _uq_section(store, store.record("quantify"))
+    lines += _images(store, _existing_plots(store) if plot_files is None else plot_files)
+    lines += ["## Stages", ""]
     for stage, info in summary["stages"].items():
-        lines += [f"## {stage}: {info['status']}", "", "| metric | value |", "|---|---|"]
+        lines += [f"### {stage}: {info['status']}", "", "| metric | value |", "|---|---|"]
         lines += [
-            f"| {k.split('.', 1)[1]} | {v:.6g} |"
-            if isinstance(v, float)
-            else f"| {k.split('.', 1)[1]} | {v} |"
+            f"| {k.split('.', 1)[1]} | {_fmt(v)} |"
             for k, v in sorted(summary["metrics"].items())
             if k.startswith(stage + ".")
         ]
@@ -45,6 +315,7 @@ def report_markdown(cfg: PipelineConfig, store: RunStore) -> str:
     return "\n".join(lines)
 
 
+# -- artifacts ------------------------------------------------------------------------------------
 def publish_quantify(cfg: PipelineConfig, summary: dict) -> None:
     """The stage-4 metrics table."""
     create_table_artifact(
@@ -54,12 +325,27 @@ def publish_quantify(cfg: PipelineConfig, summary: dict) -> None:
     )
 
 
-def publish_run(cfg: PipelineConfig) -> None:
-    """The whole run's metrics table and markdown report."""
+def publish_run(cfg: PipelineConfig) -> dict[str, Path]:
+    """The whole run's metrics table, its plots (saved in the store) and the markdown report.
+
+    A plot that fails is logged as a warning: the stages' results are complete and stored, and a
+    missing figure must not fail the run that produced them.
+
+    Returns:
+        Plot name -> PNG path of the plots written.
+    """
     store = RunStore.named(cfg.store)
+    try:
+        written = write_plots(cfg, store)
+    except Exception as err:  # see the docstring
+        log_warning(f"plots of {store.path} not written: {err!r}")
+        written = {}
     create_table_artifact(
         metric_rows(store.summary()), key=_key(cfg, "metrics"), description="All metrics of the run"
     )
     create_markdown_artifact(
-        report_markdown(cfg, store), key=_key(cfg, "report"), description="pdeflow run report"
+        report_markdown(cfg, store, written),
+        key=_key(cfg, "report"),
+        description="pdeflow run report",
     )
+    return written

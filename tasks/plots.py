@@ -1,0 +1,298 @@
+"""Figures of a run: training curves, sample trajectories against predictions, Sobol indices and
+conformal coverage. Pure matplotlib on numpy arrays, rendered by the Agg backend.
+
+Figures are built as ``matplotlib.figure.Figure`` objects, never through ``pyplot``: no global
+figure registry to leak memory in a long-running worker, and no GUI backend is ever selected.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+DPI = 100
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write ``fig`` as PNG atomically: readers see the old file or the new one, never a torn one.
+
+    Args:
+        fig: the figure.
+        path: target file; its directory is created if missing.
+        dpi: resolution in dots per inch, 20 to 300.
+
+    Returns:
+        The path written.
+    """
+    if not 20 <= dpi <= 300:
+        raise ValueError(f"dpi must be in [20, 300], got {dpi}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=dpi)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # mkstemp creates the file private (0600); a plot is as readable as the rest of the store.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def training_curves(
+    epochs: np.ndarray,
+    train_loss: np.ndarray,
+    val_loss: np.ndarray | None = None,
+    resumed_from: int = 0,
+) -> Figure:
+    """Training and validation loss per epoch on a log scale.
+
+    Args:
+        epochs: epoch numbers (1-based), shape (n_epochs,).
+        train_loss: mean training loss of each epoch (normalised units), shape (n_epochs,).
+        val_loss: validation loss of each epoch, shape (n_epochs,), NaN where not evaluated.
+        resumed_from: epoch the last run resumed from (a dotted line marks it when > 0).
+    """
+    epochs, train_loss = np.asarray(epochs), np.asarray(train_loss, dtype=float)
+    if epochs.ndim != 1 or len(epochs) == 0 or train_loss.shape != epochs.shape:
+        raise ValueError(
+            f"epochs and train_loss must be equal-length 1D arrays, got {epochs.shape} and "
+            f"{train_loss.shape}"
+        )
+    fig = _figure(6, 3.5)
+    ax = fig.add_subplot()
+    ax.plot(epochs, train_loss, marker="o", ms=3, label="train")
+    if val_loss is not None and np.isfinite(np.asarray(val_loss, dtype=float)).any():
+        ax.plot(epochs, np.asarray(val_loss, dtype=float), marker="s", ms=3, label="validation")
+    if resumed_from > 0:
+        ax.axvline(resumed_from, color="0.5", ls=":", label=f"resumed at epoch {resumed_from}")
+    if (train_loss > 0).all():
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel="epoch", ylabel="loss", title="Training curves")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _with_channel(arr: np.ndarray, space_ndim: int, what: str) -> np.ndarray:
+    """(time, *space) or (time, channel, *space) -> (time, channel, *space)."""
+    arr = np.asarray(arr, dtype=float)
+    if arr.ndim == 1 + space_ndim:
+        return arr[:, None]
+    if arr.ndim == 2 + space_ndim:
+        return arr
+    raise ValueError(
+        f"{what} must be (time, *space) or (time, channel, *space) with {space_ndim} space "
+        f"dimension(s), got shape {arr.shape}"
+    )
+
+
+def sample_comparison(
+    truth: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    space_ndim: int = 1,
+    channel_names: Sequence[str] | None = None,
+    time: np.ndarray | None = None,
+    x: np.ndarray | None = None,
+    title: str = "",
+) -> Figure:
+    """One trajectory against the models' predictions of it.
+
+    1D fields: space-time images, one row per channel: truth, each prediction, then each
+    prediction's error (prediction - truth). 2D fields: the final frame, one row per model
+    (truth first), one column per channel, then the final-frame error per channel.
+
+    Args:
+        truth: reference trajectory, (time, *space) or (time, channel, *space).
+        predictions: model name -> trajectory of the same shape as ``truth``.
+        space_ndim: number of space dimensions, 1 or 2.
+        channel_names: one name per channel; default ``c0, c1, ...``.
+        time: frame times, shape (time,), for the time axis of 1D images; default frame index.
+        x: grid coordinates, shape (n_x,), for the space axis of 1D images; default grid index.
+        title: figure title.
+    """
+    if space_ndim not in (1, 2):
+        raise ValueError(f"space_ndim must be 1 or 2, got {space_ndim}")
+    truth = _with_channel(truth, space_ndim, "truth")
+    preds = {k: _with_channel(v, space_ndim, f"prediction {k!r}") for k, v in predictions.items()}
+    for name, pred in preds.items():
+        if pred.shape != truth.shape:
+            raise ValueError(f"prediction {name!r} has shape {pred.shape}, truth {truth.shape}")
+    n_ch = truth.shape[1]
+    names = list(channel_names) if channel_names is not None else [f"c{i}" for i in range(n_ch)]
+    if len(names) != n_ch:
+        raise ValueError(f"channel_names has {len(names)} names for {n_ch} channels")
+    draw = _comparison_1d if space_ndim == 1 else _comparison_2d
+    fig = draw(truth, preds, names, time, x)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _limits(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
+    lo = min(float(np.nanmin(a)) for a in arrays)
+    hi = max(float(np.nanmax(a)) for a in arrays)
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def _comparison_1d(truth, preds, names, time, x) -> Figure:
+    n_t, n_ch = truth.shape[:2]
+    t = np.arange(n_t, dtype=float) if time is None else np.asarray(time, dtype=float)
+    xs = np.arange(truth.shape[-1], dtype=float) if x is None else np.asarray(x, dtype=float)
+    # Cell edges: half a grid step beyond the first and last points.
+    dx = xs[1] - xs[0] if len(xs) > 1 else 1.0
+    dt = t[1] - t[0] if len(t) > 1 else 1.0
+    extent = (xs[0] - dx / 2, xs[-1] + dx / 2, t[0] - dt / 2, t[-1] + dt / 2)
+    xlabel = "x (grid index)" if x is None else "x"
+    cols = 1 + 2 * len(preds)
+    fig = _figure(2.6 * cols, 2.4 * n_ch)
+    axes = fig.subplots(n_ch, cols, squeeze=False, sharey=True)
+    for c, ch in enumerate(names):
+        fields = {"truth": truth[:, c], **{k: v[:, c] for k, v in preds.items()}}
+        vmin, vmax = _limits(list(fields.values()))
+        errors = {k: v[:, c] - truth[:, c] for k, v in preds.items()}
+        emax = max((float(np.nanmax(np.abs(e))) for e in errors.values()), default=0.0) or 1.0
+        panels = [(k, v, "viridis", vmin, vmax) for k, v in fields.items()]
+        panels += [(f"{k} - truth", e, "RdBu_r", -emax, emax) for k, e in errors.items()]
+        for j, (label, img, cmap, lo, hi) in enumerate(panels):
+            ax = axes[c, j]
+            im = ax.imshow(
+                img, origin="lower", aspect="auto", extent=extent, cmap=cmap, vmin=lo, vmax=hi
+            )
+            ax.set_title(f"{label} ({ch})", fontsize=9)
+            ax.set_xlabel(xlabel)
+            if j == 0:
+                ax.set_ylabel("time")
+            if j == len(fields) - 1 or j == len(panels) - 1:
+                fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def _comparison_2d(truth, preds, names, time, x) -> Figure:
+    n_ch = truth.shape[1]
+    rows = {"truth": truth[-1], **{k: v[-1] for k, v in preds.items()}}
+    fig = _figure(2.4 * 2 * n_ch, 2.2 * len(rows))
+    axes = fig.subplots(len(rows), 2 * n_ch, squeeze=False)
+    for c, ch in enumerate(names):
+        vmin, vmax = _limits([r[c] for r in rows.values()])
+        errors = {k: rows[k][c] - truth[-1, c] for k in preds}
+        emax = max((float(np.nanmax(np.abs(e))) for e in errors.values()), default=0.0) or 1.0
+        for i, (model, frame) in enumerate(rows.items()):
+            ax, err_ax = axes[i, 2 * c], axes[i, 2 * c + 1]
+            im = ax.imshow(frame[c].T, origin="lower", cmap="viridis", vmin=vmin, vmax=vmax)
+            ax.set_title(f"{model} ({ch}), final frame", fontsize=9)
+            fig.colorbar(im, ax=ax, shrink=0.8)
+            if model == "truth":
+                err_ax.axis("off")
+                continue
+            em = err_ax.imshow(
+                errors[model].T, origin="lower", cmap="RdBu_r", vmin=-emax, vmax=emax
+            )
+            err_ax.set_title(f"{model} - truth ({ch})", fontsize=9)
+            fig.colorbar(em, ax=err_ax, shrink=0.8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def sobol_bars(
+    parameter_names: Sequence[str],
+    first_order: Mapping[str, np.ndarray],
+    total_order: Mapping[str, np.ndarray],
+    first_conf: Mapping[str, np.ndarray] | None = None,
+    total_conf: Mapping[str, np.ndarray] | None = None,
+) -> Figure:
+    """First-order and total Sobol indices per parameter, one bar per model.
+
+    Args:
+        parameter_names: names of the d parameters.
+        first_order: model name -> S1, shape (d,).
+        total_order: model name -> ST, shape (d,), same models as ``first_order``.
+        first_conf: model name -> half-width of the S1 confidence interval, shape (d,).
+        total_conf: model name -> half-width of the ST confidence interval, shape (d,).
+    """
+    d = len(parameter_names)
+    if set(first_order) != set(total_order) or not first_order:
+        raise ValueError("first_order and total_order must name the same, non-empty models")
+    for label, values in (*first_order.items(), *total_order.items()):
+        if np.shape(values) != (d,):
+            raise ValueError(f"indices of {label!r} have shape {np.shape(values)}, expected ({d},)")
+    fig = _figure(max(6.0, 1.6 * d + 3), 3.5)
+    axes = fig.subplots(1, 2, sharey=True)
+    models = list(first_order)
+    width = 0.8 / len(models)
+    x = np.arange(d)
+    for ax, title, values, conf in (
+        (axes[0], "First-order index S1", first_order, first_conf),
+        (axes[1], "Total index ST", total_order, total_conf),
+    ):
+        for k, model in enumerate(models):
+            err = None if conf is None or model not in conf else np.abs(conf[model])
+            ax.bar(
+                x + (k - (len(models) - 1) / 2) * width,
+                values[model],
+                width,
+                yerr=err,
+                capsize=2,
+                label=model,
+            )
+        ax.set_xticks(x, list(parameter_names))
+        ax.set_title(title)
+        ax.set_xlabel("parameter")
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].set_ylabel("Sobol index")
+    axes[1].legend()
+    return fig
+
+
+def coverage_histogram(
+    coverage: np.ndarray, nominal: float, n_cal: int | None = None, bins: int = 15
+) -> Figure:
+    """Test coverage of conformal bands over random calibration/test re-splits.
+
+    Args:
+        coverage: coverage of each re-split, fractions in [0, 1], shape (n_resplits,).
+        nominal: target coverage 1 - alpha, in (0, 1).
+        n_cal: calibration samples per split; when given, a dashed line marks the upper bound
+            1 - alpha + 1 / (n_cal + 1) of the mean coverage.
+        bins: histogram bins, >= 1.
+    """
+    coverage = np.asarray(coverage, dtype=float)
+    if coverage.ndim != 1 or len(coverage) == 0:
+        raise ValueError(f"coverage must be a non-empty 1D array, got shape {coverage.shape}")
+    if not 0.0 < nominal < 1.0:
+        raise ValueError(f"nominal must be in (0, 1), got {nominal}")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    fig = _figure(5, 3.5)
+    ax = fig.add_subplot()
+    ax.hist(coverage, bins=bins, range=(0.0, 1.0), color="C0", alpha=0.8, label="re-splits")
+    ax.axvline(nominal, color="C3", lw=2, label=f"target 1 - alpha = {nominal:.3g}")
+    if n_cal is not None:
+        upper = min(nominal + 1.0 / (n_cal + 1), 1.0)
+        ax.axvline(upper, color="C3", ls="--", label=f"upper bound {upper:.3g}")
+    ax.axvline(coverage.mean(), color="k", ls=":", label=f"mean {coverage.mean():.3g}")
+    ax.set(xlabel="test coverage", ylabel="re-splits", title="Conformal coverage", xlim=(0, 1))
+    ax.legend(fontsize=8, loc="upper left")
+    return fig

@@ -1,0 +1,334 @@
+"""Reports: plot functions, progress artifacts, and the plots and markdown of a tiny run."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+import pytest
+
+from tasks import plots, stages
+from tasks.metrics import nrmse
+
+PNG = plots.PNG_SIGNATURE
+
+
+def _titles(fig) -> list[str]:
+    return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+
+def _assert_png(path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG and len(data) > 1000
+    assert not list(path.parent.glob(".*")), "a temporary file was left behind"
+
+
+# -- plots ----------------------------------------------------------------------------------------
+def test_training_curves_log_scale_and_resume_marker(tmp_path):
+    epochs = np.arange(1, 6)
+    fig = plots.training_curves(epochs, 1.0 / epochs, 1.2 / epochs, resumed_from=3)
+    ax = fig.axes[0]
+    assert ax.get_title() == "Training curves" and ax.get_yscale() == "log"
+    assert [ln.get_label() for ln in ax.get_lines()] == [
+        "train",
+        "validation",
+        "resumed at epoch 3",
+    ]
+    np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), 1.0 / epochs)
+    _assert_png(plots.save_png(fig, tmp_path / "plots" / "training.png"))
+
+
+def _trajectory(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+@pytest.mark.parametrize(
+    ("shape", "space_ndim", "channels"),
+    [((11, 32), 1, ["u"]), ((11, 2, 32), 1, ["u", "v"])],
+    ids=["1d", "1d-two-channels"],
+)
+def test_sample_comparison_1d_images_and_errors(tmp_path, shape, space_ndim, channels):
+    truth = _trajectory(shape)
+    preds = {"surrogate": truth + 0.1, "rom": truth - 0.2 * _trajectory(shape, 1)}
+    fig = plots.sample_comparison(truth, preds, space_ndim, channels, time=np.linspace(0, 1, 11))
+    titles = _titles(fig)
+    # Per channel: truth, two predictions, two errors.
+    assert len(titles) == 5 * len(channels)
+    by_title = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    for c, ch in enumerate(channels):
+        truth_c = truth[:, c] if truth.ndim == 3 else truth
+        rom_c = preds["rom"][:, c] if truth.ndim == 3 else preds["rom"]
+        np.testing.assert_array_equal(by_title[f"truth ({ch})"].images[0].get_array(), truth_c)
+        np.testing.assert_allclose(
+            by_title[f"rom - truth ({ch})"].images[0].get_array(), rom_c - truth_c
+        )
+    _assert_png(plots.save_png(fig, tmp_path / "sample.png"))
+
+
+@pytest.mark.parametrize(
+    ("shape", "channels"),
+    [((5, 16, 12), ["u"]), ((5, 2, 16, 12), ["u", "v"])],
+    ids=["2d", "2d-two-channels"],
+)
+def test_sample_comparison_2d_final_frames(tmp_path, shape, channels):
+    truth = _trajectory(shape)
+    preds = {"surrogate": 0.5 * truth, "rom": truth + 1.0}
+    fig = plots.sample_comparison(truth, preds, space_ndim=2, channel_names=channels)
+    by_title = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    # One row per model (truth first); per channel the frame and, for models, the error.
+    assert len(by_title) == 3 * len(channels) + 2 * len(channels)
+    last = truth[-1] if truth.ndim == 4 else truth[-1][None]
+    for c, ch in enumerate(channels):
+        img = by_title[f"truth ({ch}), final frame"].images[0].get_array()
+        np.testing.assert_array_equal(img, last[c].T)  # x along the horizontal axis
+        err = by_title[f"surrogate - truth ({ch})"].images[0].get_array()
+        np.testing.assert_allclose(err, -0.5 * last[c].T)
+    _assert_png(plots.save_png(fig, tmp_path / "sample2d.png"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"truth": np.zeros((4, 8)), "space_ndim": 3}, "space_ndim"),
+        ({"truth": np.zeros(8)}, "truth"),
+        ({"truth": np.zeros((4, 8)), "predictions": {"rom": np.zeros((4, 9))}}, "rom"),
+        ({"truth": np.zeros((4, 2, 8)), "channel_names": ["u"]}, "channel_names"),
+    ],
+)
+def test_sample_comparison_rejects_bad_shapes(kwargs, fragment):
+    args = {"predictions": {}, **kwargs}
+    with pytest.raises(ValueError, match=fragment):
+        plots.sample_comparison(**args)
+
+
+def test_sobol_bars_heights_and_parameter_names(tmp_path):
+    names = ["nu", "a1", "a2"]
+    s1 = {"solver": np.array([0.1, 0.5, 0.2]), "rom": np.array([0.12, 0.48, 0.2])}
+    st = {"solver": np.array([0.2, 0.6, 0.25]), "rom": np.array([0.2, 0.6, 0.3])}
+    fig = plots.sobol_bars(names, s1, st, first_conf={m: 0.05 * np.ones(3) for m in s1})
+    left, right = fig.axes[:2]
+    assert (left.get_title(), right.get_title()) == ("First-order index S1", "Total index ST")
+    assert [t.get_text() for t in left.get_xticklabels()] == names
+    heights = [p.get_height() for p in left.patches]
+    np.testing.assert_allclose(heights, np.concatenate([s1["solver"], s1["rom"]]))
+    _assert_png(plots.save_png(fig, tmp_path / "sobol.png"))
+    with pytest.raises(ValueError, match="same"):
+        plots.sobol_bars(names, s1, {"solver": st["solver"]})
+
+
+def test_coverage_histogram_counts_and_target_line(tmp_path):
+    cover = np.random.default_rng(0).uniform(0.8, 1.0, 40)
+    fig = plots.coverage_histogram(cover, nominal=0.9, n_cal=19)
+    ax = fig.axes[0]
+    assert ax.get_title() == "Conformal coverage"
+    assert sum(p.get_height() for p in ax.patches) == 40
+    lines = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines()}
+    assert lines["target 1 - alpha = 0.9"] == 0.9
+    assert lines["upper bound 0.95"] == pytest.approx(0.95)  # 0.9 + 1 / (19 + 1)
+    _assert_png(plots.save_png(fig, tmp_path / "coverage.png"))
+    with pytest.raises(ValueError, match="nominal"):
+        plots.coverage_histogram(cover, nominal=1.0)
+
+
+def test_save_png_replaces_atomically(tmp_path):
+    target = tmp_path / "fig.png"
+    target.write_bytes(b"old")
+    plots.save_png(plots.coverage_histogram(np.array([0.9]), 0.9), target)
+    _assert_png(target)
+    with pytest.raises(ValueError, match="dpi"):
+        plots.save_png(plots.coverage_histogram(np.array([0.9]), 0.9), target, dpi=1000)
+
+
+# -- progress reporting ---------------------------------------------------------------------------
+class FakeApi:
+    """Records progress artifact calls in place of the Prefect API."""
+
+    def __init__(self, fail: bool = False):
+        self.fail, self.calls = fail, []
+
+    def create(self, progress, description=None, _sync=None):
+        self.calls.append(("create", progress, description))
+        if self.fail:
+            raise ConnectionError("server unreachable")
+        return "artifact-id"
+
+    def update(self, artifact_id, progress, description=None, _sync=None):
+        self.calls.append(("update", progress, description))
+
+
+@pytest.fixture
+def fake_api(monkeypatch):
+    api = FakeApi()
+    monkeypatch.setattr(stages, "create_progress_artifact", api.create)
+    monkeypatch.setattr(stages, "update_progress_artifact", api.update)
+    return api
+
+
+def test_progress_artifact_is_throttled_but_always_final(fake_api):
+    now = [0.0]
+    art = stages.ProgressArtifact("train", interval=1.0, clock=lambda: now[0])
+    for done, t in [(0, 0.0), (1, 0.3), (2, 0.6), (3, 1.1), (4, 1.5), (5, 1.6)]:
+        now[0] = t
+        art(done, 5)
+    assert fake_api.calls == [
+        ("create", 0.0, "train: 0 of 5 epochs"),
+        ("update", 60.0, "train: 3 of 5 epochs"),  # first report at least 1 s after the last
+        ("update", 100.0, "train: 5 of 5 epochs"),  # final: sent although 0.5 s after the last
+    ]
+
+
+def test_reporter_outside_a_run_only_drives_the_cli(fake_api):
+    assert stages.reporter("generate") is None
+    seen = []
+    stages.set_reporter(lambda *args: seen.append(args))
+    try:
+        progress = stages.reporter("generate")
+        progress(1, 4)
+        progress(4, 4)
+    finally:
+        stages.set_reporter(None)
+    assert seen == [("generate", 1, 4), ("generate", 4, 4)] and fake_api.calls == []
+
+
+def test_failing_artifact_api_warns_once_and_never_raises(monkeypatch, caplog):
+    api = FakeApi(fail=True)
+    monkeypatch.setattr(stages, "create_progress_artifact", api.create)
+    art = stages.ProgressArtifact("generate", interval=0.0)
+    with caplog.at_level(logging.WARNING, logger="tasks.stages"):
+        for done in range(5):
+            art(done, 4)
+    assert art.failed and len(api.calls) == 1
+    assert [r.message for r in caplog.records if "progress artifact disabled" in r.message]
+
+
+@pytest.fixture(scope="session")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _flow_artifacts(flow_run_id):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read():
+        async with get_client() as client:
+            flt = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            return await client.read_artifacts(artifact_filter=flt)
+
+    return asyncio.run(read())
+
+
+def test_reporter_updates_a_progress_artifact_in_a_flow_run(harness, monkeypatch):
+    from prefect import flow
+
+    # A long interval: only the first report and the final one reach the server.
+    monkeypatch.setattr(stages, "PROGRESS_INTERVAL_S", 3600.0)
+    calls = []
+    for name in ("create_progress_artifact", "update_progress_artifact"):
+        real = getattr(stages, name)
+        monkeypatch.setattr(
+            stages, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k)
+        )
+
+    @flow(name="progress-probe")
+    def probe(n: int) -> None:
+        progress = stages.reporter("train")
+        for done in range(n + 1):
+            progress(done, n)
+
+    state = probe(6, return_state=True)
+    assert state.is_completed()
+    assert calls == ["create_progress_artifact", "update_progress_artifact"]
+    (artifact,) = _flow_artifacts(state.state_details.flow_run_id)
+    assert artifact.type == "progress" and artifact.data == 100.0
+    assert artifact.description == "train: 6 of 6 epochs"
+
+
+def test_flow_run_survives_a_failing_artifact_api(harness, monkeypatch):
+    from prefect import flow
+
+    api = FakeApi(fail=True)
+    monkeypatch.setattr(stages, "create_progress_artifact", api.create)
+
+    @flow(name="progress-probe-failing")
+    def probe() -> int:
+        progress = stages.reporter("generate")
+        for done in range(4):
+            progress(done, 3)
+        return 7
+
+    state = probe(return_state=True)
+    assert state.is_completed() and state.result() == 7 and len(api.calls) == 1
+
+
+# -- plots and report of a tiny run ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_store(runs_dir):
+    """The four stages of the tiny config, called directly on an in-process Dask cluster."""
+    from distributed import Client
+
+    from storage import RunStore
+    from tasks.config import load_config
+    from tasks.generate import generate
+    from tasks.quantify import quantify
+    from tasks.reduce import reduce
+    from tasks.train import train
+    from tests.conftest import TINY
+
+    cfg = load_config(TINY, ["store=report"])
+    with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as c:
+        generate(cfg, c)
+        train(cfg)
+        reduce(cfg, c)
+        quantify(cfg, c)
+    return cfg, RunStore.named(cfg.store)
+
+
+def test_predict_samples_reproduces_the_stage_metrics(tiny_store):
+    from tasks.report import predict_samples
+    from tasks.train import split_indices
+
+    cfg, store = tiny_store
+    test = split_indices(store.path, "test")
+    out = predict_samples(cfg, store, test)
+    truth = out["truth"]
+    assert truth.shape == (len(test), cfg.generate.n_frames, 1, cfg.generate.n_x)
+    assert {k: v.shape for k, v in out.items()} == dict.fromkeys(out, truth.shape)
+    assert set(out) == {"truth", "surrogate", "rom"}
+    np.testing.assert_array_equal(out["surrogate"][:, 0], truth[:, 0])
+    # The stages measured these on the same test split through their own code paths; float32
+    # model and data give ~1e-7 relative rounding, so 1e-4 leaves room without hiding a mismatch.
+    metrics = {s: store.record(s)["metrics"] for s in ("train", "reduce")}
+    space = truth.ndim - 3
+    rollout = nrmse(out["surrogate"][:, 1:], truth[:, 1:], n_space_dims=space).mean()
+    assert rollout == pytest.approx(metrics["train"]["nrmse_rollout"], rel=1e-4)
+    err = np.linalg.norm((out["rom"] - truth).reshape(len(test), -1), axis=1)
+    rel = err / np.linalg.norm(truth.reshape(len(test), -1), axis=1)
+    assert rel.mean() == pytest.approx(metrics["reduce"]["rom_rel_error_mean"], rel=1e-4)
+
+
+def test_write_plots_and_report_reference_them(tiny_store):
+    from tasks.report import plot_dir, report_markdown, write_plots
+
+    cfg, store = tiny_store
+    written = write_plots(cfg, store)
+    assert set(written) == {"training", "sample-0", "sample-1", "sobol", "coverage"}
+    for path in written.values():
+        assert path.parent == plot_dir(store) == store.path / "_pdeflow" / "plots"
+        _assert_png(path)
+    md = report_markdown(cfg, store, written)
+    for name in written:
+        assert f"`_pdeflow/plots/{name}.png`" in md
+        assert f"![{name}](data:image/png;base64," in md
+    rec = store.record("train")
+    best = min(h["val_loss"] for h in rec["history"])
+    assert "## Surrogate training" in md and f"best val loss {best:.6g}" in md
+    assert "trained from scratch" in md and "## Reduced-order model" in md
+    assert "| parameter | S1 solver |" in md and "| nu |" in md
+    assert md.count("## Stages") == 1 and "### quantify: complete" in md
+    # Without an explicit list the report finds the PNGs already in the store.
+    assert report_markdown(cfg, store) == md
