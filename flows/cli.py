@@ -193,7 +193,12 @@ def list_pdes(
     for column in ("name", "dim", "fields", "boundary", "parameters", "description"):
         table.add_column(column)
     for r in rows:
-        params = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in r["parameters"].items())
+        fixed = r["one_value_per_run"]
+        params = ", ".join(
+            f"{k} in [{lo:g}, {hi:g}]"
+            + (f" (constant, default {fixed[k]:g})" if k in fixed else "")
+            for k, (lo, hi) in r["parameters"].items()
+        )
         dim = f"{r['dim']}D" + (" steady" if r["stationary"] else "")
         table.add_row(
             r["name"], dim, ", ".join(r["fields"]), r["boundary"], params, r["description"]

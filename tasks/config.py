@@ -111,6 +111,11 @@ class InitialConditionConfig(_Frozen):
     rescale: Literal["none", "unit"] = Field(
         "none", description="unit: map each sample's u0 onto [0, 1] (densities, Fisher-KPP)."
     )
+    options: dict[str, float | str | list[float]] = Field(
+        {},
+        description="kind pde: keyword options of the PDE's own initial state, e.g. Darcy's "
+        "permeability levels [low, high] or coefficient 'piecewise' / 'lognormal'.",
+    )
 
     @field_validator("modes")
     @classmethod

@@ -22,7 +22,7 @@ from tasks.config import GenerateConfig, PipelineConfig
 from tasks.custom import build_simulator
 from tasks.datasets import SPLITS, create_store, dataset_card, normalization_stats, sample_coords
 from tasks.pdes import BlowUpError
-from tasks.problems import solve
+from tasks.problems import pde_initial_state, solve
 from tasks.sampling import MARGINALS
 from tasks.simulators import SimulationError
 from tasks.stages import stage_cache_key, stage_config, stage_hash
@@ -95,7 +95,10 @@ def initial_state(
     ic, entry, length = gen.initial_condition, gen.entry, gen.domain_length
     shape = (gen.n_x,) * entry.dim
     if ic.kind == "pde":
-        return entry.cls.initial_condition(gen.n_x, length, seeds, dtype=dtype, device=device)
+        coefs = coefficients(gen, params)
+        return pde_initial_state(
+            entry, gen.n_x, length, seeds, coefs, ic.options, dtype=dtype, device=device
+        )
     if ic.kind == "modes":
         amp = torch.as_tensor(params[:, -len(gen.modes) :], dtype=torch.float64)
         u0 = torch.zeros((len(params), *shape), dtype=torch.float64)
@@ -171,7 +174,16 @@ def solve_parameters(
 
 
 def solve_block(store_path: str, gen_json: dict, block: int) -> dict:
-    """Dask task: solve block ``block`` and write it to its own chunk-aligned region."""
+    """Dask task: solve block ``block`` and write it to its own chunk-aligned region.
+
+    A block the manifest already marks complete is returned as recorded, unsolved: Dask re-runs
+    finished tasks whose results were held by a worker that died (prefect #15442), and a
+    complete block always belongs to the store's current config (``generate`` maps only missing
+    blocks; an extension reopens the block it grows; ``overwrite`` wipes the store).
+    """
+    done = BlockManifest(store_path).completed(block)
+    if done is not None:
+        return {"block": block, "seconds": done[0], "checksum": done[1], "skipped": True}
     gen = GenerateConfig.model_validate(gen_json)
     try:
         torch.set_num_threads(max(1, get_worker().state.nthreads))
@@ -234,13 +246,18 @@ def generate(
         resources=task_resources(cfg.cluster, gen.device),
     )
     errors = []
-    for fut in as_completed(futures):
+    pending = as_completed(futures)
+    # Drop each future as it completes: Dask recomputes a lost result only while a client holds
+    # its future, so a worker dying later cannot re-run this block (solve_block also skips it).
+    del futures
+    for fut in pending:
         if fut.status == "error":
             errors.append(str(fut.exception()))
         else:
             done += 1
             if progress:
                 progress(done, total)
+        fut.release()
     if errors:
         raise GenerationError(
             f"{len(errors)} of {len(missing)} blocks failed; {done} of {total} complete "

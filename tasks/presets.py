@@ -6,7 +6,8 @@ PDEBench presets follow the equations, domains, grids, time spans, boundary cond
 coefficient values published in Takamoto et al. (2022), "PDEBench: An Extensive Benchmark for
 Scientific Machine Learning", NeurIPS Datasets and Benchmarks; the initial states are drawn from
 the same families (sums of random sine waves in 1D, thresholded Gaussian random fields for the
-Darcy permeability, the PDE's random state in 2D) by pdeflow's own generators and seeds, so the
+Darcy permeability, independent standard normal values per cell for the 2D diffusion-reaction
+state) by pdeflow's own generators and seeds, so the
 data are statistically alike, not bitwise equal. Each preset ships one coefficient value; the
 published list is in its ``values`` entry.
 """
@@ -75,6 +76,35 @@ PRESETS: dict[str, dict[str, Any]] = {
             "parameters": {},
             "constants": {"nu": 0.5, "rho": 1.0},
             "initial_condition": {**_SINE_WAVES, "rescale": "unit"},
+        },
+    },
+    "pdebench-darcy-2d": {
+        "description": "2D steady Darcy flow -div(a grad u) = beta on (0, 1)^2, u = 0 on the "
+        "boundary, a(x) piecewise constant in {0.1, 1}",
+        "values": {"beta": [0.01, 0.1, 1.0, 10.0, 100.0]},
+        "generate": {
+            "pde": "darcy_2d",
+            "length": 1.0,
+            "n_x": 128,
+            "parameters": {},
+            "constants": {"beta": 1.0},
+            "initial_condition": {"kind": "pde", "options": {"levels": [0.1, 1.0]}},
+        },
+    },
+    "pdebench-diffusion-reaction-2d": {
+        "description": "2D FitzHugh-Nagumo diffusion-reaction on (-1, 1)^2, no-flux walls, "
+        "t in [0, 5], standard normal initial state",
+        "values": {"Du": [1e-3], "Dv": [5e-3], "k": [5e-3]},
+        "generate": {
+            "pde": "fitzhugh_nagumo_2d",
+            "length": 2.0,
+            "n_x": 128,
+            "t_end": 5.0,
+            "n_frames": 101,
+            "dt": 0.005,
+            "parameters": {},
+            "constants": {"Du": 1e-3, "Dv": 5e-3, "k": 5e-3},
+            "initial_condition": {"kind": "pde"},
         },
     },
 }

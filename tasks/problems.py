@@ -12,6 +12,7 @@ Trajectories leave ``solve`` as ``(sample, time, channel, *space)``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class PdeEntry:
     resolution: Resolution = _no_warning
     # Coefficients the solver accepts only through its constructor defaults (not sampled).
     notes: dict[str, str] = field(default_factory=dict)
+    # Coefficients that take one value per run: constants only, the solver's default if unset.
+    batch_constants: dict[str, float] = field(default_factory=dict)
 
     @property
     def parameter_names(self) -> tuple[str, ...]:
@@ -74,6 +77,7 @@ class PdeEntry:
             "boundary": self.boundary,
             "stationary": self.stationary,
             "parameters": {k: list(v) for k, v in self.parameter_ranges.items()},
+            "one_value_per_run": dict(self.batch_constants),
             "description": self.description,
         }
 
@@ -177,9 +181,9 @@ def _entry_nd(name: str, cls: type) -> PdeEntry:
     """Entry of a solver that states its own facts (the 2D classes' contract)."""
 
     def stable_dt(n, length, u_max, coeffs):
+        # Ranges, not maxima: the bound may grow at the low end (Kolmogorov flow's viscosity).
         kwargs = {} if u_max is None else {"u_max": u_max}
-        highs = {k: hi for k, (_, hi) in coeffs.items()}
-        return float(cls.max_stable_dt(n, length, **kwargs, **highs))
+        return float(cls.max_stable_dt(n, length, **kwargs, **coeffs))
 
     def resolution(n, length, u_max, ranges):
         return cls.resolution_warning(n, length, **ranges)
@@ -198,6 +202,7 @@ def _entry_nd(name: str, cls: type) -> PdeEntry:
         stationary=bool(getattr(cls, "stationary", False)),
         stable_dt=stable_dt,
         resolution=resolution,
+        batch_constants=dict(getattr(cls, "batch_constants", {})),
     )
 
 
@@ -244,9 +249,47 @@ def solve(
     return pde.rollout(u0.to(device=device, dtype=dtype), n_frames, steps_per_frame)
 
 
+def initial_condition_options(entry: PdeEntry) -> list[str]:
+    """Keyword options of a PDE's own ``initial_condition`` (kind ``pde``), coefficients aside."""
+    if not hasattr(entry.cls, "initial_condition"):
+        return []
+    params = inspect.signature(entry.cls.initial_condition).parameters
+    skip = {"n", "length", "seeds", "dtype", "device", *entry.parameter_names}
+    return [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in skip]
+
+
+def pde_initial_state(
+    entry: PdeEntry,
+    n: int,
+    length: float,
+    seeds: np.ndarray,
+    coefficients: Mapping[str, np.ndarray],
+    options: Mapping[str, object],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """The PDE's own initial states (kind ``pde``), shape (batch, channel, *space).
+
+    Coefficients the initial state depends on (the shallow-water dam radius) are passed on, so
+    a sample's state matches its recorded coefficients; ``options`` are the config's
+    ``initial_condition.options`` (e.g. Darcy's permeability ``levels``).
+    """
+    params = inspect.signature(entry.cls.initial_condition).parameters
+    used = {k: np.asarray(v) for k, v in coefficients.items() if k in params}
+    return entry.cls.initial_condition(
+        n, length, seeds, dtype=dtype, device=device, **used, **dict(options)
+    )
+
+
 def _check_coefficients(gen, entry: PdeEntry) -> None:
     valid = entry.parameter_names
     sampled = gen.coefficient_specs
+    fixed = sorted(set(sampled) & set(entry.batch_constants))
+    if fixed:
+        raise ValueError(
+            f"parameters: {fixed} of {entry.name} take one value per run; set them under constants"
+        )
     for where, names in (("parameters", sampled), ("constants", gen.constants)):
         unknown = sorted(set(names) - set(valid))
         if unknown:
@@ -256,7 +299,11 @@ def _check_coefficients(gen, entry: PdeEntry) -> None:
     both = sorted(set(sampled) & set(gen.constants))
     if both:
         raise ValueError(f"{both} are both sampled (parameters) and fixed (constants)")
-    missing = [n for n in valid if n not in sampled and n not in gen.constants]
+    missing = [
+        n
+        for n in valid
+        if n not in sampled and n not in gen.constants and n not in entry.batch_constants
+    ]
     if missing:
         raise ValueError(f"{entry.name} needs {missing} in parameters or constants")
     for name, spec in sampled.items():
@@ -285,6 +332,14 @@ def _check_initial_condition(gen, entry: PdeEntry) -> None:
         raise ValueError(
             f"initial_condition.kind: {entry.name} has fields {list(entry.fields)}"
             f"{' and is stationary' if entry.stationary else ''}; only kind 'pde' applies"
+        )
+    if ic.options and ic.kind != "pde":
+        raise ValueError("initial_condition.options apply to kind 'pde' only")
+    unknown = sorted(set(ic.options) - set(initial_condition_options(entry)))
+    if unknown:
+        raise ValueError(
+            f"initial_condition.options: {entry.name} has no option {unknown}; valid: "
+            f"{initial_condition_options(entry)}"
         )
     if ic.kind == "modes" and max(ic.modes) > gen.n_x // 3:
         raise ValueError(

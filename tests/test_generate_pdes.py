@@ -130,9 +130,10 @@ def test_executable_simulator_fails_only_the_bad_block(client):
     manifest = BlockManifest(RunStore.named(bad.store).path)
     assert manifest.missing() == [1]
     # The healthy program solves every block of the same design.
+    healthy = json.dumps([sys.executable, *command[1:]])
     good = load_config(
         CONFIGS / "custom_executable.yaml",
-        ["store=byo-exe-ok", f"generate.simulator.command={json.dumps([sys.executable, *command[1:]])}"],
+        ["store=byo-exe-ok", f"generate.simulator.command={healthy}"],
     )
     assert generate(good, client)["blocks_computed"] == 2
     u = xr.open_zarr(RunStore.named(good.store).path).u.values

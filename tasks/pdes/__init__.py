@@ -5,11 +5,17 @@ from __future__ import annotations
 from tasks.pdes.advection import Advection
 from tasks.pdes.allen_cahn import AllenCahn
 from tasks.pdes.burgers import Burgers
+from tasks.pdes.darcy2d import Darcy2D
 from tasks.pdes.errors import BlowUpError, CFLViolation
 from tasks.pdes.fisher_kpp import FisherKPP
+from tasks.pdes.fitzhugh_nagumo2d import FitzHugh2D
+from tasks.pdes.gray_scott2d import GrayScott2D
 from tasks.pdes.heat import Heat
 from tasks.pdes.kdv import KdV
+from tasks.pdes.kolmogorov2d import KolmogorovFlow2D
 from tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
+from tasks.pdes.navier_stokes2d import NavierStokes2D
+from tasks.pdes.shallow_water2d import ShallowWater2D
 
 __all__ = [
     "PDES",
@@ -18,10 +24,16 @@ __all__ = [
     "BlowUpError",
     "Burgers",
     "CFLViolation",
+    "Darcy2D",
     "FisherKPP",
+    "FitzHugh2D",
+    "GrayScott2D",
     "Heat",
     "KdV",
+    "KolmogorovFlow2D",
     "KuramotoSivashinsky",
+    "NavierStokes2D",
+    "ShallowWater2D",
     "get_pde",
 ]
 
@@ -33,6 +45,12 @@ PDES: dict[str, type] = {
     "ks": KuramotoSivashinsky,
     "fisher_kpp": FisherKPP,
     "allen_cahn": AllenCahn,
+    "navier_stokes_2d": NavierStokes2D,
+    "kolmogorov_2d": KolmogorovFlow2D,
+    "darcy_2d": Darcy2D,
+    "fitzhugh_nagumo_2d": FitzHugh2D,
+    "gray_scott_2d": GrayScott2D,
+    "shallow_water_2d": ShallowWater2D,
 }
 
 

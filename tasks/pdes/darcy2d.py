@@ -20,8 +20,8 @@ Method = Literal["auto", "direct", "cg"]
 CoefficientKind = Literal["piecewise", "lognormal"]
 
 # Random permeability (see initial_condition): a GRF with the FNO Darcy spectrum (alpha = 2,
-# tau = 3 on the unit square, tau scaling as 1 / length), thresholded to PDEBench's two values
-# or exponentiated with a pointwise standard deviation of LOGNORMAL_STD in log a.
+# tau = 3 on the unit square, tau scaling as 1 / length), thresholded to two values (FNO's
+# 3 and 12 by default; the pdebench-darcy-2d preset uses 0.1 and 1) or exponentiated with a pointwise standard deviation of LOGNORMAL_STD in log a.
 COEF_ALPHA = 2.0
 COEF_TAU = 3.0
 PIECEWISE_LEVELS = (3.0, 12.0)
@@ -110,7 +110,7 @@ class Darcy2D:
     :math:`4 \sin^2(\pi m / 2n) / h^2`). For a sample whose contrast
     :math:`\max a / \min a` is at most ``PLAIN_CONTRAST_MAX`` = 10 it is used as is: the
     preconditioned spectrum lies in :math:`[\min a, \max a]`, so the condition number is at
-    most the contrast whatever ``n`` (PDEBench's 3/12 fields: 4, measured 22-25 iterations to
+    most the contrast whatever ``n`` (the 3/12 fields of the FNO Darcy set: 4, measured 22-25 iterations to
     1e-10 for n = 32 to 128). Otherwise it is diagonally scaled,
     :math:`D^{-1/2} (-\Delta_h)^{-1} D^{-1/2}` with :math:`D = \operatorname{diag}(a)`, which
     tracks smooth high-contrast fields (lognormal, std 1 in log a: measured 25-32 iterations
@@ -141,7 +141,7 @@ class Darcy2D:
         ValueError: If an argument is outside its valid range; the message names it.
     """
 
-    name: ClassVar[str] = "darcy"
+    name: ClassVar[str] = "darcy_2d"
     dim: ClassVar[int] = 2
     fields: ClassVar[tuple[str, ...]] = ("a", "u")
     field_units: ClassVar[dict[str, str]] = {"a": "1 (permeability)", "u": "beta * length^2 / a"}
@@ -251,11 +251,13 @@ class Darcy2D:
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
         coefficient: CoefficientKind = "piecewise",
+        levels: Sequence[float] = PIECEWISE_LEVELS,
     ) -> torch.Tensor:
         """Random permeability in channel 0, zeros in channel 1 (the unknown ``u``).
 
-        ``"piecewise"``: ``tasks.fields.step_function`` in 2D, 12 where a GRF (``alpha = 2``,
-        ``tau = 3 / length``) is >= 0 and 3 elsewhere (PDEBench and FNO). ``"lognormal"``:
+        ``"piecewise"``: ``tasks.fields.step_function`` in 2D, ``levels[1]`` where a GRF
+        (``alpha = 2``, ``tau = 3 / length``) is >= 0 and ``levels[0]`` elsewhere (12 and 3 by
+        default, as in FNO's Darcy data). ``"lognormal"``:
         ``tasks.fields.lognormal_field`` with the same spectrum, ``sigma`` set so ``log a`` has
         pointwise standard deviation ``LOGNORMAL_STD`` = 1. The GRFs are periodic; only their
         pattern is used on the non-periodic square.
@@ -267,6 +269,8 @@ class Darcy2D:
             dtype: Returned dtype. Defaults to ``torch.float64``.
             device: Returned device. Defaults to ``"cpu"``.
             coefficient: ``"piecewise"`` (default) or ``"lognormal"``.
+            levels: The two values ``(low, high)`` of a piecewise field, both > 0 with
+                low < high. Defaults to ``PIECEWISE_LEVELS`` = (3.0, 12.0).
 
         Returns:
             Tensor of shape (batch, 2, n, n): ``a`` (> 0) and zeros.
@@ -275,9 +279,10 @@ class Darcy2D:
         validate_positive("length", length)
         tau = COEF_TAU / length
         if coefficient == "piecewise":
-            a = step_function(
-                (n, n), length, seeds, levels=PIECEWISE_LEVELS, alpha=COEF_ALPHA, tau=tau
-            )
+            low, high = (float(v) for v in levels)
+            if not 0 < low < high:
+                raise ValueError(f"levels must be (low, high) with 0 < low < high, got {levels!r}")
+            a = step_function((n, n), length, seeds, levels=(low, high), alpha=COEF_ALPHA, tau=tau)
         elif coefficient == "lognormal":
             half = grf_mode_variance((n, n), length, alpha=COEF_ALPHA, tau=tau)
             # Pointwise variance at sigma = 1: the sum over all modes, i.e. twice the rfft half
