@@ -44,7 +44,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
 	$(BIN)/ruff format --check $(LINT_DIRS)
 
+# Installs the bench extra (exponax, JAX) first: the comparison with exponax needs it, and
+# `make test` never installs JAX.
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e ".[dev,bench]" --config-settings editable_mode=compat
 	$(BIN)/python -m benchmarks.run
 
 clean:
