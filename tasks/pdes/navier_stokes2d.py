@@ -144,7 +144,9 @@ class NavierStokes2D:
     fields: ClassVar[tuple[str, ...]] = ("vorticity",)
     field_units: ClassVar[dict[str, str]] = {"vorticity": "1/time"}
     boundary: ClassVar[str] = "periodic"
-    description: ClassVar[str] = "2D incompressible Navier-Stokes, vorticity form, periodic"
+    description: ClassVar[str] = (
+        "2D incompressible Navier-Stokes, vorticity form, periodic, decaying turbulence"
+    )
     parameter_names: ClassVar[tuple[str, ...]] = ("nu",)
     parameter_ranges: ClassVar[dict[str, tuple[float, float]]] = {"nu": (1e-6, 10.0)}
     default_parameters: ClassVar[dict[str, tuple[str, float, float]]] = {
