@@ -51,6 +51,13 @@ class BlockManifest:
     def missing(self) -> list[int]:
         return [int(i) for i in np.flatnonzero(~self.complete_mask())]
 
+    def completed(self, block: int) -> tuple[float, int] | None:
+        """``(seconds, checksum)`` of ``block`` if it is marked complete, else None."""
+        arr = self._array("complete")
+        if arr is None or block >= arr.shape[0] or not bool(arr[block]):
+            return None
+        return float(self._array("seconds")[block]), int(self._array("checksum")[block])
+
     def mark_complete(self, block: int, seconds: float, checksum: int) -> None:
         self._array("seconds", "r+")[block] = seconds
         self._array("checksum", "r+")[block] = checksum
@@ -67,3 +74,7 @@ class BlockManifest:
 
     def checksums(self) -> np.ndarray:
         return np.asarray(self._array("checksum")[:])
+
+    def seconds(self) -> np.ndarray:
+        """Wall time of each block's solve in s; NaN for a block not yet written."""
+        return np.asarray(self._array("seconds")[:])

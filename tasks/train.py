@@ -7,7 +7,10 @@ epoch and the shuffling generator's state is written every epoch, and a re-run r
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -189,6 +192,62 @@ def evaluate_test(model, path: Path, indices: np.ndarray, p_unit: np.ndarray) ->
 
 
 Progress = Callable[[int, int], None]
+# The training log's file, beside the checkpoints it describes (removed with them).
+TRAINING_LOG = "training-log.jsonl"
+# Seconds between two "batch" lines of the training log, after each epoch's first batch.
+LOG_INTERVAL_S = 10.0
+
+
+class TrainingLog:
+    """Append-only JSON-lines log of every training attempt on a store.
+
+    One line per event, each with ``event``, ``pid`` and wall-clock ``time`` (s since the
+    epoch): ``start`` (with ``resumed_from_epoch``), ``batch`` (``epoch`` being trained, 1-based,
+    ``batch`` done and its ``loss``; the first batch of every epoch, then at most one per
+    ``interval`` seconds) and ``epoch`` (after its checkpoint is written). The stage record's
+    history is rewritten by a resumed run; this log keeps every attempt, so it shows where a
+    killed run stopped and that no finished epoch ran twice. Costs one short append per line.
+
+    Args:
+        path: the log file; its directory is created on the first write.
+        interval: minimum seconds between two batch lines of one epoch, >= 0.
+        clock: monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(self, path: Path, interval: float = LOG_INTERVAL_S, clock=time.monotonic):
+        if interval < 0:
+            raise ValueError(f"interval must be >= 0 seconds, got {interval}")
+        self.path, self.interval, self.clock = Path(path), interval, clock
+
+    def write(self, event: str, **fields) -> None:
+        line = {"event": event, "pid": os.getpid(), "time": time.time(), **fields}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+    def batches(self, epoch: int) -> Callable[[int, float], None]:
+        """An ``on_batch(batch, loss)`` callback for ``train_epoch`` of 1-based ``epoch``."""
+        last = -float("inf")
+
+        def on_batch(batch: int, loss: float) -> None:
+            nonlocal last
+            now = self.clock()
+            if batch == 1 or now - last >= self.interval:
+                self.write("batch", epoch=epoch, batch=batch, loss=loss)
+                last = now
+
+        return on_batch
+
+    def read(self) -> list[dict]:
+        """Every complete line written so far, oldest first; [] without a log.
+
+        A line still being appended (no newline yet) is left out, so a reader may poll the log
+        of a running training.
+        """
+        if not self.path.is_file():
+            return []
+        *complete, _partial = self.path.read_text().split("\n")
+        return [json.loads(line) for line in complete if line]
 
 
 def train(cfg: PipelineConfig, overwrite: bool = False, progress: Progress | None = None) -> dict:
@@ -216,6 +275,8 @@ def train(cfg: PipelineConfig, overwrite: bool = False, progress: Progress | Non
     state = load_latest(store.checkpoint_dir)
     if state is not None:
         start, history = restore_training_state(state, model, optimizer, scheduler, shuffle)
+    log = TrainingLog(store.checkpoint_dir / TRAINING_LOG)
+    log.write("start", resumed_from_epoch=start, epochs=tc.epochs)
     for epoch in range(start, tc.epochs):
         batches = iter_batches(
             path,
@@ -226,7 +287,7 @@ def train(cfg: PipelineConfig, overwrite: bool = False, progress: Progress | Non
             shuffle,
             torch_dtype,
         )
-        loss = train_epoch(model, optimizer, batches)
+        loss = train_epoch(model, optimizer, batches, on_batch=log.batches(epoch + 1))
         scheduler.step()
         val = (
             evaluate(
@@ -250,6 +311,7 @@ def train(cfg: PipelineConfig, overwrite: bool = False, progress: Progress | Non
             epoch + 1,
             training_state(model, optimizer, scheduler, epoch + 1, shuffle, history),
         )
+        log.write("epoch", epoch=epoch + 1, train_loss=loss, val_loss=val)
         if progress:
             progress(epoch + 1, tc.epochs)
     test_idx = split_indices(path, "test")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -100,7 +100,10 @@ def one_step_loss(model: nn.Module, u: Tensor, p: Tensor, u_next: Tensor) -> Ten
 
 
 def train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch]
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Batch],
+    on_batch: Callable[[int, float], None] | None = None,
 ) -> float:
     """One pass over ``batches`` with one optimiser step per batch.
 
@@ -111,6 +114,8 @@ def train_epoch(
         optimizer: Optimiser over the model's parameters.
         batches: Iterable of ``(u (B, C, *space), p (B, P), u_next (B, C, *space))`` physical
             tensors.
+        on_batch: Called after every optimiser step with the number of batches done in this
+            epoch (from 1) and the batch's loss; defaults to None (nothing is called).
 
     Returns:
         Mean loss over samples (batches weighted by their size).
@@ -118,14 +123,17 @@ def train_epoch(
     model.train()
     ref = _reference(model)
     total, count = 0.0, 0
-    for batch in batches:
+    for n_done, batch in enumerate(batches, start=1):
         u, p, u_next = _to_model(batch, ref)
         optimizer.zero_grad(set_to_none=True)
         loss = one_step_loss(model, u, p, u_next)
         loss.backward()
         optimizer.step()
-        total += loss.item() * u.shape[0]
+        value = loss.item()
+        total += value * u.shape[0]
         count += u.shape[0]
+        if on_batch is not None:
+            on_batch(n_done, value)
     if count == 0:
         raise ValueError("train_epoch got no batches")
     return total / count
