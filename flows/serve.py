@@ -4,7 +4,8 @@
 as its ``config`` parameter, so the Prefect UI's "Custom run" form opens filled with a valid
 config whose every field carries its description, range and dropdown. Schedules come from a YAML
 file (format: ``deploy/schedules.example.yaml``); their parameters are merged over the served
-config and validated before anything is served.
+config and validated before anything is served. A schedule of the ``generate`` or ``pipeline``
+deployment with ``extend_by: N`` is incremental: each run grows the store by N samples.
 
 The serving process binds nothing public: it polls the Prefect server at ``PREFECT_API_URL``
 (Prefect's runner keeps one token-authenticated control channel on 127.0.0.1 for the flow-run
@@ -35,7 +36,8 @@ from pydantic import (
 from tasks.config import PipelineConfig, format_validation_error
 
 # Deployment name -> "module:flow object". One line here serves one more flow; every flow takes
-# ``config: PipelineConfig`` (and may take more parameters, e.g. ``overwrite``).
+# ``config: PipelineConfig`` (and may take more parameters, e.g. ``overwrite``; ``generate`` and
+# ``pipeline`` also take ``extend_by``).
 FLOWS: dict[str, str] = {
     "generate": "flows.stages:data_generation",
     "train": "flows.stages:surrogate_training",
@@ -78,7 +80,8 @@ class ScheduleEntry(BaseModel):
     timezone: str | None = Field(None, description="IANA timezone of cron times; default UTC.")
     parameters: dict[str, Any] = Field(
         default_factory=dict,
-        description="Flow parameters; 'config' holds overrides merged into the served config.",
+        description="Flow parameters; 'config' holds overrides merged into the served config; "
+        "'extend_by' (generate, pipeline) grows the store by that many samples each run.",
     )
     active: bool = Field(True, description="False registers the schedule paused.")
 
@@ -210,7 +213,25 @@ def schedule_parameters(
                 f"{where}.parameters.{'.'.join(map(str, e.path))}: {e.message}" for e in errors
             )
         )
+    _check_recurring_extension(params, cfg, where)
     return params
+
+
+def _check_recurring_extension(params: dict[str, Any], cfg: PipelineConfig, where: str) -> None:
+    """Refuse an ``extend_by`` that a recurring run cannot apply (design, overwrite)."""
+    from flows.incremental import ExtensionError, check_extendable
+
+    try:
+        check_extendable(
+            cfg.generate.design,
+            int(params.get("extend_by", 0)),
+            bool(params.get("overwrite", False)),
+            recurring=True,
+        )
+    except ExtensionError as err:
+        field, _, message = str(err).partition(": ")
+        field = f"config.{field}" if field.startswith("generate.") else field
+        raise ScheduleError(f"{where}.parameters.{field}: {message}") from None
 
 
 def _schedule(entry: ScheduleEntry, parameters: dict[str, Any]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.incremental import ExtendBy, begin_extension
 from flows.runtime import dask_client
 from tasks.config import PipelineConfig
 from tasks.generate import generate_task
@@ -13,10 +14,27 @@ from tasks.train import train_task
 
 
 @flow(name="data-generation")
-def data_generation(config: PipelineConfig = PipelineConfig(), overwrite: bool = False) -> dict:
-    """Stage 1: solve the PDE for every block the store lacks."""
+def data_generation(
+    config: PipelineConfig = PipelineConfig(), overwrite: bool = False, extend_by: ExtendBy = 0
+) -> dict:
+    """Stage 1: solve the PDE for every block the store lacks.
+
+    Args:
+        config: The run's settings. With extend_by, generate.n_samples sizes a new store only.
+        overwrite: Replace a store of a different config.
+        extend_by: Samples added to the store by each run, 0 to 10,000,000 (0: none). The
+            design continues and only new blocks are solved. Needs design random (or sobol
+            reaching a power of 2).
+
+    Returns:
+        The stage summary; with extend_by, also ``changes`` (samples before and after, blocks).
+    """
+    config, finish = begin_extension(config, extend_by, overwrite, ("generate",))
     with dask_client(config.cluster) as client:
-        return generate_task(config, client.scheduler.address, overwrite)
+        summary = generate_task(config, client.scheduler.address, overwrite)
+    if finish:
+        summary = {**summary, "changes": finish({"generate": summary})}
+    return summary
 
 
 @flow(name="surrogate-training")

@@ -98,17 +98,37 @@ def test_form_schema_rejects_what_the_config_rejects(deployments, tiny, section,
 
 def test_schedules_attach_with_merged_parameters(deployments, tiny):
     assert all(not deployments[n].schedules for n in NAMES[:-1])
-    nightly, smoke = deployments["pipeline"].schedules
+    nightly, weekly, smoke = deployments["pipeline"].schedules
     assert nightly.schedule.cron == "0 2 * * *" and nightly.schedule.timezone == "Europe/Berlin"
-    assert nightly.active and not smoke.active
+    assert weekly.schedule.cron == "0 3 * * 0"
+    assert nightly.active and weekly.active and not smoke.active
     assert smoke.schedule.interval.total_seconds() == 3600
+    # The nightly run is incremental; the weekly one rebuilds its own store.
+    assert nightly.parameters["extend_by"] == 256 and "overwrite" not in nightly.parameters
+    assert weekly.parameters["overwrite"] is True and "extend_by" not in weekly.parameters
     cfg = PipelineConfig.model_validate(nightly.parameters["config"])
     # Overrides replace only the keys they name; everything else is the served config.
     assert cfg == tiny.model_copy(
-        update={"store": "nightly", "generate": tiny.generate.model_copy(update={"seed": 7})}
+        update={
+            "store": "campaign",
+            "generate": tiny.generate.model_copy(update={"design": "random"}),
+        }
     )
+    assert PipelineConfig.model_validate(weekly.parameters["config"]).generate.seed == 7
     assert PipelineConfig.model_validate(smoke.parameters["config"]).train.epochs == 2
-    assert _errors(deployments["pipeline"], nightly.parameters) == []
+    for schedule in (nightly, weekly):
+        assert _errors(deployments["pipeline"], schedule.parameters) == []
+
+
+def test_extend_by_is_a_described_bounded_form_field(deployments):
+    for name in ("generate", "pipeline"):
+        prop = _schema(deployments[name])["properties"]["extend_by"]
+        assert (
+            prop["default"] == 0 and prop["minimum"] == 0 and "Samples added" in prop["description"]
+        )
+        assert _errors(deployments[name], {"extend_by": -1})
+    for name in ("train", "reduce", "quantify"):
+        assert "extend_by" not in _schema(deployments[name])["properties"]
 
 
 BAD_SCHEDULES = [
@@ -128,6 +148,25 @@ BAD_SCHEDULES = [
     (
         "- {deployment: train, interval: 60, parameters: {config: {generate: {n_samples: 1}}}}",
         "schedules[0].parameters.config.generate.n_samples",
+    ),
+    ("- {deployment: train, interval: 60, parameters: {extend_by: 8}}", "unknown ['extend_by']"),
+    (
+        "- {deployment: pipeline, interval: 60, parameters: {extend_by: -8}}",
+        "schedules[0].parameters.extend_by: -8 is less than the minimum of 0",
+    ),
+    (  # tiny.yaml keeps the default design, sobol
+        "- {deployment: generate, interval: 60, parameters: {extend_by: 8}}",
+        "schedules[0].parameters.extend_by: a Sobol' design is balanced only at powers of 2",
+    ),
+    (
+        "- {deployment: pipeline, interval: 60, parameters: "
+        "{extend_by: 8, config: {generate: {design: lhs}}}}",
+        "schedules[0].parameters.config.generate.design: a 'lhs' design cannot be extended",
+    ),
+    (
+        "- {deployment: pipeline, interval: 60, parameters: "
+        "{extend_by: 8, overwrite: true, config: {generate: {design: random}}}}",
+        "schedules[0].parameters.extend_by: cannot be combined with overwrite=True",
     ),
 ]
 
