@@ -63,10 +63,16 @@ def _flow(stage: str):
 def _precheck(cfg, stage: str, overwrite: bool) -> None:
     """Refuse a store of another config before any server, cluster or compute starts."""
     from storage import RunStore
+    from tasks.config import ConfigError
     from tasks.stages import is_extension, stage_config, stage_hash
 
     for warning in cfg.generate.resolution_warnings():
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    if "quantify" in STAGES_OF[stage]:
+        try:
+            cfg.check_splits()
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     store = RunStore.named(cfg.store)
     if overwrite or not store.exists():
         return

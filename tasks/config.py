@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,7 +24,7 @@ from tasks.custom import SimulatorConfig, check_custom
 from tasks.pdes import PDES
 from tasks.presets import PRESETS, apply_preset
 from tasks.problems import PdeEntry, check_pde, get_entry
-from tasks.sampling import DESIGNS
+from tasks.sampling import DESIGNS, split_codes
 
 # Literal types are built from the registries so the UI shows dropdowns and errors list names.
 # "custom" is a simulator of the user's own (see SimulatorConfig).
@@ -396,6 +397,35 @@ class PipelineConfig(_Frozen):
                 f"= {self.generate.n_x // 2 + 1}"
             )
         return self
+
+    def check_splits(self) -> None:
+        """Enough samples in each split for training, the conformal scale and its guarantee.
+
+        Checked before the pipeline or the quantify stage starts, not when the config loads: a
+        config too small for the conformal step still generates and trains.
+
+        Raises:
+            ValueError: naming generate.split / quantify.alpha and the counts needed.
+        """
+        gen, alpha = self.generate, self.quantify.alpha
+        sp = gen.split
+        codes = split_codes((sp.train, sp.val, sp.test, sp.calibration), sp.seed, 0, gen.n_samples)
+        names = ("train", "val", "test", "calibration")
+        counts = dict(zip(names, np.bincount(codes, minlength=4), strict=True))
+        empty = [name for name, n in counts.items() if n == 0]
+        if empty:
+            raise ValueError(
+                f"generate.split: {empty} get no sample of generate.n_samples={gen.n_samples}; "
+                "raise n_samples or those fractions"
+            )
+        # Split conformal needs the rank ceil((n_cal + 1)(1 - alpha)) <= n_cal (Lei et al. 2018).
+        need = math.ceil((1 - alpha) / alpha - 1e-9)
+        if counts["calibration"] < need:
+            raise ValueError(
+                f"generate.split.calibration gives {counts['calibration']} calibration samples of "
+                f"{gen.n_samples}; quantify.alpha={alpha:g} needs at least {need} "
+                "(raise n_samples or split.calibration, or quantify.alpha)"
+            )
 
 
 STAGES = ("generate", "train", "reduce", "quantify")

@@ -258,7 +258,8 @@ def step_function(
     ``n_steps + 1`` pieces, each with a value uniform in ``levels`` (drawn in that order; the
     field generally jumps at the periodic wrap too). 2D: the two-valued field ``levels[1]``
     where a ``gaussian_random_field(alpha, tau)`` is >= 0 and ``levels[0]`` elsewhere: FNO's
-    Darcy permeability (12 and 3) for ``levels=(3, 12)``, PDEBench's for ``levels=(0.1, 1)``; ``n_steps`` is unused.
+    Darcy permeability (12 and 3) for ``levels=(3, 12)``, PDEBench's for ``levels=(0.1, 1)``;
+    ``n_steps`` is unused.
 
     Args:
         shape: Grid ``(n_x,)`` or ``(n_x, n_y)``, sizes >= 1.

@@ -23,7 +23,7 @@ from tasks.custom import build_simulator
 from tasks.datasets import SPLITS, create_store, dataset_card, normalization_stats, sample_coords
 from tasks.pdes import BlowUpError
 from tasks.problems import pde_initial_state, solve
-from tasks.sampling import MARGINALS
+from tasks.sampling import MARGINALS, split_codes
 from tasks.simulators import SimulationError
 from tasks.stages import stage_cache_key, stage_config, stage_hash
 
@@ -43,36 +43,11 @@ def to_physical(gen: GenerateConfig, unit: np.ndarray) -> np.ndarray:
     return np.stack(cols, axis=1) if cols else np.zeros((len(unit), 0))
 
 
-# Splits are assigned in consecutive groups of this many samples, each group a seeded
-# permutation of the same composition: the labels of the first n samples never depend on the
-# campaign's final size, so an extended store keeps every earlier sample's split.
-SPLIT_GROUP = 20
-
-
 def split_labels(gen: GenerateConfig, start: int = 0, stop: int | None = None) -> np.ndarray:
-    """Seeded split of samples ``start:stop``, codes index ``SPLITS``; shape (stop - start,).
-
-    Each group of ``SPLIT_GROUP`` samples holds the fractions rounded by largest remainder, so a
-    whole group matches them exactly (0.6/0.1/0.15/0.15 gives 12/2/3/3).
-    """
-    stop = gen.n_samples if stop is None else stop
+    """Seeded split of samples ``start:stop``, codes index ``SPLITS``; shape (stop - start,)."""
     s = gen.split
-    fractions = np.array([s.train, s.val, s.test, s.calibration]) * SPLIT_GROUP
-    counts = np.floor(fractions).astype(int)
-    short = SPLIT_GROUP - counts.sum()
-    counts[np.argsort(counts - fractions, kind="stable")[:short]] += 1
-    composition = np.repeat(np.arange(4, dtype=np.int8), counts)
-    groups = range(start // SPLIT_GROUP, -(-stop // SPLIT_GROUP))
-    labels = np.concatenate(
-        [
-            np.random.default_rng(np.random.SeedSequence(s.seed, spawn_key=(g,))).permutation(
-                composition
-            )
-            for g in groups
-        ]
-    )
-    offset = groups.start * SPLIT_GROUP
-    return labels[start - offset : stop - offset]
+    fractions = (s.train, s.val, s.test, s.calibration)
+    return split_codes(fractions, s.seed, start, gen.n_samples if stop is None else stop)
 
 
 def grid_coords(gen: GenerateConfig) -> list[np.ndarray]:

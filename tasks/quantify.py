@@ -46,11 +46,16 @@ def mc_seeds(qc, n: int) -> np.ndarray:
 
 def solve_summary(
     gen_json: dict, params: np.ndarray, seeds: np.ndarray
-) -> tuple[np.ndarray, RunningMoments]:
-    """Dask task: solve a batch and return only its QoI and field moments (not the fields)."""
+) -> tuple[np.ndarray, RunningMoments, np.ndarray | None]:
+    """Dask task: solve a batch and return its QoI and field moments (not the fields).
+
+    For a user simulator (``pde: custom``) the initial states (n, channel, *space) come back too:
+    only the simulator knows them, and the surrogate starts its rollouts from them.
+    """
     gen = GenerateConfig.model_validate(gen_json)
     traj = solve_parameters(gen, params, seeds)
-    return final_energy(traj), RunningMoments().update(traj.astype(np.float64))
+    u0 = traj[:, 0].copy() if gen.is_custom else None
+    return final_energy(traj), RunningMoments().update(traj.astype(np.float64)), u0
 
 
 class Predictors:
@@ -60,15 +65,25 @@ class Predictors:
         self.gen, self.batch = cfg.generate, batch
         self.model, self.rom = load_model(cfg, store), load_rom(cfg, store)
 
-    def surrogate(self, params: np.ndarray, seeds: np.ndarray) -> np.ndarray:
-        """Surrogate rollouts from the samples' initial states: (n, time, channel, *space)."""
+    def surrogate(
+        self, params: np.ndarray, seeds: np.ndarray, u0: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Surrogate rollouts from the samples' initial states: (n, time, channel, *space).
+
+        Args:
+            u0: initial states (n, channel, *space); default: drawn as the generate stage
+                draws them (not possible for ``pde: custom``, whose simulator makes its own).
+        """
         dtype = next(self.model.parameters()).dtype
-        u0 = initial_state(self.gen, params, seeds, torch.device("cpu"), dtype)
+        if u0 is None:
+            u0 = initial_state(self.gen, params, seeds, torch.device("cpu"), dtype)
+        else:
+            u0 = torch.as_tensor(np.asarray(u0), dtype=dtype)
         p = torch.as_tensor(to_unit(self.gen, params), dtype=dtype)
         traj = rollout(self.model, u0, p, self.gen.n_frames - 1, batch_size=self.batch)
         return traj.numpy()
 
-    def reduced(self, params: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    def reduced(self, params: np.ndarray, seeds: np.ndarray, u0=None) -> np.ndarray:
         """ROM predictions (parameters only), shaped like the surrogate's."""
         flat = self.rom.predict(to_unit(self.gen, params))
         return flat.reshape(len(params), flat.shape[1], len(self.gen.fields), *self.space)
@@ -78,14 +93,14 @@ class Predictors:
         return self.gen.simulator.grid if self.gen.is_custom else (self.gen.n_x,) * self.gen.dim
 
     def summaries(
-        self, params: np.ndarray, seeds: np.ndarray
+        self, params: np.ndarray, seeds: np.ndarray, u0: np.ndarray | None = None
     ) -> dict[str, tuple[np.ndarray, RunningMoments]]:
         out = {}
         for name, fn in (("surrogate", self.surrogate), ("rom", self.reduced)):
             qoi, mom = [], RunningMoments()
             for start in range(0, len(params), self.batch):
                 rows = slice(start, start + self.batch)
-                traj = fn(params[rows], seeds[rows])
+                traj = fn(params[rows], seeds[rows], None if u0 is None else u0[rows])
                 qoi.append(final_energy(traj))
                 mom.update(traj.astype(np.float64))
             out[name] = (np.concatenate(qoi), mom)
@@ -101,11 +116,16 @@ def run_all(
     blocks = [params[s : s + gen.block_size] for s in starts]
     block_seeds = [seeds[s : s + gen.block_size] for s in starts]
     futures = client.map(solve_summary, [gen_json] * len(blocks), blocks, block_seeds, pure=False)
-    out = pred.summaries(params, seeds)
-    qoi, mom = [], RunningMoments()
-    for q, m in client.gather(futures):
+    # Built-in PDEs: the predictors run while the solver's blocks do. A user simulator's initial
+    # states are known only once its blocks are back.
+    out = None if gen.is_custom else pred.summaries(params, seeds)
+    qoi, mom, u0 = [], RunningMoments(), []
+    for q, m, first in client.gather(futures):
         qoi.append(q)
         mom.merge(m)
+        u0.append(first)
+    if out is None:
+        out = pred.summaries(params, seeds, np.concatenate(u0))
     out["solver"] = (np.concatenate(qoi), mom)
     return out
 
@@ -143,7 +163,7 @@ def conformal(cfg: PipelineConfig, store: RunStore, pred: Predictors) -> tuple[d
     def residuals(split):
         idx = split_indices(path, split)
         true = ds_io.read_samples(path, idx).astype(np.float64)
-        return pred.surrogate(params[idx], seeds[idx]).astype(np.float64), true
+        return pred.surrogate(params[idx], seeds[idx], true[:, 0]).astype(np.float64), true
 
     val_pred, val_true = residuals("val")
     scale = np.abs(val_pred - val_true).mean(axis=0) + 1e-6 * np.abs(val_true).mean() + 1e-12
@@ -197,6 +217,7 @@ def sobol(client, cfg: PipelineConfig, pred: Predictors) -> tuple[dict, xr.Datas
 
 def quantify(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> dict:
     """Run stage 4; needs the train and reduce stages of the same configs complete."""
+    cfg.check_splits()
     store = RunStore.named(cfg.store)
     h = stage_hash(cfg, "quantify")
     for need in ("train", "reduce"):

@@ -212,3 +212,35 @@ class LogUniform:
 
 
 MARGINALS = {"uniform": Uniform, "loguniform": LogUniform}
+
+
+# Splits are assigned in consecutive groups of this many samples, each group a seeded
+# permutation of the same composition: the labels of the first n samples never depend on the
+# campaign's final size, so an extended store keeps every earlier sample's split.
+SPLIT_GROUP = 20
+
+
+def split_codes(
+    fractions: tuple[float, float, float, float], seed: int, start: int, stop: int
+) -> np.ndarray:
+    """Seeded split of samples ``start:stop`` into (train, val, test, calibration) codes 0-3.
+
+    Each group of ``SPLIT_GROUP`` samples holds the fractions rounded by largest remainder, so a
+    whole group matches them exactly (0.6/0.1/0.15/0.15 gives 12/2/3/3).
+    """
+    fractions = np.asarray(fractions, dtype=float) * SPLIT_GROUP
+    counts = np.floor(fractions).astype(int)
+    short = SPLIT_GROUP - counts.sum()
+    counts[np.argsort(counts - fractions, kind="stable")[:short]] += 1
+    composition = np.repeat(np.arange(4, dtype=np.int8), counts)
+    groups = range(start // SPLIT_GROUP, -(-stop // SPLIT_GROUP))
+    labels = np.concatenate(
+        [
+            np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(g,))).permutation(
+                composition
+            )
+            for g in groups
+        ]
+    )
+    offset = groups.start * SPLIT_GROUP
+    return labels[start - offset : stop - offset]

@@ -20,8 +20,9 @@ Method = Literal["auto", "direct", "cg"]
 CoefficientKind = Literal["piecewise", "lognormal"]
 
 # Random permeability (see initial_condition): a GRF with the FNO Darcy spectrum (alpha = 2,
-# tau = 3 on the unit square, tau scaling as 1 / length), thresholded to two values (FNO's
-# 3 and 12 by default; the pdebench-darcy-2d preset uses 0.1 and 1) or exponentiated with a pointwise standard deviation of LOGNORMAL_STD in log a.
+# tau = 3 on the unit square, tau scaling as 1 / length), thresholded to two values (FNO's 3
+# and 12 by default; the pdebench-darcy-2d preset uses 0.1 and 1) or exponentiated with a
+# pointwise standard deviation of LOGNORMAL_STD in log a.
 COEF_ALPHA = 2.0
 COEF_TAU = 3.0
 PIECEWISE_LEVELS = (3.0, 12.0)
@@ -110,8 +111,8 @@ class Darcy2D:
     :math:`4 \sin^2(\pi m / 2n) / h^2`). For a sample whose contrast
     :math:`\max a / \min a` is at most ``PLAIN_CONTRAST_MAX`` = 10 it is used as is: the
     preconditioned spectrum lies in :math:`[\min a, \max a]`, so the condition number is at
-    most the contrast whatever ``n`` (the 3/12 fields of the FNO Darcy set: 4, measured 22-25 iterations to
-    1e-10 for n = 32 to 128). Otherwise it is diagonally scaled,
+    most the contrast whatever ``n`` (the 3/12 fields of the FNO Darcy set: 4, measured 22-25
+    iterations to 1e-10 for n = 32 to 128). Otherwise it is diagonally scaled,
     :math:`D^{-1/2} (-\Delta_h)^{-1} D^{-1/2}` with :math:`D = \operatorname{diag}(a)`, which
     tracks smooth high-contrast fields (lognormal, std 1 in log a: measured 25-32 iterations
     for n = 32 to 128, against 60-230 unscaled) but degrades at jumps (40-127 on the 3/12
