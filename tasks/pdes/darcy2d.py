@@ -309,8 +309,10 @@ class Darcy2D:
         if a.is_complex():
             raise ValueError(f"a must be real, got {a.dtype}")
         a = a.to(device=self.device, dtype=torch.float64)
-        if not bool((torch.isfinite(a) & (a > 0)).all()):
-            raise ValueError("a must be real, finite and > 0 everywhere")
+        bad = (~(torch.isfinite(a) & (a > 0))).flatten(1).any(dim=1)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten().tolist()
+            raise ValueError(f"a must be real, finite and > 0 everywhere; not so in samples {rows}")
         n_batch = a.shape[0]
         if f is None:
             if self.beta.numel() > 1 and self.beta.numel() != n_batch:
