@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import torch
 
-from tasks.pdes.errors import BlowUpError, CFLViolation
+from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from tasks.pdes.etdrk4 import etdrk4_coefficients
 
 # Stability limit of the explicit advection, derived in the Burgers docstring: the exact bound
@@ -277,9 +277,7 @@ class Burgers:
             CFLViolation: If a frame exceeds ``cfl_max``; ``samples`` lists the batch indices.
         """
         u0 = self._check_state(u0, "u0")
-        for name, value in (("n_frames", n_frames), ("steps_per_frame", steps_per_frame)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_rollout_counts(n_frames, steps_per_frame)
         frames = torch.empty(
             (u0.shape[0], n_frames, self.n_x), dtype=self.dtype, device=self.device
         )

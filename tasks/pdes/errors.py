@@ -8,6 +8,7 @@ because the pipeline moves them between Dask workers by pickling, and an excepti
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 
@@ -62,3 +63,19 @@ class CFLViolation(BlowUpError):
 
     def __reduce__(self):
         return (type(self), (self.samples, self.time, self.cfl, self.cfl_max))
+
+
+def check_rollout_counts(n_frames: object, steps_per_frame: object) -> None:
+    """The ``rollout`` arguments every solver takes: both integers >= 1 (ValueError naming it)."""
+    for name, value in (("n_frames", n_frames), ("steps_per_frame", steps_per_frame)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def raise_if_not_finite(state, time: float) -> None:
+    """Raise ``BlowUpError`` naming the samples of a (batch, ...) tensor with non-finite values."""
+    import torch  # the solvers' own dependency; this module stays importable without it
+
+    finite = torch.isfinite(state.flatten(1)).all(dim=1)
+    if not bool(finite.all()):
+        raise BlowUpError(torch.nonzero(~finite).flatten().tolist(), time)

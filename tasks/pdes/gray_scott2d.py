@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from tasks.pdes.errors import BlowUpError
+from tasks.pdes.errors import check_rollout_counts, raise_if_not_finite
 from tasks.pdes.etdrk4 import etdrk4_coefficients
 from tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
 
@@ -416,25 +416,16 @@ class GrayScott2D:
             BlowUpError: If a frame has non-finite values; ``samples`` lists the batch indices.
         """
         s = self._check_state(u0, "u0")
-        for name, value in (("n_frames", n_frames), ("steps_per_frame", steps_per_frame)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_rollout_counts(n_frames, steps_per_frame)
         frames = torch.empty(
             (s.shape[0], n_frames, *s.shape[1:]), dtype=self.dtype, device=s.device
         )
         frames[:, 0] = s
-        _check_finite(s, 0.0)
+        raise_if_not_finite(s, 0.0)
         w = torch.fft.rfft2(s)
         for frame in range(1, n_frames):
             for _ in range(steps_per_frame):
                 w = self._step_hat(w)
             frames[:, frame] = torch.fft.irfft2(w, s=(self.n, self.n))
-            _check_finite(frames[:, frame], frame * steps_per_frame * self.dt)
+            raise_if_not_finite(frames[:, frame], frame * steps_per_frame * self.dt)
         return frames
-
-
-def _check_finite(s: torch.Tensor, time: float) -> None:
-    """Raise ``BlowUpError`` naming the samples of a (batch, ...) frame with non-finite values."""
-    finite = torch.isfinite(s.flatten(1)).all(dim=1)
-    if not bool(finite.all()):
-        raise BlowUpError(torch.nonzero(~finite).flatten().tolist(), time)

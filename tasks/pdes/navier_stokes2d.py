@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from tasks.fields import gaussian_random_field
-from tasks.pdes.errors import BlowUpError, CFLViolation
+from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from tasks.pdes.etdrk4 import etdrk4_coefficients
 from tasks.pdes.spectral1d import RK4_IMAG_LIMIT, Coefficient, per_sample, validate_positive
 
@@ -507,9 +507,7 @@ class NavierStokes2D:
             CFLViolation: If a frame exceeds ``cfl_max``; ``samples`` lists the batch indices.
         """
         u0 = self._check_state(u0, "u0")
-        for name, value in (("n_frames", n_frames), ("steps_per_frame", steps_per_frame)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_rollout_counts(n_frames, steps_per_frame)
         n_batch = u0.shape[0]
         frames = torch.empty(
             (n_batch, n_frames, 1, self.n, self.n), dtype=self.dtype, device=self.device

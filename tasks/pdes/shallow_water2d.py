@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from tasks.pdes.errors import BlowUpError, CFLViolation
+from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 
 # Depths inside and outside the dam at t = 0 (PDEBench's radial dam break), length units.
@@ -451,9 +451,7 @@ class ShallowWater2D:
             CFLViolation: If a frame exceeds ``cfl_max``; ``samples`` lists the batch indices.
         """
         s = self._check_state(u0, "u0")
-        for name, value in (("n_frames", n_frames), ("steps_per_frame", steps_per_frame)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_rollout_counts(n_frames, steps_per_frame)
         frames = torch.empty(
             (s.shape[0], n_frames, *s.shape[1:]), dtype=self.dtype, device=s.device
         )

@@ -26,7 +26,7 @@ from typing import ClassVar
 
 import torch
 
-from tasks.pdes.errors import BlowUpError, CFLViolation
+from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from tasks.pdes.etdrk4 import ETDRK4Coefficients, etdrk4_coefficients
 
 # Points on the full contour circle for a complex or positive linear operator: the density of
@@ -367,9 +367,7 @@ class PeriodicSpectral1D(ABC):
             CFLViolation: If a frame exceeds ``cfl_max``; ``samples`` lists the batch indices.
         """
         u0 = self._check_state(u0, "u0")
-        for name, value in (("n_frames", n_frames), ("steps_per_frame", steps_per_frame)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_rollout_counts(n_frames, steps_per_frame)
         frames = torch.empty(
             (u0.shape[0], n_frames, self.n_x), dtype=self.dtype, device=self.device
         )
