@@ -10,6 +10,7 @@ import torch
 
 from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from tasks.pdes.etdrk4 import etdrk4_coefficients
+from tasks.pdes.immutable import Immutable
 
 # Stability limit of the explicit advection, derived in the Burgers docstring: the exact bound
 # is 3 * sqrt(2) / pi ~= 1.35; 1.0 leaves ~26% margin for the nonlinearity and Gibbs overshoot.
@@ -74,7 +75,7 @@ def _spectral_operators(
     }
 
 
-class Burgers:
+class Burgers(Immutable):
     r"""Viscous Burgers equation on a periodic interval, batched over samples.
 
     .. math::
@@ -164,12 +165,6 @@ class Burgers:
         state.update(device=device, dtype=dtype, cfl_max=float(cfl_max))
         for name, value in state.items():
             object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
 
     def __repr__(self) -> str:
         nu = self.nu.tolist()

@@ -14,6 +14,7 @@ import torch
 
 from tasks.fields import grf_mode_variance, lognormal_field, step_function
 from tasks.pdes.errors import BlowUpError
+from tasks.pdes.immutable import Immutable
 from tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 
 Method = Literal["auto", "direct", "cg"]
@@ -81,7 +82,7 @@ def _idst2(coef: torch.Tensor, twiddle: torch.Tensor) -> torch.Tensor:
     return (2 * n) * torch.fft.ifft(z, n=2 * n, dim=-1)[..., :n].imag
 
 
-class Darcy2D:
+class Darcy2D(Immutable):
     r"""Steady Darcy flow on the unit square with a homogeneous Dirichlet boundary, batched.
 
     .. math::
@@ -214,12 +215,6 @@ class Darcy2D:
         state["y"] = state["x"]
         for key, value in state.items():
             object.__setattr__(self, key, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
 
     def __repr__(self) -> str:
         beta = self.beta.tolist()

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tasks.pdes.errors import check_rollout_counts, raise_if_not_finite
+from tasks.pdes.immutable import Immutable
 from tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
 
 # Bound on |u| assumed by max_stable_dt when none is given: the initial state is standard
@@ -66,7 +67,7 @@ def _range_or_value(name: str, value) -> float:
     return float(values.abs().max())
 
 
-class FitzHugh2D:
+class FitzHugh2D(Immutable):
     r"""FitzHugh-Nagumo diffusion-reaction system on a square with no-flux walls, batched.
 
     .. math::
@@ -200,12 +201,6 @@ class FitzHugh2D:
         state.update(device=device, dtype=dtype, _n_batch=n_batch)
         for name, value in state.items():
             object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
 
     def __repr__(self) -> str:
         parts = [f"n={self.n}"]

@@ -12,6 +12,7 @@ import torch
 
 from tasks.pdes.errors import check_rollout_counts, raise_if_not_finite
 from tasks.pdes.etdrk4 import etdrk4_coefficients
+from tasks.pdes.immutable import Immutable
 from tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
 
 # Bound on v assumed by max_stable_dt when none is given. u stays in [0, 1] (see the class
@@ -79,7 +80,7 @@ def _patches(rng: np.random.Generator, n: int) -> np.ndarray:
     return state
 
 
-class GrayScott2D:
+class GrayScott2D(Immutable):
     r"""Gray-Scott reaction-diffusion system on a periodic square, batched over samples.
 
     .. math::
@@ -224,12 +225,6 @@ class GrayScott2D:
         state.update(Du=float(Du), Dv=float(Dv), device=device, dtype=dtype, _n_batch=n_batch)
         for name, value in state.items():
             object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
 
     def __repr__(self) -> str:
         parts = [f"n={self.n}"]

@@ -13,6 +13,7 @@ import torch
 from tasks.fields import gaussian_random_field
 from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from tasks.pdes.etdrk4 import etdrk4_coefficients
+from tasks.pdes.immutable import Immutable
 from tasks.pdes.spectral1d import RK4_IMAG_LIMIT, Coefficient, per_sample, validate_positive
 
 # Exact frozen-coefficient limit of the explicit advection, derived in the class docstring:
@@ -70,7 +71,7 @@ def _to_physical(v: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.fft.ifft(v, dim=-1).transpose(-1, -2), n=n, dim=-1)
 
 
-class NavierStokes2D:
+class NavierStokes2D(Immutable):
     r"""Incompressible Navier-Stokes equations in 2D, vorticity-streamfunction form, batched.
 
     .. math::
@@ -251,12 +252,6 @@ class NavierStokes2D:
         out = {name: w.to(torch.complex128) for name, w in weights}
         out.update(_vel=vel, _nl=nl, _keep=keep.to(torch.complex128))
         return out
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
 
     def __repr__(self) -> str:
         nu = self.nu.tolist()

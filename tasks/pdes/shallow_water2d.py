@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
+from tasks.pdes.immutable import Immutable
 from tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 
 # Depths inside and outside the dam at t = 0 (PDEBench's radial dam break), length units.
@@ -52,7 +53,7 @@ def _minmod(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (torch.sign(a) + torch.sign(b)).mul_(torch.minimum(a.abs(), b.abs())).div_(2)
 
 
-class ShallowWater2D:
+class ShallowWater2D(Immutable):
     r"""Shallow-water equations on a square with reflective walls, batched over samples.
 
     .. math::
@@ -185,12 +186,6 @@ class ShallowWater2D:
         state.update(cfl_max=float(cfl_max), device=device, dtype=dtype)
         for name, value in state.items():
             object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
 
     def __repr__(self) -> str:
         radius = None if self.radius is None else self.radius.tolist()

@@ -28,6 +28,7 @@ import torch
 
 from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from tasks.pdes.etdrk4 import ETDRK4Coefficients, etdrk4_coefficients
+from tasks.pdes.immutable import Immutable
 
 # Points on the full contour circle for a complex or positive linear operator: the density of
 # tasks.pdes.etdrk4 (32 points on the upper half), which needs the conjugate symmetry of real
@@ -146,7 +147,7 @@ def per_sample(name: str, value: Coefficient, *, positive: bool) -> torch.Tensor
     return values
 
 
-class PeriodicSpectral1D(ABC):
+class PeriodicSpectral1D(Immutable, ABC):
     """Base class: a 1D periodic pseudo-spectral PDE, ETDRK4 in time, immutable, batched.
 
     Subclasses set the class attributes and implement ``_operators`` (and ``_pointwise`` and
@@ -269,12 +270,6 @@ class PeriodicSpectral1D(ABC):
 
     _pointwise = None  # f(u) on a (batch, n_x) state; may work in place. None: linear PDE.
     _courant = None  # Courant number of each sample of a (batch, n_x) state, or None.
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable; construct a new one instead")
 
     def __repr__(self) -> str:
         parts = [f"n_x={self.n_x}"]
