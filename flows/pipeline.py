@@ -32,7 +32,6 @@ def pipeline(
         Per-stage summaries: store path, config hash and metrics; never arrays. With extend_by,
         also ``changes``: samples before and after, blocks solved, warm start, metrics changed.
     """
-    config.check_splits()  # before any compute: the conformal step needs its samples
     config, finish = begin_extension(config, extend_by, overwrite, STAGES)
     with dask_client(config.cluster) as client:
         address = client.scheduler.address

@@ -83,7 +83,7 @@ def test_stability_limit_matches_solver():
     from tasks.pdes import Burgers
 
     gen = load_config(DEMO).generate
-    limit = Burgers.max_stable_dt(gen.n_x, gen.length, gen.u_max)
+    limit = Burgers.max_stable_dt(gen.n_x, gen.domain_length, gen.u_max)
     assert gen.internal_dt <= gen.dt <= limit
     # The limit is the solver's own: just above it is refused.
     with pytest.raises(ConfigError, match="stability limit"):

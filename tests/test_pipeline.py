@@ -126,6 +126,15 @@ def test_cli_bad_input_exits_2_and_writes_nothing(runs_dir, args, fragment):
     assert not (runs_dir / "never").exists()
 
 
+def test_cli_refuses_too_few_calibration_samples_before_any_stage(runs_dir):
+    # 64 samples with 15% calibration give 9 or 10; alpha 0.05 needs 19 for a finite band.
+    args = ["--set", "store=never-cal", "--set", "quantify.alpha=0.05"]
+    proc = cli("run", "pipeline", "--config", str(TINY), *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "quantify.alpha=0.05 needs at least 19" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (runs_dir / "never-cal").exists()
+
+
 def test_cli_refuses_store_of_other_config(first_run, runs_dir):
     cfg, _ = first_run
     proc = cli(
