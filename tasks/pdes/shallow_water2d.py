@@ -10,7 +10,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
+from tasks.pdes.errors import BlowUpError, CFLViolation, check_field_state, check_rollout_counts
 from tasks.pdes.immutable import Immutable
 from tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 
@@ -402,17 +402,7 @@ class ShallowWater2D(Immutable):
 
     def _check_state(self, s: torch.Tensor, name: str) -> torch.Tensor:
         """Validate a (batch, 3, n, n) state and cast it to the solver's dtype and device."""
-        shape = (len(self.fields), self.n, self.n)
-        if not isinstance(s, torch.Tensor) or s.ndim != 4 or tuple(s.shape[1:]) != shape:
-            got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-            raise ValueError(f"{name} must be a tensor of shape (batch, *{shape}), got {got}")
-        if s.is_complex() or not s.is_floating_point():
-            raise ValueError(f"{name} must be real floating point, got {s.dtype}")
-        if self._n_batch > 1 and s.shape[0] != self._n_batch:
-            raise ValueError(
-                f"{name} has batch {s.shape[0]} but radius has {self._n_batch} per-sample values"
-            )
-        return s.to(device=self.device, dtype=self.dtype)
+        return check_field_state(self, s, name, "radius")
 
     def step(self, u: torch.Tensor) -> torch.Tensor:
         """Advance the batch by one time step ``dt`` (no checks on the result).
