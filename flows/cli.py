@@ -68,11 +68,10 @@ def _precheck(cfg, stage: str, overwrite: bool) -> None:
 
     for warning in cfg.generate.resolution_warnings():
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    if "quantify" in STAGES_OF[stage]:
-        try:
-            cfg.check_splits()
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
+    try:
+        cfg.check_stages(STAGES_OF[stage])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     store = RunStore.named(cfg.store)
     if overwrite or not store.exists():
         return

@@ -261,21 +261,19 @@ def begin_extension(
     """Start a flow run that grows the store by ``extend_by`` samples (see ``plan_extension``).
 
     Before anything is written, a run that includes quantify checks that its (grown) splits
-    hold enough calibration samples (``PipelineConfig.check_splits``).
+    hold what they need (``PipelineConfig.check_stages``).
 
     Returns:
         The config to run, and ``finish(summaries) -> changes``, which computes ``run_changes``
         and publishes it as a markdown artifact; None when ``extend_by`` is 0.
     """
     if not extend_by:
-        if "quantify" in stages:
-            cfg.check_splits()
+        cfg.check_stages(stages)
         return cfg, None
     ctx = FlowRunContext.get()
     run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
     grown, samples_before = plan_extension(cfg, extend_by, overwrite, stages, run_id)
-    if "quantify" in stages:
-        grown.check_splits()  # on the grown size, before anything is written
+    grown.check_stages(stages)  # on the grown size, before anything is written
     store = RunStore.named(grown.store)
     rec = store.record("generate")
     if rec is not None and run_id is not None:

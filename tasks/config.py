@@ -398,15 +398,28 @@ class PipelineConfig(_Frozen):
             )
         return self
 
-    def check_splits(self) -> None:
-        """Enough samples in each split for training, the conformal scale and its guarantee.
+    def check_stages(self, stages: tuple[str, ...] | list[str]) -> None:
+        """What ``stages`` need of the data, checked before any of them computes.
 
-        Checked before the pipeline or the quantify stage starts, not when the config loads: a
-        config too small for the conformal step still generates and trains.
+        Not checked when the config loads: a config that cannot feed the ROM or the conformal
+        step still generates and trains.
 
         Raises:
-            ValueError: naming generate.split / quantify.alpha and the counts needed.
+            ValueError: reduce or quantify without sampled parameters (the ROM regresses on
+                them, Sobol attributes variance to them), or too few samples in a split for
+                quantify; the message names the fields.
         """
+        if {"reduce", "quantify"} & set(stages) and not self.generate.parameter_names:
+            raise ValueError(
+                "generate.parameters: reduce and quantify need sampled parameters (the ROM "
+                "regresses on them, Sobol indices attribute variance to them) and this config "
+                "samples none; sample at least one coefficient, or run generate and train only"
+            )
+        if "quantify" in stages:
+            self._check_splits()
+
+    def _check_splits(self) -> None:
+        """Enough samples in each split for training, the conformal scale and its guarantee."""
         gen, alpha = self.generate, self.quantify.alpha
         sp = gen.split
         codes = split_codes((sp.train, sp.val, sp.test, sp.calibration), sp.seed, 0, gen.n_samples)

@@ -217,7 +217,7 @@ def sobol(client, cfg: PipelineConfig, pred: Predictors) -> tuple[dict, xr.Datas
 
 def quantify(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> dict:
     """Run stage 4; needs the train and reduce stages of the same configs complete."""
-    cfg.check_splits()
+    cfg.check_stages(("quantify",))
     store = RunStore.named(cfg.store)
     h = stage_hash(cfg, "quantify")
     for need in ("train", "reduce"):

@@ -28,17 +28,23 @@ from tasks.train import split_indices, unit_parameters
 GROUP = "reduce"
 
 
-def snapshot_matrix(path: Path, indices: np.ndarray) -> da.Array:
+def snapshot_matrix(path: Path, indices: np.ndarray, tall_blocks: bool = True) -> da.Array:
     """Lazy snapshot matrix (len(indices) * n_time, n_features), rows by sample chunk.
 
     A snapshot is every field at one time, flattened in (channel, *space) order.
+
+    Args:
+        tall_blocks: make every row block at least twice as tall as it is wide, as TSQR needs;
+            the randomized SVD does not, and keeps the store's sample chunks (at 128^2 a TSQR
+            block is 32768 x 16384 float64, 4 GiB).
     """
     fields = [da.from_zarr(str(path), component=name) for name in ds_io.field_names(path)]
     u = da.stack(fields, axis=2)[np.sort(indices)]
     n_time, n_features = u.shape[1], int(np.prod(u.shape[2:]))
     x = u.reshape(-1, n_features)
-    # TSQR needs every row block taller than it is wide.
-    rows = max(ds_io.chunk_size(path) * n_time, 2 * n_features)
+    rows = ds_io.chunk_size(path) * n_time
+    if tall_blocks:
+        rows = max(rows, 2 * n_features)
     return x.rechunk((rows, n_features)).astype(np.float64)
 
 
@@ -89,6 +95,7 @@ def held_out_errors(rom: ReducedOrderModel, path: Path, indices: np.ndarray, p_u
 
 def reduce(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> dict:
     """Run stage 3 on the Dask cluster of ``client``; returns the stage summary."""
+    cfg.check_stages(("reduce",))
     store = RunStore.named(cfg.store)
     h = stage_hash(cfg, "reduce")
     if not store.is_complete("generate", stage_hash(cfg, "generate")):
@@ -97,14 +104,9 @@ def reduce(cfg: PipelineConfig, client: Client, overwrite: bool = False) -> dict
     if not store.is_complete("reduce", h):
         store.start_stage("reduce", stage_config(cfg, "reduce"), h)
         path, rc = store.path, cfg.reduce
-        if not cfg.generate.parameter_names:
-            raise ValueError(
-                "reduce: the ROM regresses on sampled parameters, and generate samples none; "
-                "add generate.parameters"
-            )
         p_all = unit_parameters(path, cfg.generate)
         train_idx, test_idx = split_indices(path, "train"), split_indices(path, "test")
-        x = snapshot_matrix(path, train_idx)
+        x = snapshot_matrix(path, train_idx, tall_blocks=rc.svd == "tsqr")
         pod = pod_out_of_core(x, rc, seed=cfg.generate.seed)
         coeffs = project(x, pod, len(train_idx))
         rom = make_rom(rc, pod).fit_coefficients(p_all[train_idx], coeffs)

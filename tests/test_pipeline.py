@@ -135,6 +135,19 @@ def test_cli_refuses_too_few_calibration_samples_before_any_stage(runs_dir):
     assert "Traceback" not in proc.stderr and not (runs_dir / "never-cal").exists()
 
 
+def test_cli_refuses_a_rom_without_sampled_parameters_before_any_stage(runs_dir):
+    # Every coefficient constant and a fourier initial state: nothing for the ROM to regress on.
+    over = ["store=never-rom", "generate.parameters={}", "generate.constants.nu=0.2"]
+    over.append("generate.initial_condition.kind=fourier")
+    args = [arg for item in over for arg in ("--set", item)]
+    proc = cli("run", "pipeline", "--config", str(TINY), *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "generate.parameters: reduce and quantify need sampled parameters" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (runs_dir / "never-rom").exists()
+    # Generating and training such data is fine.
+    load_config(TINY, over).check_stages(("generate", "train"))
+
+
 def test_cli_refuses_store_of_other_config(first_run, runs_dir):
     cfg, _ = first_run
     proc = cli(
