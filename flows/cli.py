@@ -64,7 +64,7 @@ def _precheck(cfg, stage: str, overwrite: bool) -> None:
     """Refuse a store of another config before any server, cluster or compute starts."""
     from storage import RunStore
     from tasks.config import ConfigError
-    from tasks.stages import is_extension, stage_config, stage_hash
+    from tasks.stages import check_records
 
     for warning in cfg.generate.resolution_warnings():
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
@@ -75,11 +75,7 @@ def _precheck(cfg, stage: str, overwrite: bool) -> None:
     store = RunStore.named(cfg.store)
     if overwrite or not store.exists():
         return
-    for s in STAGES_OF[stage]:
-        rec, new = store.record(s), stage_config(cfg, s)
-        if rec and is_extension(rec.get("config", {}), new):
-            continue  # a campaign extended with more samples: updated in place
-        store.check_config(s, new, stage_hash(cfg, s), overwrite=False)
+    check_records(store, cfg, STAGES_OF[stage])
 
 
 @app.command()

@@ -21,7 +21,8 @@ from pydantic import Field, ValidationError
 from storage import RunStore
 from storage import dataset as ds_io
 from tasks.config import PipelineConfig, format_validation_error
-from tasks.stages import is_extension, log_warning, stage_config, stage_hash
+from tasks.report import artifact_key
+from tasks.stages import check_records, log_warning
 
 EXTENDABLE_DESIGNS = ("random", "sobol")
 # The flows' ``extend_by`` parameter; its description in the UI comes from each flow's docstring.
@@ -72,19 +73,6 @@ def stored_samples(store: RunStore) -> int:
     if not (store.path / "zarr.json").is_file():
         return 0
     return int(ds_io.read_coords(store.path, ["sample"]).shape[0])
-
-
-def check_stages(store: RunStore, cfg: PipelineConfig, stages: Sequence[str]) -> None:
-    """Refuse, before anything computes, a store whose ``stages`` hold another config's results
-    (other than the same settings on fewer samples, which a run updates in place).
-
-    Raises:
-        ConfigMismatch: naming every setting that differs.
-    """
-    for stage in stages:
-        rec, new = store.record(stage), stage_config(cfg, stage)
-        if rec and not is_extension(rec.get("config", {}), new):
-            store.check_config(stage, new, stage_hash(cfg, stage), overwrite=False)
 
 
 def plan_extension(
@@ -150,7 +138,7 @@ def plan_extension(
             f"extend_by: {before} + {extend_by} samples do not fit the config: "
             + format_validation_error(err).replace("\n", "; ")
         ) from None
-    check_stages(store, grown, stages)
+    check_records(store, grown, stages)
     return grown, before
 
 
@@ -243,12 +231,10 @@ def publish_changes(store_name: str, changes: dict) -> None:
 
     An API failure is logged as a warning: the report must never fail the run it describes.
     """
-    # Artifact keys allow lowercase letters, digits and dashes only.
-    slug = "".join(c if c.isalnum() else "-" for c in store_name.lower()).strip("-")
     try:
         create_markdown_artifact(
             changes_markdown(store_name, changes),
-            key=f"pdeflow-{slug}-changes",
+            key=artifact_key(store_name, "changes"),
             description="What the run changed: samples, blocks, training, metrics",
         )
     except Exception as err:  # see the docstring

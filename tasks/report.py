@@ -34,9 +34,9 @@ MODELS = ("solver", "surrogate", "rom")
 PLOT_ORDER = ("training", "sample", "sobol", "coverage")
 
 
-def _key(cfg: PipelineConfig, what: str) -> str:
-    # Artifact keys allow lowercase letters, digits and dashes only.
-    slug = "".join(c if c.isalnum() else "-" for c in cfg.store.lower()).strip("-")
+def artifact_key(store: str, what: str) -> str:
+    """``pdeflow-<store>-<what>``: artifact keys allow lowercase letters, digits and dashes."""
+    slug = "".join(c if c.isalnum() else "-" for c in store.lower()).strip("-")
     return f"pdeflow-{slug}-{what}"
 
 
@@ -320,7 +320,7 @@ def publish_quantify(cfg: PipelineConfig, summary: dict) -> None:
     """The stage-4 metrics table."""
     create_table_artifact(
         metric_rows(summary),
-        key=_key(cfg, "uq-metrics"),
+        key=artifact_key(cfg.store, "uq-metrics"),
         description="Uncertainty quantification metrics",
     )
 
@@ -341,11 +341,13 @@ def publish_run(cfg: PipelineConfig) -> dict[str, Path]:
         log_warning(f"plots of {store.path} not written: {err!r}")
         written = {}
     create_table_artifact(
-        metric_rows(store.summary()), key=_key(cfg, "metrics"), description="All metrics of the run"
+        metric_rows(store.summary()),
+        key=artifact_key(cfg.store, "metrics"),
+        description="All metrics of the run",
     )
     create_markdown_artifact(
         report_markdown(cfg, store, written),
-        key=_key(cfg, "report"),
+        key=artifact_key(cfg.store, "report"),
         description="pdeflow run report",
     )
     return written

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -181,3 +181,16 @@ def prepare_stage(store: RunStore, cfg: PipelineConfig, stage: str, overwrite: b
         return True
     store.check_config(stage, new, h, overwrite)
     return False
+
+
+def check_records(store: RunStore, cfg: PipelineConfig, stages: Sequence[str]) -> None:
+    """Refuse, before anything computes, a store whose ``stages`` hold another config's results
+    (other than the same settings on fewer samples, which a run updates in place).
+
+    Raises:
+        ConfigMismatch: naming every setting that differs.
+    """
+    for stage in stages:
+        rec, new = store.record(stage), stage_config(cfg, stage)
+        if rec and not is_extension(rec.get("config", {}), new):
+            store.check_config(stage, new, stage_hash(cfg, stage), overwrite=False)
