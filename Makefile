@@ -14,9 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
-	# compat (.pth) editable mode: Dask workers put their scratch dir, which holds a "storage/"
-	# spill folder, on sys.path; with a path entry for this repo the real package wins.
-	$(BIN)/python -m pip install -q -e ".[dev]" --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -37,7 +35,7 @@ e2e: $(STAMP)
 		$$SUDO apt-get update -qq && \
 		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	fi
-	$(BIN)/python -m pip install -q -e ".[dev,e2e]" --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e ".[dev,e2e]"
 	E2E_OUT=e2e-out $(BIN)/python -m pytest -q tests/e2e
 
 lint: $(STAMP)
@@ -47,7 +45,7 @@ lint: $(STAMP)
 # Installs the bench extra (exponax, JAX) first: the comparison with exponax needs it, and
 # `make test` never installs JAX.
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e ".[dev,bench]" --config-settings editable_mode=compat
+	$(BIN)/python -m pip install -q -e ".[dev,bench]"
 	$(BIN)/python -m benchmarks.run
 
 clean:

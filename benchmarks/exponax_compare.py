@@ -115,7 +115,7 @@ def _smooth_1d(batch: int, n: int, length: float, n_modes: int, seed: int) -> to
 
 def cases(quick: bool) -> list[Case]:
     """Burgers and KS at batch 256, n = 1024, 200 steps; NS at 128^2 (smaller with ``quick``)."""
-    from tasks.pdes.burgers import Burgers
+    from pdeflow.tasks.pdes.burgers import Burgers
 
     batch_1d, n_1d, batch_2d = (64, 256, 4) if quick else (256, 1024, 16)
     frames_1d = (11, 20)  # 200 steps, a frame every 20
@@ -151,9 +151,9 @@ def cases(quick: bool) -> list[Case]:
 
 def _ours(case: Case) -> tuple[Callable, torch.Tensor]:
     """pdeflow's float32 rollout and the initial state: (batch, n) in 1D, (batch, 1, n, n) in 2D."""
-    from tasks.pdes.burgers import Burgers
-    from tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
-    from tasks.pdes.navier_stokes2d import NavierStokes2D
+    from pdeflow.tasks.pdes.burgers import Burgers
+    from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
+    from pdeflow.tasks.pdes.navier_stokes2d import NavierStokes2D
 
     s, f32 = case.setup, torch.float32
     if case.name.startswith("Burgers"):

@@ -18,11 +18,11 @@ import sys
 import time
 
 from distributed import Client, LocalCluster
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.generate import generate
+from pdeflow.tasks.train import train
 
 from benchmarks.common import DEMO, ROOT, Goal, Result, fresh_name
-from tasks.config import PipelineConfig, load_config
-from tasks.generate import generate
-from tasks.train import train
 
 KINDS = ("generate", "train")
 

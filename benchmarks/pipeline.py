@@ -1,7 +1,7 @@
 """Measurement 2: the demo pipeline through Prefect + Dask against its four stages called directly.
 
-Both paths start their own Dask cluster (``flows.runtime.dask_client``) and run on a fresh store
-name, so the difference is what Prefect adds: flow and task run records, result persistence,
+Both paths start their own Dask cluster (``pdeflow.flows.runtime.dask_client``) and run on a fresh
+store name, so the difference is what Prefect adds: flow and task run records, result persistence,
 cache keys, artifacts, a second Dask client per task. The ephemeral Prefect server's one-off
 start-up is measured separately, before either run, so it does not land on the flow's bill.
 """
@@ -12,18 +12,18 @@ import asyncio
 import time
 from typing import Any
 
+from pdeflow.flows.pipeline import pipeline
+from pdeflow.flows.runtime import dask_client
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.generate import generate
+from pdeflow.tasks.quantify import quantify
+from pdeflow.tasks.reduce import reduce
+from pdeflow.tasks.train import train
 from prefect import flow, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from benchmarks.common import DEMO, NOISY_SHARE, Goal, Result, fresh_name, repeat, summarise, timed
 from benchmarks.cpumeter import CpuMeter
-from flows.pipeline import pipeline
-from flows.runtime import dask_client
-from tasks.config import PipelineConfig, load_config
-from tasks.generate import generate
-from tasks.quantify import quantify
-from tasks.reduce import reduce
-from tasks.train import train
 
 QUICK_OVERRIDES = ["generate.n_samples=128", "train.epochs=3"]
 # The demo shrunk to seconds: one pass through the flow before any timed run pays the process's

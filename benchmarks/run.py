@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     deadline = time.monotonic() + BUDGET_S["quick" if args.quick else "full"]
     scratch = isolate_environment()
-    from flows.runtime import configure_environment
+    from pdeflow.flows.runtime import configure_environment
 
     configure_environment()
     from benchmarks.common import table, write_json

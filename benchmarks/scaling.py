@@ -1,17 +1,18 @@
 """Measurement 3: data generation on 1 against 2 Dask workers (strong scaling).
 
-Only ``tasks.generate.generate`` is timed. Both clusters are started first, and a small warm-up
-generation runs on each so that every worker has imported torch and the project (seconds per
+Only ``pdeflow.tasks.generate.generate`` is timed. Both clusters are started first, and a small
+warm-up generation runs on each so that every worker has imported torch and the project (seconds per
 worker process) and planned its FFTs before the clock starts; the timed calls then alternate
 between the two clusters. The store template, the manifest and the metadata consolidation are
 inside ``generate`` and stay in the timing: they are serial work a user waits for."""
 
 from __future__ import annotations
 
+from pdeflow.flows.runtime import dask_client
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.generate import generate
+
 from benchmarks.common import DEMO, Goal, Result, fresh_name, summarise, timed
-from flows.runtime import dask_client
-from tasks.config import PipelineConfig, load_config
-from tasks.generate import generate
 
 # Generation-heavy: twice the demo grid, and many blocks so both workers stay busy.
 BLOCK = 64

@@ -1,7 +1,7 @@
 """Measurement 4: write throughput of the run store's block writes against h5py, and reads.
 
 The same float32 array (samples, 101 frames, 1024 points) is written block by block, chunks of 16
-samples, blocks of 64 (the demo's block size): once through ``storage.dataset`` exactly as
+samples, blocks of 64 (the demo's block size): once through ``pdeflow.storage.dataset`` exactly as
 generation does (template, then ``write_block`` per block, which also checks alignment,
 checksums the block and marks it in the manifest), once with h5py into a chunked, uncompressed
 dataset. Creating the file is part of both timings; the block writes alone are in the details.
@@ -16,9 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import zarr
+from pdeflow.storage import dataset as ds_io
 
 from benchmarks.common import Goal, Result, fresh_name, summarise
-from storage import dataset as ds_io
 
 CHUNK = 16
 BLOCK = 64

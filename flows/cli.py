@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pdeflow.flows.runtime import configure_environment
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-
-from flows.runtime import configure_environment
 
 configure_environment()
 # The CLI shows progress bars and a summary; Prefect's per-run INFO lines are noise there.
@@ -48,8 +47,8 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _flow(stage: str):
-    from flows import stages
-    from flows.pipeline import pipeline
+    from pdeflow.flows import stages
+    from pdeflow.flows.pipeline import pipeline
 
     return {
         "generate": stages.data_generation,
@@ -62,9 +61,9 @@ def _flow(stage: str):
 
 def _precheck(cfg, stage: str, overwrite: bool) -> None:
     """Refuse a store of another config before any server, cluster or compute starts."""
-    from storage import RunStore
-    from tasks.config import ConfigError
-    from tasks.stages import check_records
+    from pdeflow.storage import RunStore
+    from pdeflow.tasks.config import ConfigError
+    from pdeflow.tasks.stages import check_records
 
     for warning in cfg.generate.resolution_warnings():
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
@@ -88,9 +87,9 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="Replace results of a different config.")] = False,
 ) -> None:
     """Run STAGE with the config (defaults, then the YAML file, then --set overrides)."""
-    from storage import StoreError
-    from tasks.config import ConfigError, load_config
-    from tasks.stages import set_reporter
+    from pdeflow.storage import StoreError
+    from pdeflow.tasks.config import ConfigError, load_config
+    from pdeflow.tasks.stages import set_reporter
 
     try:
         cfg = load_config(config, set_ or [])
@@ -124,7 +123,7 @@ def run(
 
 
 def _print_summary(store_name: str) -> None:
-    from storage import RunStore
+    from pdeflow.storage import RunStore
 
     summary = RunStore.named(store_name).summary()
     out = Console()
@@ -142,7 +141,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """Print what STORE holds: stages done, blocks complete, metrics."""
-    from storage import RunStore, StoreError
+    from pdeflow.storage import RunStore, StoreError
 
     path = Path(store)
     try:
@@ -184,7 +183,7 @@ def list_pdes(
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
     """The PDE registry: name, dimension, fields, boundary conditions, description."""
-    from tasks.problems import all_entries
+    from pdeflow.tasks.problems import all_entries
 
     rows = [entry.describe() for entry in all_entries()]
     if as_json:
@@ -212,7 +211,7 @@ def list_presets(
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
     """Named presets (generate.preset) that reproduce published dataset settings."""
-    from tasks.presets import describe_presets
+    from pdeflow.tasks.presets import describe_presets
 
     rows = describe_presets()
     if as_json:
@@ -243,8 +242,8 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
     """Write STORE in another tool's layout (PDEBench's HDF5) for existing baselines."""
-    from storage import RunStore, StoreError
-    from storage.export import export_pdebench
+    from pdeflow.storage import RunStore, StoreError
+    from pdeflow.storage.export import export_pdebench
 
     path = Path(store)
     try:
@@ -281,8 +280,8 @@ def serve(
     # Runs started from the UI should log INFO lines there; the WARNING default above is for `run`.
     if os.environ.get("PREFECT_LOGGING_LEVEL") == "WARNING":
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
-    from flows import serve as serving
-    from tasks.config import ConfigError, load_config
+    from pdeflow.flows import serve as serving
+    from pdeflow.tasks.config import ConfigError, load_config
 
     try:
         serving.serve(load_config(config, set_ or []), schedules, limit=limit)

@@ -3,8 +3,9 @@
 A scheduled run cannot know how many samples the store holds when it fires, so the ``generate``
 and ``pipeline`` flows take ``extend_by``: the run reads the store's size, runs with
 ``generate.n_samples = size + extend_by`` (the design continued, only new blocks solved; training
-warm-starts and the ROM and UQ are refitted, see ``tasks.stages.prepare_stage``), appends the
-growth to the generate record's ``extensions`` lineage and publishes a before/after report.
+warm-starts and the ROM and UQ are refitted, see ``pdeflow.tasks.stages.prepare_stage``),
+appends the growth to the generate record's ``extensions`` lineage and publishes a before/after
+report.
 """
 
 from __future__ import annotations
@@ -13,16 +14,15 @@ import datetime
 from collections.abc import Callable, Sequence
 from typing import Annotated
 
+from pdeflow.storage import RunStore
+from pdeflow.storage import dataset as ds_io
+from pdeflow.tasks.config import PipelineConfig, format_validation_error
+from pdeflow.tasks.report import artifact_key
+from pdeflow.tasks.stages import check_records, log_warning
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
 from prefect.logging import get_run_logger
 from pydantic import Field, ValidationError
-
-from storage import RunStore
-from storage import dataset as ds_io
-from tasks.config import PipelineConfig, format_validation_error
-from tasks.report import artifact_key
-from tasks.stages import check_records, log_warning
 
 EXTENDABLE_DESIGNS = ("random", "sobol")
 # The flows' ``extend_by`` parameter; its description in the UI comes from each flow's docstring.

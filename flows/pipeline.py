@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from pdeflow.flows.incremental import ExtendBy, begin_extension
+from pdeflow.flows.runtime import dask_client
+from pdeflow.tasks.config import STAGES, PipelineConfig
+from pdeflow.tasks.generate import generate_task
+from pdeflow.tasks.quantify import quantify_task
+from pdeflow.tasks.reduce import reduce_task
+from pdeflow.tasks.report import publish_run
+from pdeflow.tasks.train import train_task
 from prefect import flow
-
-from flows.incremental import ExtendBy, begin_extension
-from flows.runtime import dask_client
-from tasks.config import STAGES, PipelineConfig
-from tasks.generate import generate_task
-from tasks.quantify import quantify_task
-from tasks.reduce import reduce_task
-from tasks.report import publish_run
-from tasks.train import train_task
 
 
 @flow(name="pipeline")

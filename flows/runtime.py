@@ -37,8 +37,7 @@ def configure_environment() -> None:
 configure_environment()
 
 from distributed import Client, LocalCluster  # noqa: E402
-
-from tasks.clusters import (  # noqa: E402
+from pdeflow.tasks.clusters import (  # noqa: E402
     EXTRAS,
     ClusterConfig,
     ClusterError,
@@ -81,7 +80,7 @@ def cluster_kwargs(cluster: ClusterConfig, name: str | None = None) -> dict:
             "n_workers": cluster.cuda.n_workers,
             "CUDA_VISIBLE_DEVICES": cluster.cuda.visible_devices,
             # One task per GPU at a time: tasks that need a GPU ask for this resource
-            # (tasks.clusters.task_resources), and each worker holds exactly one.
+            # (pdeflow.tasks.clusters.task_resources), and each worker holds exactly one.
             "resources": {"GPU": 1},
             "threads_per_worker": 1,
             **_QUIET_LOCAL,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pdeflow.tasks.config import PipelineConfig, format_validation_error
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,17 +34,15 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.config import PipelineConfig, format_validation_error
-
 # Deployment name -> "module:flow object". One line here serves one more flow; every flow takes
 # ``config: PipelineConfig`` (and may take more parameters, e.g. ``overwrite``; ``generate`` and
 # ``pipeline`` also take ``extend_by``).
 FLOWS: dict[str, str] = {
-    "generate": "flows.stages:data_generation",
-    "train": "flows.stages:surrogate_training",
-    "reduce": "flows.stages:reduced_order_model",
-    "quantify": "flows.stages:uncertainty_quantification",
-    "pipeline": "flows.pipeline:pipeline",
+    "generate": "pdeflow.flows.stages:data_generation",
+    "train": "pdeflow.flows.stages:surrogate_training",
+    "reduce": "pdeflow.flows.stages:reduced_order_model",
+    "quantify": "pdeflow.flows.stages:uncertainty_quantification",
+    "pipeline": "pdeflow.flows.pipeline:pipeline",
 }
 
 TAGS = ["pdeflow"]
@@ -219,7 +218,7 @@ def schedule_parameters(
 
 def _check_recurring_extension(params: dict[str, Any], cfg: PipelineConfig, where: str) -> None:
     """Refuse an ``extend_by`` that a recurring run cannot apply (design, overwrite)."""
-    from flows.incremental import ExtensionError, check_extendable
+    from pdeflow.flows.incremental import ExtensionError, check_extendable
 
     try:
         check_extendable(

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+from pdeflow.flows.incremental import ExtendBy, begin_extension
+from pdeflow.flows.runtime import dask_client
+from pdeflow.tasks.config import PipelineConfig
+from pdeflow.tasks.generate import generate_task
+from pdeflow.tasks.quantify import quantify_task
+from pdeflow.tasks.reduce import reduce_task
+from pdeflow.tasks.train import train_task
 from prefect import flow
-
-from flows.incremental import ExtendBy, begin_extension
-from flows.runtime import dask_client
-from tasks.config import PipelineConfig
-from tasks.generate import generate_task
-from tasks.quantify import quantify_task
-from tasks.reduce import reduce_task
-from tasks.train import train_task
 
 
 @flow(name="data-generation")

@@ -10,7 +10,7 @@ warnings.filterwarnings("ignore", message=r".*does not have a Zarr V3 specificat
 # when listing a group finds a directory that is not a Zarr node.
 warnings.filterwarnings("ignore", message=r"Object at _pdeflow is not recognized")
 
-from storage.store import (  # noqa: E402  (after the warning filter)
+from pdeflow.storage.store import (  # noqa: E402  (after the warning filter)
     STAGE_ORDER,
     ConfigMismatch,
     RunStore,

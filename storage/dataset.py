@@ -17,10 +17,9 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 import zarr
+from pdeflow.storage.manifest import BlockManifest
 from zarr.codecs import BytesCodec
 from zarr.codecs.bytes import Endian
-
-from storage.manifest import BlockManifest
 
 FIELD = "u"
 

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import zarr
-
-from storage.manifest import BlockManifest
+from pdeflow.storage.manifest import BlockManifest
 
 STAGE_ORDER = ("generate", "train", "reduce", "quantify")
 RUNS_DIR_ENV = "PDEFLOW_RUNS_DIR"

@@ -1,7 +1,7 @@
 """Where a run's Dask work executes: the ``cluster`` section of a pipeline config.
 
 Only the settings live here (plain pydantic, so the Prefect UI renders them as a form); building
-the cluster from them is ``flows.runtime.dask_client``. Five kinds:
+the cluster from them is ``pdeflow.flows.runtime.dask_client``. Five kinds:
 
 - ``local``: a LocalCluster on this machine (``n_workers``, ``threads_per_worker``).
 - ``address``: the scheduler of a running cluster (``address: tcp://host:port``).

@@ -17,14 +17,13 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
+from pdeflow.tasks.clusters import ClusterConfig
+from pdeflow.tasks.custom import SimulatorConfig, check_custom
+from pdeflow.tasks.pdes import PDES
+from pdeflow.tasks.presets import PRESETS, apply_preset
+from pdeflow.tasks.problems import PdeEntry, check_pde, get_entry
+from pdeflow.tasks.sampling import DESIGNS, split_codes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from tasks.clusters import ClusterConfig
-from tasks.custom import SimulatorConfig, check_custom
-from tasks.pdes import PDES
-from tasks.presets import PRESETS, apply_preset
-from tasks.problems import PdeEntry, check_pde, get_entry
-from tasks.sampling import DESIGNS, split_codes
 
 # Literal types are built from the registries so the UI shows dropdowns and errors list names.
 # "custom" is a simulator of the user's own (see SimulatorConfig).

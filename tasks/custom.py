@@ -96,8 +96,8 @@ def check_custom(gen) -> None:
 
 
 def build_simulator(gen):
-    """The ``tasks.simulators`` object for a ``pde: custom`` generate config."""
-    from tasks.simulators import ExecutableSimulator, PythonSimulator
+    """The ``pdeflow.tasks.simulators`` object for a ``pde: custom`` generate config."""
+    from pdeflow.tasks.simulators import ExecutableSimulator, PythonSimulator
 
     sim = gen.simulator
     shape = (gen.n_frames, len(sim.fields), *sim.grid)

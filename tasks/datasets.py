@@ -12,12 +12,11 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import numpy as np
-
-from storage import RunStore
-from storage import dataset as ds_io
-from tasks.config import GenerateConfig
-from tasks.presets import PDEBENCH_CITATION, PRESETS
-from tasks.sampling import sample_seeds, sample_unit
+from pdeflow.storage import RunStore
+from pdeflow.storage import dataset as ds_io
+from pdeflow.tasks.config import GenerateConfig
+from pdeflow.tasks.presets import PDEBENCH_CITATION, PRESETS
+from pdeflow.tasks.sampling import sample_seeds, sample_unit
 
 SPLITS = ("train", "val", "test", "calibration")
 SPACE_DIMS = ("x", "y", "z")
@@ -25,7 +24,7 @@ SPACE_DIMS = ("x", "y", "z")
 
 def sample_coords(gen: GenerateConfig, start: int = 0) -> dict[str, tuple]:
     """Per-sample coordinates of samples ``start .. n_samples - 1`` (design, seeds, splits)."""
-    from tasks.generate import split_labels, to_physical
+    from pdeflow.tasks.generate import split_labels, to_physical
 
     n = gen.n_samples - start
     names = gen.parameter_names
@@ -57,7 +56,7 @@ def _parameter_text(gen: GenerateConfig, name: str) -> str:
 
 
 def coords(gen: GenerateConfig) -> dict:
-    from tasks.generate import grid_coords
+    from pdeflow.tasks.generate import grid_coords
 
     out = sample_coords(gen)
     frames = 1 if _stationary(gen) else gen.n_frames

@@ -12,20 +12,25 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from distributed import Client, as_completed, get_worker
+from pdeflow.storage import RunStore
+from pdeflow.storage import dataset as ds_io
+from pdeflow.storage.manifest import BlockManifest
+from pdeflow.tasks.clusters import task_resources
+from pdeflow.tasks.config import GenerateConfig, PipelineConfig
+from pdeflow.tasks.custom import build_simulator
+from pdeflow.tasks.datasets import (
+    SPLITS,
+    create_store,
+    dataset_card,
+    normalization_stats,
+    sample_coords,
+)
+from pdeflow.tasks.pdes import BlowUpError
+from pdeflow.tasks.problems import pde_initial_state, solve
+from pdeflow.tasks.sampling import MARGINALS, split_codes
+from pdeflow.tasks.simulators import SimulationError
+from pdeflow.tasks.stages import stage_cache_key, stage_config, stage_hash
 from prefect import task
-
-from storage import RunStore
-from storage import dataset as ds_io
-from storage.manifest import BlockManifest
-from tasks.clusters import task_resources
-from tasks.config import GenerateConfig, PipelineConfig
-from tasks.custom import build_simulator
-from tasks.datasets import SPLITS, create_store, dataset_card, normalization_stats, sample_coords
-from tasks.pdes import BlowUpError
-from tasks.problems import pde_initial_state, solve
-from tasks.sampling import MARGINALS, split_codes
-from tasks.simulators import SimulationError
-from tasks.stages import stage_cache_key, stage_config, stage_hash
 
 Progress = Callable[[int, int], None]
 
@@ -95,7 +100,7 @@ def initial_state(
 
 
 def _random_field(gen: GenerateConfig, shape: tuple[int, ...], seeds: np.ndarray) -> np.ndarray:
-    from tasks import fields
+    from pdeflow.tasks import fields
 
     ic, length = gen.initial_condition, gen.domain_length
     if ic.kind == "fourier":
@@ -309,7 +314,7 @@ def _summary(
 @task(name="generate-data", cache_key_fn=stage_cache_key("generate"), persist_result=True)
 def generate_task(config: PipelineConfig, scheduler: str, overwrite: bool = False) -> dict:
     """Prefect wrapper: connect to the flow's Dask scheduler and run stage 1."""
-    from tasks.stages import reporter
+    from pdeflow.tasks.stages import reporter
 
     with Client(scheduler) as client:
         return generate(config, client, overwrite, progress=reporter("generate"))

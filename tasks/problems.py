@@ -1,7 +1,7 @@
 """What the generate stage needs to know about each registered PDE, and one batched solve.
 
-The solver classes in ``tasks.pdes`` are plain numerical objects. This module adds, per registry
-name, the facts a data campaign needs: spatial dimension, fields and their units, boundary
+The solver classes in ``pdeflow.tasks.pdes`` are plain numerical objects. This module adds, per
+registry name, the facts a data campaign needs: spatial dimension, fields and their units, boundary
 conditions, the valid range and default distribution of each coefficient, the stable step of the
 scheme for a grid, and whether the grid resolves the coefficients' smallest scale. The 2D
 classes carry these facts as class attributes; the 1D spectral solvers predate that contract, so
@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-
-from tasks.pdes import PDES, Burgers, get_pde
-from tasks.pdes.allen_cahn import AllenCahn
-from tasks.pdes.fisher_kpp import FisherKPP
-from tasks.pdes.kdv import KdV
-from tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
+from pdeflow.tasks.pdes import PDES, Burgers, get_pde
+from pdeflow.tasks.pdes.allen_cahn import AllenCahn
+from pdeflow.tasks.pdes.fisher_kpp import FisherKPP
+from pdeflow.tasks.pdes.kdv import KdV
+from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
 
 Range = tuple[float, float]
 # (n, length, u_max or None, {coefficient: (low, high)}) -> largest stable dt

@@ -15,19 +15,24 @@ import numpy as np
 import torch
 import xarray as xr
 from distributed import Client
+from pdeflow.storage import RunStore
+from pdeflow.storage import dataset as ds_io
+from pdeflow.tasks.config import GenerateConfig, PipelineConfig
+from pdeflow.tasks.datasets import SPACE_DIMS
+from pdeflow.tasks.generate import initial_state, solve_parameters, to_physical, to_unit
+from pdeflow.tasks.reduce import load_rom
+from pdeflow.tasks.sampling import sample_seeds, sample_unit
+from pdeflow.tasks.stages import prepare_stage, stage_cache_key, stage_config, stage_hash
+from pdeflow.tasks.surrogates.training import rollout
+from pdeflow.tasks.train import load_model, split_indices
+from pdeflow.tasks.uq import (
+    RunningMoments,
+    SobolAnalysis,
+    SplitConformal,
+    quantiles,
+    resplit_coverage,
+)
 from prefect import task
-
-from storage import RunStore
-from storage import dataset as ds_io
-from tasks.config import GenerateConfig, PipelineConfig
-from tasks.datasets import SPACE_DIMS
-from tasks.generate import initial_state, solve_parameters, to_physical, to_unit
-from tasks.reduce import load_rom
-from tasks.sampling import sample_seeds, sample_unit
-from tasks.stages import prepare_stage, stage_cache_key, stage_config, stage_hash
-from tasks.surrogates.training import rollout
-from tasks.train import load_model, split_indices
-from tasks.uq import RunningMoments, SobolAnalysis, SplitConformal, quantiles, resplit_coverage
 
 GROUP = "quantify"
 MODELS = ("solver", "surrogate", "rom")
@@ -249,7 +254,7 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
 @task(name="quantify-uncertainty", cache_key_fn=stage_cache_key("quantify"), persist_result=True)
 def quantify_task(config: PipelineConfig, scheduler: str, overwrite: bool = False) -> dict:
     """Prefect wrapper of stage 4; publishes a metrics table and a markdown report."""
-    from tasks.report import publish_quantify
+    from pdeflow.tasks.report import publish_quantify
 
     with Client(scheduler) as client:
         summary = quantify(config, client, overwrite)

@@ -15,15 +15,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 from distributed import Client
+from pdeflow.storage import RunStore
+from pdeflow.storage import dataset as ds_io
+from pdeflow.tasks.config import PipelineConfig, ReduceConfig
+from pdeflow.tasks.rom import POD, ReducedOrderModel, get_approximation
+from pdeflow.tasks.rom.pod import select_rank
+from pdeflow.tasks.stages import prepare_stage, stage_cache_key, stage_config, stage_hash
+from pdeflow.tasks.train import split_indices, unit_parameters
 from prefect import task
-
-from storage import RunStore
-from storage import dataset as ds_io
-from tasks.config import PipelineConfig, ReduceConfig
-from tasks.rom import POD, ReducedOrderModel, get_approximation
-from tasks.rom.pod import select_rank
-from tasks.stages import prepare_stage, stage_cache_key, stage_config, stage_hash
-from tasks.train import split_indices, unit_parameters
 
 GROUP = "reduce"
 

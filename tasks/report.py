@@ -14,17 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pdeflow.storage import RunStore
+from pdeflow.storage import dataset as ds_io
+from pdeflow.tasks import plots
+from pdeflow.tasks.config import PipelineConfig
+from pdeflow.tasks.generate import SPLITS
+from pdeflow.tasks.reduce import load_rom
+from pdeflow.tasks.stages import log_warning, stage_hash
+from pdeflow.tasks.surrogates.training import rollout
+from pdeflow.tasks.train import load_model, split_indices, unit_parameters
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
-from storage import RunStore
-from storage import dataset as ds_io
-from tasks import plots
-from tasks.config import PipelineConfig
-from tasks.generate import SPLITS
-from tasks.reduce import load_rom
-from tasks.stages import log_warning, stage_hash
-from tasks.surrogates.training import rollout
-from tasks.train import load_model, split_indices, unit_parameters
 
 # PNGs larger than this are linked by path only: a markdown artifact lives in the server's
 # database and is sent whole to every browser that opens it.

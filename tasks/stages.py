@@ -8,13 +8,12 @@ import time
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
+from pdeflow.storage import RunStore
+from pdeflow.tasks.config import PipelineConfig, config_hash
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
-
-from storage import RunStore
-from tasks.config import PipelineConfig, config_hash
 
 # What each stage's outputs depend on: its own config and the configs upstream of it.
 DEPENDS = {

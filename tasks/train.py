@@ -17,18 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from prefect import task
-
-from storage import RunStore
-from storage import dataset as ds_io
-from storage.checkpoints import load_latest, save_checkpoint
-from tasks.config import GenerateConfig, PipelineConfig
-from tasks.generate import SPLITS, to_unit
-from tasks.metrics import nrmse as nrmse_nd
-from tasks.stages import prepare_stage, reporter, stage_cache_key, stage_config, stage_hash
-from tasks.surrogates import get_surrogate
-from tasks.surrogates.fno import OneStepSurrogate
-from tasks.surrogates.training import (
+from pdeflow.storage import RunStore
+from pdeflow.storage import dataset as ds_io
+from pdeflow.storage.checkpoints import load_latest, save_checkpoint
+from pdeflow.tasks.config import GenerateConfig, PipelineConfig
+from pdeflow.tasks.generate import SPLITS, to_unit
+from pdeflow.tasks.metrics import nrmse as nrmse_nd
+from pdeflow.tasks.stages import prepare_stage, reporter, stage_cache_key, stage_config, stage_hash
+from pdeflow.tasks.surrogates import get_surrogate
+from pdeflow.tasks.surrogates.fno import OneStepSurrogate
+from pdeflow.tasks.surrogates.training import (
     evaluate,
     make_optimizer,
     make_scheduler,
@@ -37,6 +35,7 @@ from tasks.surrogates.training import (
     train_epoch,
     training_state,
 )
+from prefect import task
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-PDEFLOW = [sys.executable, "-m", "flows.cli"]
+PDEFLOW = [sys.executable, "-m", "pdeflow.flows.cli"]
 
 
 def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:

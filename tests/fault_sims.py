@@ -6,7 +6,7 @@ simulator's ``options``:
 
 - ``log``: one JSON line per call, ``{"pid": ..., "seeds": [...]}``, written before solving, so
   a test counts how often each block was solved (a block is identified by its samples' seeds,
-  ``tasks.sampling.sample_seeds``), killed attempts included.
+  ``pdeflow.tasks.sampling.sample_seeds``), killed attempts included.
 - ``marker``: a JSON fault order; without the file the function is the plain heat rod.
   ``{"action": "kill" | "raise", "seed": S}`` faults the call whose batch holds seed ``S``;
   ``{"action": "raise", "after_calls": N}`` faults every call made once the log holds at least
@@ -23,8 +23,7 @@ import signal
 from pathlib import Path
 
 import numpy as np
-
-from tasks.simulators.examples.heat_rod import heat_rod
+from pdeflow.tasks.simulators.examples.heat_rod import heat_rod
 
 
 class InjectedFault(RuntimeError):

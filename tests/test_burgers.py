@@ -8,11 +8,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-
-from tasks.pdes import PDES, BlowUpError, Burgers, CFLViolation, get_pde
-from tasks.pdes.burgers import CFL_MAX
-from tasks.pdes.etdrk4 import etdrk4_coefficients
-from tasks.pdes.exact import cole_hopf_burgers
+from pdeflow.tasks.pdes import PDES, BlowUpError, Burgers, CFLViolation, get_pde
+from pdeflow.tasks.pdes.burgers import CFL_MAX
+from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
+from pdeflow.tasks.pdes.exact import cole_hopf_burgers
 
 # Linear stability limit of RK4-type advection on the 2/3-dealiased grid (Burgers docstring):
 # C = u dt / dx <= 2 sqrt(2) / (2 pi / 3).

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client
+from pdeflow.storage import RunStore
+from pdeflow.storage.manifest import BlockManifest
 
-from storage import RunStore
-from storage.manifest import BlockManifest
 from tests.cli_helpers import cli
 from tests.conftest import ROOT, TINY
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from pydantic import BaseModel, ValidationError
-
-from flows.runtime import cluster_kwargs, dask_client, kubernetes_spec, scaling_kwargs
-from tasks.clusters import (
+from pdeflow.flows.runtime import cluster_kwargs, dask_client, kubernetes_spec, scaling_kwargs
+from pdeflow.tasks.clusters import (
     ClusterConfig,
     ClusterError,
     CudaSettings,
@@ -22,7 +20,8 @@ from tasks.clusters import (
     check_cluster_available,
     task_resources,
 )
-from tasks.config import ConfigError, load_config
+from pdeflow.tasks.config import ConfigError, load_config
+from pydantic import BaseModel, ValidationError
 
 SLURM = {"kind": "slurm", "slurm": {"cores": 8, "memory": "16GB"}}
 K8S = {

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from pdeflow.tasks.config import ConfigError, PipelineConfig, load_config
 
-from tasks.config import ConfigError, PipelineConfig, load_config
 from tests.conftest import ROOT, TINY
 
 DEMO = ROOT / "flows" / "configs" / "demo.yaml"
@@ -80,7 +80,7 @@ def test_malformed_override_and_missing_file(tmp_path):
 
 
 def test_stability_limit_matches_solver():
-    from tasks.pdes import Burgers
+    from pdeflow.tasks.pdes import Burgers
 
     gen = load_config(DEMO).generate
     limit = Burgers.max_stable_dt(gen.n_x, gen.domain_length, gen.u_max)

@@ -25,15 +25,15 @@ import pytest
 import torch
 import xarray as xr
 from distributed import Client, LocalCluster
+from pdeflow.storage import RunStore
+from pdeflow.storage.checkpoints import list_checkpoints
+from pdeflow.storage.manifest import BlockManifest
+from pdeflow.storage.store import STAGE_ORDER as STAGES
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.generate import GenerationError, generate
+from pdeflow.tasks.sampling import sample_seeds
+from pdeflow.tasks.train import TRAINING_LOG, TrainingLog
 
-from storage import RunStore
-from storage.checkpoints import list_checkpoints
-from storage.manifest import BlockManifest
-from storage.store import STAGE_ORDER as STAGES
-from tasks.config import PipelineConfig, load_config
-from tasks.generate import GenerationError, generate
-from tasks.sampling import sample_seeds
-from tasks.train import TRAINING_LOG, TrainingLog
 from tests.cli_helpers import cli
 from tests.conftest import ROOT, TINY
 from tests.fault_sims import solves_per_block
@@ -198,7 +198,7 @@ def kill_frozen_when(args: list[str], ready, timeout: float = 240) -> None:
     So the kill lands at the state the test checks, however short an epoch is.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "pdeflow.flows.cli", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -292,7 +292,7 @@ def _latest_task_states(flow_run_id):
 
 @pytest.mark.filterwarnings("ignore:Object at quantify is not recognized:UserWarning")
 def test_failed_pipeline_retried_by_prefect_skips_finished_work(harness, client):
-    from flows.pipeline import pipeline
+    from pdeflow.flows.pipeline import pipeline
 
     # On this module's cluster (kind address): the run and its retry start no cluster of their own.
     address = client.scheduler.address

@@ -6,8 +6,7 @@ import math
 
 import numpy as np
 import pytest
-
-from tasks.fields import (
+from pdeflow.tasks.fields import (
     fourier_series,
     gaussian_random_field,
     grf_mode_variance,

@@ -14,10 +14,9 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from tasks.metrics import max_error, nrmse, relative_l2
-from tasks.surrogates import SURROGATES, get_surrogate
-from tasks.surrogates.fno import (
+from pdeflow.tasks.metrics import max_error, nrmse, relative_l2
+from pdeflow.tasks.surrogates import SURROGATES, get_surrogate
+from pdeflow.tasks.surrogates.fno import (
     FNO1d,
     FNO2d,
     OneStepSurrogate,
@@ -25,7 +24,7 @@ from tasks.surrogates.fno import (
     SpectralConv2d,
     normalization_stats,
 )
-from tasks.surrogates.training import (
+from pdeflow.tasks.surrogates.training import (
     evaluate,
     make_optimizer,
     make_scheduler,

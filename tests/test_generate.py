@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client, LocalCluster
+from pdeflow.storage import RunStore
+from pdeflow.storage.manifest import BlockManifest
+from pdeflow.tasks.config import load_config
+from pdeflow.tasks.generate import GenerationError, generate, solve_parameters, to_physical, to_unit
 
-from storage import RunStore
-from storage.manifest import BlockManifest
-from tasks.config import load_config
-from tasks.generate import GenerationError, generate, solve_parameters, to_physical, to_unit
 from tests.cli_helpers import cli, kill_when
 from tests.conftest import TINY
 
@@ -56,7 +56,7 @@ def test_blow_up_fails_its_block_and_names_samples(client):
 
     cfg = load_config(TINY, ["store=gen-blowup"])
     store = RunStore.named(cfg.store)
-    from tasks.datasets import create_store
+    from pdeflow.tasks.datasets import create_store
 
     create_store(store, cfg.generate)
     zarr.open_array(str(store.path), path="a2", mode="r+")[21] = np.nan

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client
+from pdeflow.storage import RunStore
+from pdeflow.tasks.config import ConfigError, load_config
+from pdeflow.tasks.generate import generate
+from pdeflow.tasks.presets import PRESETS
 from typer.testing import CliRunner
-
-from storage import RunStore
-from tasks.config import ConfigError, load_config
-from tasks.generate import generate
-from tasks.presets import PRESETS
 
 NEW_PRESETS = ["pdebench-darcy-2d", "pdebench-diffusion-reaction-2d"]
 TINY = ["generate.n_samples=8", "generate.block_size=8", "generate.chunk_size=8"]
@@ -142,7 +141,7 @@ def test_initial_condition_options_are_checked_against_the_pde():
 
 
 def test_cli_lists_the_2d_pdes_and_presets():
-    from flows.cli import app
+    from pdeflow.flows.cli import app
 
     runner = CliRunner()
     out = runner.invoke(app, ["list", "pdes", "--json"])
@@ -165,8 +164,7 @@ def test_cli_lists_the_2d_pdes_and_presets():
 
 def test_kolmogorov_class_is_the_forced_navier_stokes_solver():
     import torch
-
-    from tasks.pdes import KolmogorovFlow2D, NavierStokes2D
+    from pdeflow.tasks.pdes import KolmogorovFlow2D, NavierStokes2D
 
     kw = {"dt": 0.01, "nu": [1e-3, 2e-3], "dtype": torch.float64}
     w0 = NavierStokes2D.initial_condition(16, 1.0, [0, 1])

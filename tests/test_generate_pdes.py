@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client
+from pdeflow.storage import RunStore
+from pdeflow.storage.export import export_pdebench
+from pdeflow.storage.manifest import BlockManifest
+from pdeflow.tasks.config import ConfigError, load_config
+from pdeflow.tasks.generate import GenerationError, generate
+from pdeflow.tasks.problems import all_entries
+from pdeflow.tasks.sampling import SobolBalanceWarning
 
-from storage import RunStore
-from storage.export import export_pdebench
-from storage.manifest import BlockManifest
-from tasks.config import ConfigError, load_config
-from tasks.generate import GenerationError, generate
-from tasks.problems import all_entries
-from tasks.sampling import SobolBalanceWarning
 from tests.conftest import TINY
 
 CONFIGS = TINY.parent
@@ -98,7 +98,7 @@ def test_coarse_grid_warns_with_the_resolution_needed():
 
 
 def test_python_simulator_runs_through_blocks_and_matches_the_exact_solution(client):
-    from tasks.simulators.examples.heat_rod import heat_rod
+    from pdeflow.tasks.simulators.examples.heat_rod import heat_rod
 
     cfg = load_config(CONFIGS / "custom_python.yaml", ["store=byo-python"])
     assert generate(cfg, client)["blocks_computed"] == 2

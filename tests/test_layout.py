@@ -16,14 +16,20 @@ SCIENCE = [
 FORBIDDEN = {"prefect", "prefect_dask", "dask", "distributed", "zarr", "xarray", "flows", "storage"}
 
 
+def _top(module: str) -> str:
+    """``pdeflow.flows.cli`` -> ``flows``; ``prefect.artifacts`` -> ``prefect``."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "pdeflow" and len(parts) > 1 else parts[0]
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {a.name.split(".")[0] for a in node.names}
+            names |= {_top(a.name) for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(_top(node.module))
     return names
 
 

@@ -8,16 +8,15 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from tasks.pdes import BlowUpError, Burgers, CFLViolation, exact
-from tasks.pdes.advection import Advection
-from tasks.pdes.allen_cahn import AllenCahn
-from tasks.pdes.etdrk4 import etdrk4_coefficients
-from tasks.pdes.fisher_kpp import FisherKPP
-from tasks.pdes.heat import Heat
-from tasks.pdes.kdv import KdV
-from tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
-from tasks.pdes.spectral1d import (
+from pdeflow.tasks.pdes import BlowUpError, Burgers, CFLViolation, exact
+from pdeflow.tasks.pdes.advection import Advection
+from pdeflow.tasks.pdes.allen_cahn import AllenCahn
+from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
+from pdeflow.tasks.pdes.fisher_kpp import FisherKPP
+from pdeflow.tasks.pdes.heat import Heat
+from pdeflow.tasks.pdes.kdv import KdV
+from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
+from pdeflow.tasks.pdes.spectral1d import (
     RK4_REAL_LIMIT,
     PeriodicSpectral1D,
     etdrk4_coefficients_complex,
@@ -426,7 +425,7 @@ def test_reaction_stability_limit_is_sharp(cls):
 
 
 class _BurgersOnBase(PeriodicSpectral1D):
-    """Burgers written as a subclass: must reproduce tasks.pdes.burgers to rounding."""
+    """Burgers written as a subclass: must reproduce pdeflow.tasks.pdes.burgers to rounding."""
 
     name = "burgers_on_base"
     parameter_names = ("nu",)
@@ -487,7 +486,7 @@ def test_complex_coefficients_match_closed_forms():
         assert torch.allclose(
             f[4:], torch.full((3,), h / 6 + 0j, dtype=torch.complex128), atol=1e-10
         )
-    # Real, non-positive entries take the path of tasks.pdes.etdrk4 unchanged.
+    # Real, non-positive entries take the path of pdeflow.tasks.pdes.etdrk4 unchanged.
     lin = -torch.linspace(0.0, 50.0, 11, dtype=torch.float64)
     ours, theirs = etdrk4_coefficients_complex(lin, h), etdrk4_coefficients(lin, h)
     for mine, ref in zip(ours, theirs, strict=True):

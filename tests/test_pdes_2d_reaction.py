@@ -7,12 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from pdeflow.tasks.pdes.errors import BlowUpError
+from pdeflow.tasks.pdes.fitzhugh_nagumo2d import FitzHugh2D
+from pdeflow.tasks.pdes.gray_scott2d import GrayScott2D
+from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT
 from scipy.integrate import solve_ivp
-
-from tasks.pdes.errors import BlowUpError
-from tasks.pdes.fitzhugh_nagumo2d import FitzHugh2D
-from tasks.pdes.gray_scott2d import GrayScott2D
-from tasks.pdes.spectral1d import RK4_REAL_LIMIT
 
 SOLVERS = (FitzHugh2D, GrayScott2D)
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 import xarray as xr
+from pdeflow.storage import RunStore
+from pdeflow.tasks.config import load_config
 
-from storage import RunStore
-from tasks.config import load_config
 from tests.cli_helpers import cli
 from tests.conftest import TINY
 
@@ -23,7 +23,7 @@ def harness():
 
 @pytest.fixture(scope="module")
 def first_run(harness):
-    from flows.pipeline import pipeline
+    from pdeflow.flows.pipeline import pipeline
 
     cfg = load_config(TINY, ["store=pipe"])
     state = pipeline(config=cfg, return_state=True)
@@ -65,9 +65,8 @@ def test_pipeline_fills_every_stage(first_run):
 
 
 def test_rerun_skips_finished_stages_and_artifacts_exist(first_run):
+    from pdeflow.flows.pipeline import pipeline
     from prefect import get_client
-
-    from flows.pipeline import pipeline
 
     cfg, _ = first_run
     store = RunStore.named(cfg.store)

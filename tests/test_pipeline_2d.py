@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client
+from pdeflow.storage import RunStore
+from pdeflow.tasks.config import load_config
+from pdeflow.tasks.generate import generate
+from pdeflow.tasks.quantify import quantify
+from pdeflow.tasks.reduce import reduce
+from pdeflow.tasks.train import load_model, surrogate_name, train
 
-from storage import RunStore
-from tasks.config import load_config
-from tasks.generate import generate
-from tasks.quantify import quantify
-from tasks.reduce import reduce
-from tasks.train import load_model, surrogate_name, train
 from tests.conftest import ROOT
 
 TINY2D = ROOT / "tests" / "configs" / "tiny2d.yaml"
@@ -128,10 +128,10 @@ def test_randomized_pod_keeps_sample_chunks_and_matches_tsqr(pipeline_2d):
     # iterations and 10 oversampled columns the top 5 measured within 1e-13 here; 1e-3 leaves
     # room for other BLAS and still catches a wrong basis or centring (the spectrum falls only
     # ~12% per mode, so a mix-up of modes moves them by far more).
-    from storage import dataset as ds_io
-    from tasks.config import ReduceConfig
-    from tasks.reduce import pod_out_of_core, snapshot_matrix
-    from tasks.train import split_indices
+    from pdeflow.storage import dataset as ds_io
+    from pdeflow.tasks.config import ReduceConfig
+    from pdeflow.tasks.reduce import pod_out_of_core, snapshot_matrix
+    from pdeflow.tasks.train import split_indices
 
     cfg, _ = pipeline_2d
     path = RunStore.named(cfg.store).path

@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from pdeflow.tasks.config import load_config
+from pdeflow.tasks.generate import coefficients, initial_state, solve_parameters, to_physical
+from pdeflow.tasks.pdes import BlowUpError
+from pdeflow.tasks.problems import all_entries, solve
+from pdeflow.tasks.sampling import sample_seeds, sample_unit
 
-from tasks.config import load_config
-from tasks.generate import coefficients, initial_state, solve_parameters, to_physical
-from tasks.pdes import BlowUpError
-from tasks.problems import all_entries, solve
-from tasks.sampling import sample_seeds, sample_unit
 from tests.conftest import TINY
 from tests.test_generate_pdes import _small
 

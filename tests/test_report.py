@@ -7,9 +7,8 @@ import logging
 
 import numpy as np
 import pytest
-
-from tasks import plots, stages
-from tasks.metrics import nrmse
+from pdeflow.tasks import plots, stages
+from pdeflow.tasks.metrics import nrmse
 
 PNG = plots.PNG_SIGNATURE
 
@@ -195,7 +194,7 @@ def test_failing_artifact_api_warns_once_and_never_raises(monkeypatch, caplog):
     api = FakeApi(fail=True)
     monkeypatch.setattr(stages, "create_progress_artifact", api.create)
     art = stages.ProgressArtifact("generate", interval=0.0)
-    with caplog.at_level(logging.WARNING, logger="tasks.stages"):
+    with caplog.at_level(logging.WARNING, logger="pdeflow.tasks.stages"):
         for done in range(5):
             art(done, 4)
     assert art.failed and len(api.calls) == 1
@@ -270,13 +269,13 @@ def test_flow_run_survives_a_failing_artifact_api(harness, monkeypatch):
 def tiny_store(runs_dir):
     """The four stages of the tiny config, called directly on an in-process Dask cluster."""
     from distributed import Client
+    from pdeflow.storage import RunStore
+    from pdeflow.tasks.config import load_config
+    from pdeflow.tasks.generate import generate
+    from pdeflow.tasks.quantify import quantify
+    from pdeflow.tasks.reduce import reduce
+    from pdeflow.tasks.train import train
 
-    from storage import RunStore
-    from tasks.config import load_config
-    from tasks.generate import generate
-    from tasks.quantify import quantify
-    from tasks.reduce import reduce
-    from tasks.train import train
     from tests.conftest import TINY
 
     cfg = load_config(TINY, ["store=report"])
@@ -289,8 +288,8 @@ def tiny_store(runs_dir):
 
 
 def test_predict_samples_reproduces_the_stage_metrics(tiny_store):
-    from tasks.report import predict_samples
-    from tasks.train import split_indices
+    from pdeflow.tasks.report import predict_samples
+    from pdeflow.tasks.train import split_indices
 
     cfg, store = tiny_store
     test = split_indices(store.path, "test")
@@ -312,7 +311,7 @@ def test_predict_samples_reproduces_the_stage_metrics(tiny_store):
 
 
 def test_write_plots_and_report_reference_them(tiny_store):
-    from tasks.report import plot_dir, report_markdown, write_plots
+    from pdeflow.tasks.report import plot_dir, report_markdown, write_plots
 
     cfg, store = tiny_store
     written = write_plots(cfg, store)

@@ -1,13 +1,11 @@
-"""Tests of tasks.rom: POD against exact low-rank matrices, the ROM against an analytic family."""
+"""Tests of pdeflow.tasks.rom: POD against exact low-rank matrices, the ROM against an analytic
+family."""
 
 import inspect
 
 import numpy as np
 import pytest
-from sklearn.exceptions import NotFittedError
-from threadpoolctl import threadpool_limits
-
-from tasks.rom import (
+from pdeflow.tasks.rom import (
     APPROXIMATIONS,
     POD,
     REDUCTIONS,
@@ -17,6 +15,8 @@ from tasks.rom import (
     get_reduction,
     select_rank,
 )
+from sklearn.exceptions import NotFittedError
+from threadpoolctl import threadpool_limits
 
 # Noise-free data drive the GP noise level to its lower bound and the amplitude towards the flat
 # limit, which sklearn reports as ConvergenceWarning; that is expected here, not a failure.

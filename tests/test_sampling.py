@@ -1,13 +1,10 @@
-"""Tests of tasks.sampling: indexed designs, marginals, per-sample seeds."""
+"""Tests of pdeflow.tasks.sampling: indexed designs, marginals, per-sample seeds."""
 
 import warnings
 
 import numpy as np
 import pytest
-from scipy import stats
-from scipy.stats import qmc
-
-from tasks.sampling import (
+from pdeflow.tasks.sampling import (
     DESIGNS,
     MARGINALS,
     LogUniform,
@@ -16,6 +13,8 @@ from tasks.sampling import (
     sample_seeds,
     sample_unit,
 )
+from scipy import stats
+from scipy.stats import qmc
 
 EXTENDABLE = ("sobol", "random")
 

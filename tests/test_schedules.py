@@ -19,13 +19,13 @@ import psutil
 import pytest
 import yaml
 import zarr
+from pdeflow.flows.incremental import ExtensionError, plan_extension, stored_samples
+from pdeflow.flows.serve import load_flow, parse_schedules, schedule_parameters
+from pdeflow.storage import ConfigMismatch, RunStore
+from pdeflow.storage.manifest import BlockManifest
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.stages import stage_config, stage_hash
 
-from flows.incremental import ExtensionError, plan_extension, stored_samples
-from flows.serve import load_flow, parse_schedules, schedule_parameters
-from storage import ConfigMismatch, RunStore
-from storage.manifest import BlockManifest
-from tasks.config import PipelineConfig, load_config
-from tasks.stages import stage_config, stage_hash
 from tests.conftest import TINY
 from tests.e2e.prefect_server import api, prefect_server, server_env, stop_group
 
@@ -75,8 +75,7 @@ def scheduled_config() -> PipelineConfig:
 def _pregenerate(cfg: PipelineConfig) -> None:
     """The store the schedule extends: the generate stage alone, no model trained yet."""
     from distributed import Client
-
-    from tasks.generate import generate
+    from pdeflow.tasks.generate import generate
 
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c:
         generate(cfg, c)
@@ -114,7 +113,7 @@ def _serve_until_two_runs(base: str, home, runs_dir, schedules) -> list[str]:
         PDEFLOW_RUNS_DIR=str(runs_dir),
         PREFECT_RUNNER_POLL_FREQUENCY="1",
     )
-    cmd = [sys.executable, "-m", "flows.cli", "serve", "--config", str(TINY)]
+    cmd = [sys.executable, "-m", "pdeflow.flows.cli", "serve", "--config", str(TINY)]
     with log.open("w") as out:
         proc = subprocess.Popen(
             [*cmd, "--schedules", str(schedules), "--limit", "1"],
@@ -216,7 +215,7 @@ def test_scheduled_runs_extend_the_store_twice(tmp_path, runs_dir, scheduled_con
 
 def _template_store(name: str, design: str = "random", **record) -> PipelineConfig:
     """A store of INITIAL samples whose generate record says ``record`` (no solve needed)."""
-    from tasks.datasets import create_store
+    from pdeflow.tasks.datasets import create_store
 
     cfg = load_config(TINY, [f"store={name}", f"generate.design={design}"])
     cfg = cfg.model_copy(

@@ -7,10 +7,10 @@ from typing import get_args
 
 import pytest
 import yaml
+from pdeflow.flows import serve as serving
+from pdeflow.tasks.config import GenerateConfig, PipelineConfig, TrainConfig, load_config
+from pdeflow.tasks.sampling import DESIGNS
 
-from flows import serve as serving
-from tasks.config import GenerateConfig, PipelineConfig, TrainConfig, load_config
-from tasks.sampling import DESIGNS
 from tests.cli_helpers import cli
 from tests.conftest import ROOT, TINY
 

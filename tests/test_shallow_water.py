@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation
+from pdeflow.tasks.pdes.shallow_water2d import ShallowWater2D
 from scipy.optimize import brentq
-
-from tasks.pdes.errors import BlowUpError, CFLViolation
-from tasks.pdes.shallow_water2d import ShallowWater2D
 
 LENGTH = 5.0
 

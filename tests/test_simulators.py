@@ -10,18 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy.integrate import solve_ivp
-
-from tasks.simulators import (
+from pdeflow.tasks.simulators import (
     ExecutableSimulator,
     PythonSimulator,
     SimulationError,
     get_simulator,
 )
-from tasks.simulators.examples import reaction_diffusion as rd
+from pdeflow.tasks.simulators.examples import reaction_diffusion as rd
+from scipy.integrate import solve_ivp
 
-HEAT = "tasks.simulators.examples.heat_rod:heat_rod"
-RD_MODULE = "tasks.simulators.examples.reaction_diffusion"
+HEAT = "pdeflow.tasks.simulators.examples.heat_rod:heat_rod"
+RD_MODULE = "pdeflow.tasks.simulators.examples.reaction_diffusion"
 HEAT_PARAMS = {
     "alpha": np.array([0.02, 0.05, 0.1]),
     "t_left": np.array([300.0, 310.0, 295.0]),
@@ -294,10 +293,10 @@ def test_executable_keeps_failed_directories_only_when_asked(fake, tmp_path, mon
         ({"fields": ("u", "v")}, "fields has 2 names"),
         ({"fields": "u"}, "fields"),
         ({"dtype": "int8"}, "dtype"),
-        ({"target": "tasks.simulators.examples.heat_rod"}, "package.module:function"),
-        ({"target": "tasks.simulators.no_such_module:f"}, "cannot import module"),
-        ({"target": "tasks.simulators.examples.heat_rod:nope"}, "has no attribute 'nope'"),
-        ({"target": "tasks.simulators.examples.heat_rod:N_MODES"}, "not a callable"),
+        ({"target": "pdeflow.tasks.simulators.examples.heat_rod"}, "package.module:function"),
+        ({"target": "pdeflow.tasks.simulators.no_such_module:f"}, "cannot import module"),
+        ({"target": "pdeflow.tasks.simulators.examples.heat_rod:nope"}, "has no attribute 'nope'"),
+        ({"target": "pdeflow.tasks.simulators.examples.heat_rod:N_MODES"}, "not a callable"),
         ({"target": 3}, "target"),
         ({"vectorized": "yes"}, "vectorized"),
         ({"options": [1, 2]}, "options"),

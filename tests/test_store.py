@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-
-from storage import ConfigMismatch, RunStore, StoreError, resolve_store
-from storage import dataset as ds_io
-from storage.checkpoints import list_checkpoints, load_latest, save_checkpoint
-from storage.manifest import BlockManifest
+from pdeflow.storage import ConfigMismatch, RunStore, StoreError, resolve_store
+from pdeflow.storage import dataset as ds_io
+from pdeflow.storage.checkpoints import list_checkpoints, load_latest, save_checkpoint
+from pdeflow.storage.manifest import BlockManifest
 
 
 def _template(path, n=10, chunk=4, t=3, nx=5, dtype="float32"):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from distributed import Client, LocalCluster
+from pdeflow.storage import RunStore
+from pdeflow.storage.checkpoints import list_checkpoints
+from pdeflow.tasks.config import load_config
+from pdeflow.tasks.generate import generate
+from pdeflow.tasks.train import iter_batches, split_indices, unit_parameters
 
-from storage import RunStore
-from storage.checkpoints import list_checkpoints
-from tasks.config import load_config
-from tasks.generate import generate
-from tasks.train import iter_batches, split_indices, unit_parameters
 from tests.cli_helpers import cli, kill_when
 from tests.conftest import TINY
 
@@ -48,7 +48,7 @@ def test_batches_cover_every_training_pair_once(data_store):
     # nonzero, and the multiset of inputs equals the stored frames 0..T-2.
     # (Sum of squares: the fields are odd-symmetric, so their plain sum cancels to ~0.)
     firsts = torch.cat([b[0] for b in batches]).double().pow(2).sum().item()
-    from storage import dataset as ds_io
+    from pdeflow.storage import dataset as ds_io
 
     stored = (ds_io.read_samples(path, idx)[:, :-1].astype(np.float64) ** 2).sum()
     assert firsts == pytest.approx(stored, rel=1e-5)

@@ -1,12 +1,10 @@
-"""Tests of tasks.uq: streaming moments, split-conformal field bands, Sobol' indices."""
+"""Tests of pdeflow.tasks.uq: streaming moments, split-conformal field bands, Sobol' indices."""
 
 from fractions import Fraction
 
 import numpy as np
 import pytest
-from scipy import stats
-
-from tasks.uq import (
+from pdeflow.tasks.uq import (
     RunningMoments,
     SobolAnalysis,
     SplitConformal,
@@ -14,7 +12,8 @@ from tasks.uq import (
     quantiles,
     resplit_coverage,
 )
-from tasks.uq.conformal import conformal_rank, min_calibration_size
+from pdeflow.tasks.uq.conformal import conformal_rank, min_calibration_size
+from scipy import stats
 
 # ---------------------------------------------------------------- Monte Carlo moments
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from tasks.pdes.advection import Advection
-from tasks.pdes.allen_cahn import AllenCahn
-from tasks.pdes.burgers import Burgers
-from tasks.pdes.darcy2d import Darcy2D
-from tasks.pdes.errors import BlowUpError, CFLViolation
-from tasks.pdes.fisher_kpp import FisherKPP
-from tasks.pdes.fitzhugh_nagumo2d import FitzHugh2D
-from tasks.pdes.gray_scott2d import GrayScott2D
-from tasks.pdes.heat import Heat
-from tasks.pdes.kdv import KdV
-from tasks.pdes.kolmogorov2d import KolmogorovFlow2D
-from tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
-from tasks.pdes.navier_stokes2d import NavierStokes2D
-from tasks.pdes.shallow_water2d import ShallowWater2D
+from pdeflow.tasks.pdes.advection import Advection
+from pdeflow.tasks.pdes.allen_cahn import AllenCahn
+from pdeflow.tasks.pdes.burgers import Burgers
+from pdeflow.tasks.pdes.darcy2d import Darcy2D
+from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation
+from pdeflow.tasks.pdes.fisher_kpp import FisherKPP
+from pdeflow.tasks.pdes.fitzhugh_nagumo2d import FitzHugh2D
+from pdeflow.tasks.pdes.gray_scott2d import GrayScott2D
+from pdeflow.tasks.pdes.heat import Heat
+from pdeflow.tasks.pdes.kdv import KdV
+from pdeflow.tasks.pdes.kolmogorov2d import KolmogorovFlow2D
+from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
+from pdeflow.tasks.pdes.navier_stokes2d import NavierStokes2D
+from pdeflow.tasks.pdes.shallow_water2d import ShallowWater2D
 
 __all__ = [
     "PDES",

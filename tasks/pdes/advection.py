@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from tasks.pdes.spectral1d import Coefficient, PeriodicSpectral1D
+from pdeflow.tasks.pdes.spectral1d import Coefficient, PeriodicSpectral1D
 
 
 class Advection(PeriodicSpectral1D):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-from tasks.pdes.spectral1d import (
+from pdeflow.tasks.pdes.spectral1d import (
     RK4_REAL_LIMIT,
     Coefficient,
     PeriodicSpectral1D,
@@ -28,7 +27,8 @@ class AllenCahn(PeriodicSpectral1D):
     length units), one value for the batch or one per sample; :math:`\ell` is ``length``; the
     time step is ``dt``. Exact solutions for tests: a uniform state follows
     :math:`u = u_0 / \sqrt{u_0^2 + (1 - u_0^2) e^{-2t}}`, and
-    :math:`\tanh(x / (\sqrt 2 \varepsilon))` is a stationary front (see ``tasks.pdes.exact``).
+    :math:`\tanh(x / (\sqrt 2 \varepsilon))` is a stationary front (see
+    ``pdeflow.tasks.pdes.exact``).
 
     Space is Fourier pseudo-spectral (``torch.fft.rfft``), wavenumbers
     :math:`k_m = 2\pi m / \ell`. In time, :math:`-\varepsilon^2 k^2 \hat u` is integrated exactly

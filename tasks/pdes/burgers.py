@@ -7,10 +7,9 @@ import numbers
 from collections.abc import Sequence
 
 import torch
-
-from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
-from tasks.pdes.etdrk4 import etdrk4_coefficients
-from tasks.pdes.immutable import Immutable
+from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
+from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
+from pdeflow.tasks.pdes.immutable import Immutable
 
 # Stability limit of the explicit advection, derived in the Burgers docstring: the exact bound
 # is 3 * sqrt(2) / pi ~= 1.35; 1.0 leaves ~26% margin for the nonlinearity and Gibbs overshoot.
@@ -93,7 +92,7 @@ class Burgers(Immutable):
     :math:`-\tfrac{i k}{2} \widehat{u^2}` explicitly, by the ETDRK4 scheme of Cox & Matthews
     (2002), J. Comput. Phys. 176, 430-455, with coefficients evaluated by the contour integral of
     Kassam & Trefethen (2005), SIAM J. Sci. Comput. 26(4), 1214-1233 (see
-    ``tasks.pdes.etdrk4``). The nonlinear term is dealiased by Orszag's 2/3 rule: modes with
+    ``pdeflow.tasks.pdes.etdrk4``). The nonlinear term is dealiased by Orszag's 2/3 rule: modes with
     ``3 m >= n_x`` are zeroed. The state is projected onto the kept modes before the first step
     (Galerkin truncation), so every frame after frame 0 lies in that span: the scheme never
     advects the cut modes, so evolving them would only let them decay by viscosity, a dynamics

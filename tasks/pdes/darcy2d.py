@@ -11,11 +11,10 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
-
-from tasks.fields import grf_mode_variance, lognormal_field, step_function
-from tasks.pdes.errors import BlowUpError
-from tasks.pdes.immutable import Immutable
-from tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
+from pdeflow.tasks.fields import grf_mode_variance, lognormal_field, step_function
+from pdeflow.tasks.pdes.errors import BlowUpError
+from pdeflow.tasks.pdes.immutable import Immutable
+from pdeflow.tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 
 Method = Literal["auto", "direct", "cg"]
 CoefficientKind = Literal["piecewise", "lognormal"]
@@ -251,11 +250,11 @@ class Darcy2D(Immutable):
     ) -> torch.Tensor:
         """Random permeability in channel 0, zeros in channel 1 (the unknown ``u``).
 
-        ``"piecewise"``: ``tasks.fields.step_function`` in 2D, ``levels[1]`` where a GRF
+        ``"piecewise"``: ``pdeflow.tasks.fields.step_function`` in 2D, ``levels[1]`` where a GRF
         (``alpha = 2``, ``tau = 3 / length``) is >= 0 and ``levels[0]`` elsewhere (12 and 3 by
         default, as in FNO's Darcy data). ``"lognormal"``:
-        ``tasks.fields.lognormal_field`` with the same spectrum, ``sigma`` set so ``log a`` has
-        pointwise standard deviation ``LOGNORMAL_STD`` = 1. The GRFs are periodic; only their
+        ``pdeflow.tasks.fields.lognormal_field`` with the same spectrum, ``sigma`` set so ``log a``
+        has pointwise standard deviation ``LOGNORMAL_STD`` = 1. The GRFs are periodic; only their
         pattern is used on the non-periodic square.
 
         Args:

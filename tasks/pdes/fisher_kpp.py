@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
-from tasks.pdes.spectral1d import (
+from pdeflow.tasks.pdes.spectral1d import (
     RK4_REAL_LIMIT,
     Coefficient,
     PeriodicSpectral1D,
@@ -32,7 +31,7 @@ class FisherKPP(PeriodicSpectral1D):
     al. 2022, NeurIPS Datasets and Benchmarks), with ``nu`` in {0.5, 1, 2, 5} and ``rho`` in
     {1, 2, 5, 10}. Exact solutions for tests: a uniform state follows the logistic ODE, and for
     a front joining 1 to 0 Ablowitz & Zeppetella (1979), Bull. Math. Biol. 41, 835-840, give the
-    travelling wave of speed :math:`5\sqrt{\nu\rho/6}` (see ``tasks.pdes.exact``).
+    travelling wave of speed :math:`5\sqrt{\nu\rho/6}` (see ``pdeflow.tasks.pdes.exact``).
 
     Space is Fourier pseudo-spectral (``torch.fft.rfft``), wavenumbers
     :math:`k_m = 2\pi m / \ell`. In time, diffusion :math:`-\nu k^2 \hat u` is integrated exactly

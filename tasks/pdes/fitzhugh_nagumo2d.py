@@ -10,10 +10,9 @@ from typing import ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from tasks.pdes.errors import check_field_state, check_rollout_counts, raise_if_not_finite
-from tasks.pdes.immutable import Immutable
-from tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
+from pdeflow.tasks.pdes.errors import check_field_state, check_rollout_counts, raise_if_not_finite
+from pdeflow.tasks.pdes.immutable import Immutable
+from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
 
 # Bound on |u| assumed by max_stable_dt when none is given: the initial state is standard
 # normal noise, and the largest |u| of 128^2 draws exceeds 5 with probability 0.9% per sample

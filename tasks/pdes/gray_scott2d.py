@@ -9,11 +9,10 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-
-from tasks.pdes.errors import check_field_state, check_rollout_counts, raise_if_not_finite
-from tasks.pdes.etdrk4 import etdrk4_coefficients
-from tasks.pdes.immutable import Immutable
-from tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
+from pdeflow.tasks.pdes.errors import check_field_state, check_rollout_counts, raise_if_not_finite
+from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
+from pdeflow.tasks.pdes.immutable import Immutable
+from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
 
 # Bound on v assumed by max_stable_dt when none is given. u stays in [0, 1] (see the class
 # docstring); v, the autocatalyst, measured at most 0.52 for F in {0.02, 0.03, 0.04, 0.05} x
@@ -108,7 +107,7 @@ class GrayScott2D(Immutable):
     too coarse for it). In time, diffusion :math:`-D |\mathbf k|^2` is integrated exactly and
     the reactions explicitly, by the ETDRK4 scheme of Cox & Matthews (2002), J. Comput. Phys.
     176, 430-455, with the contour coefficients of Kassam & Trefethen (2005), SIAM J. Sci.
-    Comput. 26(4), 1214-1233 (see ``tasks.pdes.etdrk4``). The linear reaction terms
+    Comput. 26(4), 1214-1233 (see ``pdeflow.tasks.pdes.etdrk4``). The linear reaction terms
     :math:`-F u`, :math:`-(F + \kappa) v` stay explicit so the coefficients do not depend on
     the sample: they are computed once, shape (2, n, n // 2 + 1).
 

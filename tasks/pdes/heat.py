@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
-
-from tasks.pdes.spectral1d import Coefficient, PeriodicSpectral1D
+from pdeflow.tasks.pdes.spectral1d import Coefficient, PeriodicSpectral1D
 
 
 class Heat(PeriodicSpectral1D):

@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-
-from tasks.pdes.spectral1d import Coefficient, PeriodicSpectral1D, validate_grid, validate_positive
+from pdeflow.tasks.pdes.spectral1d import (
+    Coefficient,
+    PeriodicSpectral1D,
+    validate_grid,
+    validate_positive,
+)
 
 # Courant limit 6 max|u| dt / dx of the explicit advection, derived in the KdV docstring: with a
 # dispersive (imaginary) linear part ETDRK4 has no interval of strict stability, and 0.1 keeps
@@ -27,14 +31,14 @@ class KdV(PeriodicSpectral1D):
     length^3/time), one value for the batch or one per sample; :math:`\ell` is ``length``; the
     time step is ``dt``. With :math:`\beta = 1` this is the standard form, whose one-soliton
     solution is :math:`u = \tfrac{c}{2} \operatorname{sech}^2\!\big(\tfrac{1}{2}
-    \sqrt{c/\beta}\,(x - c t - x_0)\big)` (see ``tasks.pdes.exact.kdv_soliton``).
+    \sqrt{c/\beta}\,(x - c t - x_0)\big)` (see ``pdeflow.tasks.pdes.exact.kdv_soliton``).
 
     Space is Fourier pseudo-spectral (``torch.fft.rfft``), wavenumbers
     :math:`k_m = 2\pi m / \ell`. In time, the dispersive term :math:`i \beta k^3 \hat u` is
     integrated exactly and the advection :math:`-3 i k \widehat{u^2}` explicitly, by the ETDRK4
     scheme of Cox & Matthews (2002), J. Comput. Phys. 176, 430-455, as Kassam & Trefethen (2005),
     SIAM J. Sci. Comput. 26(4), 1214-1233, do for KdV (their coefficients for the imaginary
-    operator come from a contour mean over the full circle, see ``tasks.pdes.spectral1d``).
+    operator come from a contour mean over the full circle, see ``pdeflow.tasks.pdes.spectral1d``).
     :math:`u^2` is dealiased by Orszag's 2/3 rule: the state is projected onto the modes
     ``3 m < n_x`` before the first step and stays in their span.
 

@@ -6,9 +6,8 @@ import math
 from typing import ClassVar
 
 import torch
-
-from tasks.pdes.navier_stokes2d import CFL_MAX, IC_SPEED_BOUND, NavierStokes2D, _validate_n
-from tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
+from pdeflow.tasks.pdes.navier_stokes2d import CFL_MAX, IC_SPEED_BOUND, NavierStokes2D, _validate_n
+from pdeflow.tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 
 DEFAULT_AMPLITUDE = 0.1
 DEFAULT_DRAG = 0.1

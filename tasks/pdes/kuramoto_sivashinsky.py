@@ -6,8 +6,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-
-from tasks.pdes.spectral1d import (
+from pdeflow.tasks.pdes.spectral1d import (
     RK4_IMAG_LIMIT,
     Coefficient,
     PeriodicSpectral1D,
@@ -61,7 +60,7 @@ class KuramotoSivashinsky(PeriodicSpectral1D):
     :math:`-\tfrac{i k}{2} \widehat{u^2}` explicitly, by the ETDRK4 scheme of Cox & Matthews
     (2002), J. Comput. Phys. 176, 430-455, with the contour coefficients of Kassam & Trefethen
     (2005), SIAM J. Sci. Comput. 26(4), 1214-1233 (the full circle for the growing modes
-    :math:`L > 0`, see ``tasks.pdes.spectral1d``). :math:`u^2` is dealiased by Orszag's 2/3
+    :math:`L > 0`, see ``pdeflow.tasks.pdes.spectral1d``). :math:`u^2` is dealiased by Orszag's 2/3
     rule: the state is projected onto the modes ``3 m < n_x`` before the first step and stays
     in their span.
 

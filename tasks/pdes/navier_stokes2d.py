@@ -9,12 +9,11 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-
-from tasks.fields import gaussian_random_field
-from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
-from tasks.pdes.etdrk4 import etdrk4_coefficients
-from tasks.pdes.immutable import Immutable
-from tasks.pdes.spectral1d import RK4_IMAG_LIMIT, Coefficient, per_sample, validate_positive
+from pdeflow.tasks.fields import gaussian_random_field
+from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
+from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
+from pdeflow.tasks.pdes.immutable import Immutable
+from pdeflow.tasks.pdes.spectral1d import RK4_IMAG_LIMIT, Coefficient, per_sample, validate_positive
 
 # Exact frozen-coefficient limit of the explicit advection, derived in the class docstring:
 # C = max|u| dt / dx <= 3 / pi ~= 0.955. 0.7 keeps the ~27% margin of the 1D Burgers solver.
@@ -99,8 +98,8 @@ class NavierStokes2D(Immutable):
     state is projected onto the kept modes before the first step and stays in their span. In
     time, :math:`L = -\nu |k|^2 - \mu` is integrated exactly and the advection and forcing by
     the ETDRK4 scheme of Cox & Matthews (2002), J. Comput. Phys. 176, 430-455 (coefficients from
-    ``tasks.pdes.etdrk4``); a constant forcing is integrated exactly, so the laminar Kolmogorov
-    state stays put to rounding.
+    ``pdeflow.tasks.pdes.etdrk4``); a constant forcing is integrated exactly, so the laminar
+    Kolmogorov state stays put to rounding.
 
     Stability limit: viscosity and drag are exact, so only the explicit advection limits
     ``dt``. Frozen about a uniform velocity :math:`\mathbf U`, mode ``k`` has the eigenvalue
@@ -364,7 +363,7 @@ class NavierStokes2D(Immutable):
     ) -> torch.Tensor:
         """Random vorticity: a zero-mean Gaussian random field, band-limited and rescaled.
 
-        ``tasks.fields.gaussian_random_field`` with :math:`\\alpha` = ``IC_ALPHA`` = 2.5 and
+        ``pdeflow.tasks.fields.gaussian_random_field`` with :math:`\\alpha` = ``IC_ALPHA`` = 2.5 and
         :math:`\\tau` = ``IC_TAU / length`` (7 on the unit square, the FNO Navier-Stokes
         spectrum), projected onto the modes the 2/3 rule keeps (so frame 0 lies in the span of
         the later frames), then scaled so each sample's spatial rms is ``vorticity_rms``.

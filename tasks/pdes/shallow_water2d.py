@@ -9,10 +9,14 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-
-from tasks.pdes.errors import BlowUpError, CFLViolation, check_field_state, check_rollout_counts
-from tasks.pdes.immutable import Immutable
-from tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
+from pdeflow.tasks.pdes.errors import (
+    BlowUpError,
+    CFLViolation,
+    check_field_state,
+    check_rollout_counts,
+)
+from pdeflow.tasks.pdes.immutable import Immutable
+from pdeflow.tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 
 # Depths inside and outside the dam at t = 0 (PDEBench's radial dam break), length units.
 DEPTH_INSIDE = 2.0

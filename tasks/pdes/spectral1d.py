@@ -11,8 +11,8 @@ derivative such as :math:`-ik/2`, or a rate), and a pointwise nonlinearity ``f``
 :math:`u^2`); ``f`` is ``None`` for linear equations. A subclass supplies ``L`` and ``G`` from
 the wavenumbers and its per-sample coefficients, ``f``, and, where an explicit advection term
 limits ``dt``, a Courant number. This module turns them into the ETDRK4 scheme of Cox &
-Matthews (2002), J. Comput. Phys. 176, 430-455 (see ``tasks.pdes.etdrk4``), with ``G`` folded
-into the scheme's weights, a Galerkin truncation that dealiases ``f``, and a batched rollout
+Matthews (2002), J. Comput. Phys. 176, 430-455 (see ``pdeflow.tasks.pdes.etdrk4``), with ``G``
+folded into the scheme's weights, a Galerkin truncation that dealiases ``f``, and a batched rollout
 that checks every frame.
 """
 
@@ -25,14 +25,13 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
-
-from tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
-from tasks.pdes.etdrk4 import ETDRK4Coefficients, etdrk4_coefficients
-from tasks.pdes.immutable import Immutable
+from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
+from pdeflow.tasks.pdes.etdrk4 import ETDRK4Coefficients, etdrk4_coefficients
+from pdeflow.tasks.pdes.immutable import Immutable
 
 # Points on the full contour circle for a complex or positive linear operator: the density of
-# tasks.pdes.etdrk4 (32 points on the upper half), which needs the conjugate symmetry of real
-# non-positive L to drop the lower half.
+# pdeflow.tasks.pdes.etdrk4 (32 points on the upper half), which needs the conjugate symmetry
+# of real non-positive L to drop the lower half.
 N_CONTOUR_COMPLEX = 64
 
 # Distinct values of hL per block of contour evaluations: bounds the (chunk, 64) complex128
@@ -84,8 +83,8 @@ def _contour_phis(z: torch.Tensor) -> list[torch.Tensor]:
 def etdrk4_coefficients_complex(linear: torch.Tensor, dt: float) -> ETDRK4Coefficients:
     """ETDRK4 coefficients for any diagonal operator: complex, or real with positive entries.
 
-    Entries that are real and <= 0 go to ``tasks.pdes.etdrk4.etdrk4_coefficients``; the others
-    (the dispersive :math:`i k^3` of KdV, the unstable band :math:`k^2 - k^4 > 0` of
+    Entries that are real and <= 0 go to ``pdeflow.tasks.pdes.etdrk4.etdrk4_coefficients``; the
+    others (the dispersive :math:`i k^3` of KdV, the unstable band :math:`k^2 - k^4 > 0` of
     Kuramoto-Sivashinsky) to a contour mean over the full circle (see ``_contour_phis``).
 
     Args:

@@ -4,9 +4,9 @@ Registries are explicit dictionaries; ``get_reduction`` and ``get_approximation`
 for a name and list the valid names on a miss.
 """
 
-from tasks.rom.approximation import GPR, RBF
-from tasks.rom.pod import POD, fix_signs, select_rank
-from tasks.rom.rom import ReducedOrderModel
+from pdeflow.tasks.rom.approximation import GPR, RBF
+from pdeflow.tasks.rom.pod import POD, fix_signs, select_rank
+from pdeflow.tasks.rom.rom import ReducedOrderModel
 
 __all__ = [
     "APPROXIMATIONS",

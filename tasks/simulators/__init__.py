@@ -7,9 +7,9 @@ one trajectory per sample, shape ``(n, n_frames, C, *space)``, or raises
 
 from __future__ import annotations
 
-from tasks.simulators.base import SimulationError, Simulator
-from tasks.simulators.executable import ExecutableSimulator
-from tasks.simulators.python import PythonSimulator
+from pdeflow.tasks.simulators.base import SimulationError, Simulator
+from pdeflow.tasks.simulators.executable import ExecutableSimulator
+from pdeflow.tasks.simulators.python import PythonSimulator
 
 __all__ = [
     "SIMULATORS",

@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from tasks.simulators.base import Simulator
+from pdeflow.tasks.simulators.base import Simulator
 
 PLACEHOLDERS = ("{params}", "{output}")
 STDERR_LINES = 20  # lines of stderr kept in a failure reason
@@ -43,7 +42,7 @@ class ExecutableSimulator(Simulator):
 
     Args:
         command: Program and arguments, e.g.
-            ``["python", "-m", "tasks.simulators.examples.reaction_diffusion", "{params}",
+            ``["python", "-m", "pdeflow.tasks.simulators.examples.reaction_diffusion", "{params}",
             "{output}"]``. ``command[0]`` must be an executable file or a program on ``PATH``.
         output_shape: Per-sample shape ``(n_frames, C, *space)``.
         fields: Channel names, one per channel.

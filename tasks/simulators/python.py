@@ -7,8 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-
-from tasks.simulators.base import Simulator
+from pdeflow.tasks.simulators.base import Simulator
 
 
 def resolve_target(target: str) -> Callable:

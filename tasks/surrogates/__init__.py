@@ -1,6 +1,6 @@
 """Neural surrogates: one explicit registry from name to model class."""
 
-from tasks.surrogates.fno import (
+from pdeflow.tasks.surrogates.fno import (
     FNO1d,
     FNO2d,
     OneStepSurrogate,

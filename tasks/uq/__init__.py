@@ -1,8 +1,8 @@
 """Uncertainty quantification: Monte Carlo moments, split-conformal bands, Sobol' indices."""
 
-from tasks.uq.conformal import SplitConformal, resplit_coverage
-from tasks.uq.montecarlo import RunningMoments, compare_fields, quantiles
-from tasks.uq.sobol import SobolAnalysis
+from pdeflow.tasks.uq.conformal import SplitConformal, resplit_coverage
+from pdeflow.tasks.uq.montecarlo import RunningMoments, compare_fields, quantiles
+from pdeflow.tasks.uq.sobol import SobolAnalysis
 
 __all__ = [
     "RunningMoments",

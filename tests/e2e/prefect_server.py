@@ -145,7 +145,7 @@ def pdeflow_serve(
     )
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flows.cli", "serve", *args],
+            [sys.executable, "-m", "pdeflow.flows.cli", "serve", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pdeflow.storage import RunStore
+from pdeflow.tasks.sampling import DESIGNS
 
-from storage import RunStore
-from tasks.sampling import DESIGNS
 from tests.conftest import TINY
 from tests.e2e.browser import Browser, missing_browser
 from tests.e2e.prefect_server import api, pdeflow_serve, prefect_server

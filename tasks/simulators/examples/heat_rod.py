@@ -14,10 +14,10 @@ The exact solution decays every sine mode towards the linear steady profile:
 randomness: :math:`c_k \sim \mathcal N(0, (\sigma / k)^2)` drawn from
 ``numpy.random.default_rng(seed)``, so a sample is fixed by its parameters and seed.
 
-Use it as a :class:`~tasks.simulators.PythonSimulator`::
+Use it as a :class:`~pdeflow.tasks.simulators.PythonSimulator`::
 
     PythonSimulator(
-        "tasks.simulators.examples.heat_rod:heat_rod",
+        "pdeflow.tasks.simulators.examples.heat_rod:heat_rod",
         output_shape=(21, 1, 64),   # (n_frames, 1, n_x), matching the options below
         fields=("T",),
         options={"n_x": 64, "n_frames": 21, "t_end": 1.0, "length": 1.0},

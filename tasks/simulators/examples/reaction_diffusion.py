@@ -8,12 +8,13 @@ on a laptop and on a cluster node; an executable in any language works the same 
 Run by hand::
 
     echo '{"sample": 0, "seed": 7, "parameters": {"diffusivity": 0.1, "rate": 1.0}}' > p.json
-    python -m tasks.simulators.examples.reaction_diffusion p.json out.npy --n-x 64
+    python -m pdeflow.tasks.simulators.examples.reaction_diffusion p.json out.npy --n-x 64
 
 Use from pdeflow::
 
     ExecutableSimulator(
-        ["python", "-m", "tasks.simulators.examples.reaction_diffusion", "{params}", "{output}",
+        ["python", "-m", "pdeflow.tasks.simulators.examples.reaction_diffusion",
+         "{params}", "{output}",
          "--n-x", "64", "--n-frames", "21", "--t-end", "2.0", "--length", "10.0"],
         output_shape=(21, 1, 64),
         fields=("u",),
