@@ -18,11 +18,10 @@ import sys
 import time
 
 from distributed import Client, LocalCluster
-from pdeflow.tasks.config import PipelineConfig, load_config
-from pdeflow.tasks.generate import generate
-from pdeflow.tasks.train import train
 
 from benchmarks.common import DEMO, ROOT, Goal, Result, fresh_name
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.stages import run_stage
 
 KINDS = ("generate", "train")
 
@@ -57,11 +56,11 @@ def _run_generate(cfg: PipelineConfig) -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
-        generate(cfg, client)
+        run_stage("generate", cfg, client=client)
 
 
 def _run_train(cfg: PipelineConfig) -> None:
-    train(cfg)
+    run_stage("train", cfg)
 
 
 def child(kind: str, n_samples: int, store: str) -> dict:

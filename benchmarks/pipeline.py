@@ -1,6 +1,6 @@
 """Measurement 2: the demo pipeline through Prefect + Dask against its four stages called directly.
 
-Both paths start their own Dask cluster (``pdeflow.flows.runtime.dask_client``) and run on a fresh
+Both paths start their own Dask cluster (``pdeflow.tasks.runtime.dask_client``) and run on a fresh
 store name, so the difference is what Prefect adds: flow and task run records, result persistence,
 cache keys, artifacts, a second Dask client per task. The ephemeral Prefect server's one-off
 start-up is measured separately, before either run, so it does not land on the flow's bill.
@@ -12,18 +12,15 @@ import asyncio
 import time
 from typing import Any
 
-from pdeflow.flows.pipeline import pipeline
-from pdeflow.flows.runtime import dask_client
-from pdeflow.tasks.config import PipelineConfig, load_config
-from pdeflow.tasks.generate import generate
-from pdeflow.tasks.quantify import quantify
-from pdeflow.tasks.reduce import reduce
-from pdeflow.tasks.train import train
 from prefect import flow, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from benchmarks.common import DEMO, NOISY_SHARE, Goal, Result, fresh_name, repeat, summarise, timed
 from benchmarks.cpumeter import CpuMeter
+from pdeflow.flows.pipeline import pipeline
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.runtime import dask_client
+from pdeflow.tasks.stages import run_stage
 
 QUICK_OVERRIDES = ["generate.n_samples=128", "train.epochs=3"]
 # The demo shrunk to seconds: one pass through the flow before any timed run pays the process's
@@ -90,10 +87,10 @@ def run_direct(cfg: PipelineConfig) -> dict[str, Any]:
 
 def _direct_stages(cfg: PipelineConfig, seconds: dict[str, float]) -> None:
     with dask_client(cfg.cluster) as client:
-        seconds["generate"], _ = timed(lambda: generate(cfg, client))
-        seconds["train"], _ = timed(lambda: train(cfg))
-        seconds["reduce"], _ = timed(lambda: reduce(cfg, client))
-        seconds["quantify"], _ = timed(lambda: quantify(cfg, client))
+        seconds["generate"], _ = timed(lambda: run_stage("generate", cfg, client=client))
+        seconds["train"], _ = timed(lambda: run_stage("train", cfg))
+        seconds["reduce"], _ = timed(lambda: run_stage("reduce", cfg, client=client))
+        seconds["quantify"], _ = timed(lambda: run_stage("quantify", cfg, client=client))
 
 
 def run_prefect(cfg: PipelineConfig) -> dict[str, Any]:

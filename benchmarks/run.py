@@ -24,7 +24,7 @@ import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-SECTIONS = ("solver", "exponax", "io", "scaling", "memory", "pipeline")
+SECTIONS = ("solver", "exponax", "io", "verify", "scaling", "memory", "pipeline")
 # Wall-time budgets (s) of a whole run: the pipeline section repeats its comparison only while
 # the repeat would still end inside the budget (make bench: ~13 min, --quick: ~3 min).
 BUDGET_S = {"full": 720.0, "quick": 180.0}
@@ -72,7 +72,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def sections(args: argparse.Namespace, scratch: Path, deadline: float) -> dict:
     """Each section's callable, importing project modules only now (after the environment)."""
-    from benchmarks import exponax_compare, memory, pipeline, scaling, solver, storage_io
+    from benchmarks import (
+        exponax_compare,
+        memory,
+        pipeline,
+        scaling,
+        solver,
+        storage_io,
+        verify_cost,
+    )
 
     def prefect() -> list:
         # The server's one-off start-up first, so the pipeline run below does not pay it.
@@ -84,6 +92,7 @@ def sections(args: argparse.Namespace, scratch: Path, deadline: float) -> dict:
         # Needs the bench extra (exponax, JAX): make bench installs it.
         "exponax": lambda: exponax_compare.measure(args.quick),
         "io": lambda: storage_io.measure(args.quick, scratch / "io"),
+        "verify": lambda: verify_cost.measure(args.quick),
         "scaling": lambda: scaling.measure(args.quick),
         "memory": lambda: memory.measure(args.quick),
         # Last: the ephemeral server keeps running services that would disturb later sections.
@@ -158,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     deadline = time.monotonic() + BUDGET_S["quick" if args.quick else "full"]
     scratch = isolate_environment()
-    from pdeflow.flows.runtime import configure_environment
+    from pdeflow.tasks.environment import configure_environment
 
     configure_environment()
     from benchmarks.common import table, write_json

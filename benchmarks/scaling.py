@@ -1,6 +1,6 @@
 """Measurement 3: data generation on 1 against 2 Dask workers (strong scaling).
 
-Only ``pdeflow.tasks.generate.generate`` is timed. Both clusters are started first, and a small
+Only ``run_stage('generate', ...)`` is timed. Both clusters are started first, and a small
 warm-up generation runs on each so that every worker has imported torch and the project (seconds per
 worker process) and planned its FFTs before the clock starts; the timed calls then alternate
 between the two clusters. The store template, the manifest and the metadata consolidation are
@@ -8,11 +8,10 @@ inside ``generate`` and stay in the timing: they are serial work a user waits fo
 
 from __future__ import annotations
 
-from pdeflow.flows.runtime import dask_client
-from pdeflow.tasks.config import PipelineConfig, load_config
-from pdeflow.tasks.generate import generate
-
 from benchmarks.common import DEMO, Goal, Result, fresh_name, summarise, timed
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.runtime import dask_client
+from pdeflow.tasks.stages import run_stage
 
 # Generation-heavy: twice the demo grid, and many blocks so both workers stay busy.
 BLOCK = 64
@@ -54,11 +53,13 @@ def generation_seconds(n_samples: int, repeats: int) -> dict[int, list[float]]:
         clients = dict(zip(counts, (one, two), strict=True))
         for k, client in clients.items():
             # One block per worker: imports and FFT plans happen here, off the clock.
-            generate(heavy_config(BLOCK * k, k), client)
+            run_stage("generate", heavy_config(BLOCK * k, k), client=client)
         for _ in range(repeats):
             for k, client in clients.items():
                 cfg = heavy_config(n_samples, k)
-                times[k].append(timed(lambda cfg=cfg, c=client: generate(cfg, c))[0])
+                times[k].append(
+                    timed(lambda cfg=cfg, c=client: run_stage("generate", cfg, client=c))[0]
+                )
     return times
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-from pdeflow.tasks.pdes import Burgers
 
 from benchmarks.common import Result, repeat, summarise
+from pdeflow.tasks.pdes import Burgers
 
 # NOTES.md: a plain eager torch ETDRK2 Burgers solver, B=256, N=1024, 200 steps, float32, on the
 # 2-core development machine. pdeflow's solver is ETDRK4 (four nonlinear evaluations per step

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -11,17 +12,26 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pdeflow.flows.runtime import configure_environment
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-configure_environment()
-# The CLI shows progress bars and a summary; Prefect's per-run INFO lines are noise there.
-os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+from pdeflow.tasks.environment import configure_environment
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)
+_OPTIONS = {"debug": False}
+# Refusals of bad input or of a store in the wrong state: exit 2, nothing was computed.
+EXIT_REFUSED, EXIT_FAILED = 2, 1
+
+
+@app.callback()
+def _global(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks and Prefect's failure logs.")
+    ] = False,
+) -> None:
+    _OPTIONS["debug"] = debug
 
 
 class Stage(StrEnum):
@@ -32,18 +42,46 @@ class Stage(StrEnum):
     pipeline = "pipeline"
 
 
-STAGES_OF = {
-    "generate": ("generate",),
-    "train": ("train",),
-    "reduce": ("reduce",),
-    "quantify": ("quantify",),
-    "pipeline": ("generate", "train", "reduce", "quantify"),
-}
+def _stages_of(stage: str) -> tuple[str, ...]:
+    from pdeflow.tasks.stages import STAGES
+
+    return STAGES if stage == "pipeline" else (stage,)
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = EXIT_REFUSED) -> None:
+    if _OPTIONS["debug"] and sys.exc_info()[0] is not None:
+        console.print_exception()
     console.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+def _refusals() -> tuple[type[BaseException], ...]:
+    """Exception types that mean bad input or a store in the wrong state (exit 2)."""
+    from pdeflow.storage import StoreError
+    from pdeflow.tasks.config import ConfigError
+    from pdeflow.tasks.stages.extend import ExtensionError
+
+    return (ConfigError, StoreError, ExtensionError)
+
+
+class _QuietRunFailures(logging.Filter):
+    """Drops Prefect's flow/task-run error records (a traceback each): the CLI prints one
+    message instead. ``--debug`` keeps them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_logger = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+        return not (run_logger and record.levelno >= logging.ERROR)
+
+
+def _quiet_logs() -> None:
+    """After Prefect set up its logging (imported with the flows): drop its run-failure
+    tracebacks from the console, and keep Dask's notices (cluster start, worker errors that
+    the flow reports anyway) off it."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietRunFailures())
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 def _flow(stage: str):
@@ -60,21 +98,13 @@ def _flow(stage: str):
 
 
 def _precheck(cfg, stage: str, overwrite: bool) -> None:
-    """Refuse a store of another config before any server, cluster or compute starts."""
-    from pdeflow.storage import RunStore
-    from pdeflow.tasks.config import ConfigError
-    from pdeflow.tasks.stages import check_records
+    """Refuse a store of another config, a busy or nested store, or a stage whose upstream is
+    not ready, before any server, cluster or compute starts."""
+    from pdeflow.tasks.stages import require_ready
 
     for warning in cfg.generate.resolution_warnings():
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    try:
-        cfg.check_stages(STAGES_OF[stage])
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    store = RunStore.named(cfg.store)
-    if overwrite or not store.exists():
-        return
-    check_records(store, cfg, STAGES_OF[stage])
+    require_ready(cfg, _stages_of(stage), overwrite)
 
 
 @app.command()
@@ -86,46 +116,62 @@ def run(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace results of a different config.")] = False,
 ) -> None:
-    """Run STAGE with the config (defaults, then the YAML file, then --set overrides)."""
-    from pdeflow.storage import StoreError
-    from pdeflow.tasks.config import ConfigError, load_config
-    from pdeflow.tasks.stages import set_reporter
+    """Run STAGE with the config (defaults, then the YAML file, then --set overrides).
 
-    try:
-        cfg = load_config(config, set_ or [])
-        _precheck(cfg, stage.value, overwrite)
-    except (ConfigError, StoreError) as err:
-        _fail(str(err))
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-    with Progress(
-        TextColumn("{task.description:<10}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
-    ) as bars:
-        ids: dict[str, int] = {}
+    Exit status: 0 done, 1 the run failed (finished work is kept: run again to resume),
+    2 refused before anything was computed (bad input, or a store busy or of another config).
+    """
+    from pdeflow.storage import RunStore
+    from pdeflow.tasks.config import load_config
 
-        def report(name: str, done: int, total: int) -> None:
-            if name not in ids:
-                ids[name] = bars.add_task(name, total=total)
-            bars.update(ids[name], completed=done, total=total)
-
-        set_reporter(report)
+    with contextlib.ExitStack() as held:
         try:
-            _flow(stage.value)(config=cfg, overwrite=overwrite)
-        except Exception as err:  # the flow failed: say why, without a Prefect traceback
-            set_reporter(None)
-            _fail(f"{stage.value} failed: {err}", code=1)
-        set_reporter(None)
+            cfg = load_config(config, set_ or [])
+            _precheck(cfg, stage.value, overwrite)  # reads only: a refusal leaves no trace
+            # Held until the command ends; the flow and its stages take it again (re-entrant).
+            held.enter_context(RunStore.named(cfg.store).lock(f"pdeflow run {stage.value}"))
+        except (*_refusals(), ValueError) as err:
+            _fail(str(err))
+        flow = _flow(stage.value)  # imports Prefect, Dask and torch
+        from pdeflow.tasks.orchestration import set_reporter
+
+        if not _OPTIONS["debug"]:
+            _quiet_logs()
+        with Progress(
+            TextColumn("{task.description:<10}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bars:
+            ids: dict[str, int] = {}
+
+            def report(name: str, done: int, total: int) -> None:
+                if name not in ids:
+                    ids[name] = bars.add_task(name, total=total)
+                bars.update(ids[name], completed=done, total=total)
+
+            set_reporter(report)
+            failure = None
+            try:
+                flow(config=cfg, overwrite=overwrite)
+            except Exception as err:  # said below, once the bars are drawn
+                failure = err
+            finally:
+                set_reporter(None)
+    if isinstance(failure, _refusals()):
+        _fail(f"{stage.value} refused: {failure}")
+    if failure is not None:  # the flow failed: say why, without a Prefect traceback
+        _fail(f"{stage.value} failed: {failure}", code=EXIT_FAILED)
     _print_summary(cfg.store)
 
 
 def _print_summary(store_name: str) -> None:
     from pdeflow.storage import RunStore
+    from pdeflow.tasks.stages.status import summary as store_summary
 
-    summary = RunStore.named(store_name).summary()
+    summary = store_summary(RunStore.named(store_name))
     out = Console()
     _print_summary_table(out, summary)
     out.print(
@@ -135,32 +181,95 @@ def _print_summary(store_name: str) -> None:
     )
 
 
+def _open_store(store: str):
+    """A store given by path or by name under the runs directory; exits 2 if there is none."""
+    from pdeflow.storage import RunStore, StoreError
+
+    path = Path(store)
+    try:
+        handle = RunStore(path.resolve()) if path.is_dir() else RunStore.named(store)
+    except StoreError as err:
+        _fail(str(err))
+    if not handle.exists():
+        _fail(f"no pdeflow store at {handle.path}")
+    return handle
+
+
 @app.command()
 def show(
     store: Annotated[str, typer.Argument(help="Store path, or a name under the runs directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Print what STORE holds: stages done, blocks complete, metrics."""
-    from pdeflow.storage import RunStore, StoreError
+    """Print what STORE holds: stages (status, duration), blocks complete, metrics."""
+    from pdeflow.tasks.stages.status import summary as store_summary
 
-    path = Path(store)
-    try:
-        handle = RunStore(path) if path.is_dir() else RunStore.named(store)
-    except StoreError as err:
-        _fail(str(err))
-    if not handle.exists():
-        _fail(f"no pdeflow store at {handle.path}")
-    summary = handle.summary()
+    summary = store_summary(_open_store(store))
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return
     out = Console()
     out.print(f"[bold]{summary['store']}[/]")
     for name, info in summary["stages"].items():
-        out.print(f"  {name:<9} {info['status']}")
+        took = f"  ({info['seconds']:.1f} s)" if info.get("seconds") is not None else ""
+        out.print(f"  {name:<9} {info['status']}{took}", highlight=False)
+        if info.get("error"):
+            out.print(f"            {info['error'].splitlines()[0]}", highlight=False)
     blocks = summary["blocks"]
     out.print(f"  blocks    {blocks['complete']}/{blocks['total']} complete")
     _print_summary_table(out, summary)
+
+
+@app.command()
+def verify(
+    store: Annotated[str, typer.Argument(help="Store path, or a name under the runs directory.")],
+    repair: Annotated[
+        bool, typer.Option(help="Reopen what is damaged, so the next run recomputes it.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Check every byte STORE vouches for (sizes and CRC32s); exit 0 if all is intact, else 1.
+
+    Prints the verdict of each stage (ok, damaged, stale, incomplete, missing) and names every
+    damaged block and file. With --repair the damaged blocks and stages are reopened.
+    """
+    from pdeflow.tasks.stages.verify import repair as reopen_damaged
+    from pdeflow.tasks.stages.verify import verify_store
+
+    handle = _open_store(store)
+    try:
+        with handle.lock("pdeflow verify"):
+            verdict = verify_store(handle)
+            actions = reopen_damaged(handle, verdict) if repair else []
+    except _refusals() as err:
+        _fail(str(err))
+    if as_json:
+        sys.stdout.write(json.dumps({**verdict, "repaired": actions}, indent=2) + "\n")
+    else:
+        _print_verdict(handle, verdict, actions)
+    raise typer.Exit(0 if verdict["ok"] else EXIT_FAILED)
+
+
+def _print_verdict(handle, verdict: dict, actions: list[str]) -> None:
+    out = Console()
+    out.print(f"[bold]{handle.path}[/]: {'intact' if verdict['ok'] else 'NOT intact'}")
+    for line in verdict["template"]:
+        out.print(f"  template  {line}", highlight=False)
+    for name, info in verdict["stages"].items():
+        out.print(f"  {name:<9} {info['verdict']:<10} ({info['status']})", highlight=False)
+        for problem in info["problems"][:5]:
+            out.print(f"            {problem}", highlight=False)
+    blocks = verdict["blocks"]
+    out.print(
+        f"  blocks    {blocks['complete']}/{blocks['total']} intact, "
+        f"{len(blocks['damaged'])} damaged, {len(blocks['missing'])} missing"
+    )
+    for block, why in sorted(blocks["damaged"].items())[:10]:
+        out.print(f"            block {block}: {why}", highlight=False)
+    for action in actions:
+        out.print(f"  repaired  {action}", highlight=False)
+    if not verdict["ok"] and not actions:
+        out.print("Run `pdeflow verify --repair` then the stage again, or just run the stage: "
+                  "generate recomputes damaged blocks itself.")  # fmt: skip
 
 
 def _print_summary_table(out: Console, summary: dict) -> None:
@@ -241,21 +350,23 @@ def export(
     split: Annotated[str | None, typer.Option(help="Only this split (train, val, ...).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
-    """Write STORE in another tool's layout (PDEBench's HDF5) for existing baselines."""
-    from pdeflow.storage import RunStore, StoreError
-    from pdeflow.storage.export import export_pdebench
+    """Write STORE in another tool's layout (PDEBench's HDF5) for existing baselines.
 
-    path = Path(store)
-    try:
-        handle = RunStore(path) if path.is_dir() else RunStore.named(store)
-    except StoreError as err:
-        _fail(str(err))
-    if not handle.exists():
-        _fail(f"no pdeflow store at {handle.path}")
+    Only a complete, intact dataset is exported: its blocks are verified first.
+    """
+    from pdeflow.storage.export import export_pdebench
+    from pdeflow.tasks.stages.verify import verify_store
+
+    handle = _open_store(store)
+    verdict = verify_store(handle)
+    generate = verdict["stages"]["generate"]
+    if generate["verdict"] != "ok":
+        why = "; ".join(generate["problems"][:2]) or f"generate is {generate['status']}"
+        _fail(f"store {handle.path} has no complete, intact dataset to export ({why})")
     try:
         written = export_pdebench(handle.path, out, split=split, overwrite=overwrite)
-    except (ValueError, FileExistsError, ImportError) as err:
-        _fail(str(err))
+    except (ValueError, FileExistsError, ImportError, OSError) as err:
+        _fail(f"export to {out}: {err}")
     Console().print(f"wrote {written} ({fmt.value} layout)", highlight=False)
 
 
@@ -277,7 +388,7 @@ def serve(
 
     Needs a running server: `prefect server start` (127.0.0.1 only) and PREFECT_API_URL.
     """
-    # Runs started from the UI should log INFO lines there; the WARNING default above is for `run`.
+    # Runs started from the UI should log INFO lines there; the WARNING default is for `run`.
     if os.environ.get("PREFECT_LOGGING_LEVEL") == "WARNING":
         os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
     from pdeflow.flows import serve as serving
@@ -290,6 +401,9 @@ def serve(
 
 
 def main() -> None:
+    configure_environment()
+    # The CLI shows progress bars and a summary; Prefect's per-run INFO lines are noise there.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     app()
 
 

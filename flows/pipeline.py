@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from pdeflow.flows.incremental import ExtendBy, begin_extension
-from pdeflow.flows.runtime import dask_client
-from pdeflow.tasks.config import STAGES, PipelineConfig
+from prefect import flow
+
+from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.generate import generate_task
+from pdeflow.tasks.orchestration import ExtendBy, begin_growth, hold_store
 from pdeflow.tasks.quantify import quantify_task
 from pdeflow.tasks.reduce import reduce_task
 from pdeflow.tasks.report import publish_run
+from pdeflow.tasks.runtime import dask_client
+from pdeflow.tasks.stages import STAGES
 from pdeflow.tasks.train import train_task
-from prefect import flow
+
+STAGE_TASKS = {
+    "generate": generate_task,
+    "train": train_task,
+    "reduce": reduce_task,
+    "quantify": quantify_task,
+}
 
 
 @flow(name="pipeline")
 def pipeline(
     config: PipelineConfig = PipelineConfig(), overwrite: bool = False, extend_by: ExtendBy = 0
 ) -> dict:
-    """Run the four stages; finished stages are skipped (cached on their configs' hashes).
+    """Run the four stages; a stage the store holds complete and intact is not recomputed.
 
     Args:
         config: The run's settings. With extend_by, generate.n_samples sizes a new store only.
@@ -31,14 +40,12 @@ def pipeline(
         Per-stage summaries: store path, config hash and metrics; never arrays. With extend_by,
         also ``changes``: samples before and after, blocks solved, warm start, metrics changed.
     """
-    config, finish = begin_extension(config, extend_by, overwrite, STAGES)
-    with dask_client(config.cluster) as client:
-        address = client.scheduler.address
-        summaries = {"generate": generate_task(config, address, overwrite)}
-        summaries["train"] = train_task(config, address, overwrite)
-        summaries["reduce"] = reduce_task(config, address, overwrite)
-        summaries["quantify"] = quantify_task(config, address, overwrite)
-    publish_run(config)
-    if finish:
-        summaries["changes"] = finish(summaries)
+    with hold_store(config, "pipeline flow"):
+        config, growth = begin_growth(config, extend_by, overwrite, STAGES)
+        with dask_client(config.cluster) as client:
+            address = client.scheduler.address
+            summaries = {name: STAGE_TASKS[name](config, address, overwrite) for name in STAGES}
+        publish_run(config)
+        if growth:
+            summaries["changes"] = growth.finish(summaries)
     return summaries

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pdeflow.tasks.config import PipelineConfig, format_validation_error
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,6 +32,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from pdeflow.tasks.config import PipelineConfig, format_validation_error
 
 # Deployment name -> "module:flow object". One line here serves one more flow; every flow takes
 # ``config: PipelineConfig`` (and may take more parameters, e.g. ``overwrite``; ``generate`` and
@@ -218,7 +219,7 @@ def schedule_parameters(
 
 def _check_recurring_extension(params: dict[str, Any], cfg: PipelineConfig, where: str) -> None:
     """Refuse an ``extend_by`` that a recurring run cannot apply (design, overwrite)."""
-    from pdeflow.flows.incremental import ExtensionError, check_extendable
+    from pdeflow.tasks.stages.extend import ExtensionError, check_extendable
 
     try:
         check_extendable(

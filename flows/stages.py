@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pdeflow.flows.incremental import ExtendBy, begin_extension
-from pdeflow.flows.runtime import dask_client
+from prefect import flow
+
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.generate import generate_task
+from pdeflow.tasks.orchestration import ExtendBy, begin_growth, hold_store
 from pdeflow.tasks.quantify import quantify_task
 from pdeflow.tasks.reduce import reduce_task
+from pdeflow.tasks.runtime import dask_client
 from pdeflow.tasks.train import train_task
-from prefect import flow
 
 
 @flow(name="data-generation")
@@ -28,24 +29,26 @@ def data_generation(
     Returns:
         The stage summary; with extend_by, also ``changes`` (samples before and after, blocks).
     """
-    config, finish = begin_extension(config, extend_by, overwrite, ("generate",))
-    with dask_client(config.cluster) as client:
-        summary = generate_task(config, client.scheduler.address, overwrite)
-    if finish:
-        summary = {**summary, "changes": finish({"generate": summary})}
+    with hold_store(config, "data-generation flow"):
+        config, growth = begin_growth(config, extend_by, overwrite, ("generate",))
+        with dask_client(config.cluster) as client:
+            summary = generate_task(config, client.scheduler.address, overwrite)
+        if growth:
+            summary = {**summary, "changes": growth.finish({"generate": summary})}
     return summary
 
 
 @flow(name="surrogate-training")
 def surrogate_training(config: PipelineConfig = PipelineConfig(), overwrite: bool = False) -> dict:
     """Stage 2: train the neural operator, resuming from the latest checkpoint."""
-    return train_task(config, "", overwrite)
+    with hold_store(config, "surrogate-training flow"):
+        return train_task(config, "", overwrite)
 
 
 @flow(name="reduced-order-model")
 def reduced_order_model(config: PipelineConfig = PipelineConfig(), overwrite: bool = False) -> dict:
     """Stage 3: out-of-core POD and the parametric ROM."""
-    with dask_client(config.cluster) as client:
+    with hold_store(config, "reduced-order-model flow"), dask_client(config.cluster) as client:
         return reduce_task(config, client.scheduler.address, overwrite)
 
 
@@ -54,5 +57,6 @@ def uncertainty_quantification(
     config: PipelineConfig = PipelineConfig(), overwrite: bool = False
 ) -> dict:
     """Stage 4: Monte Carlo, conformal bands and Sobol indices."""
-    with dask_client(config.cluster) as client:
-        return quantify_task(config, client.scheduler.address, overwrite)
+    with hold_store(config, "uncertainty-quantification flow"):
+        with dask_client(config.cluster) as client:
+            return quantify_task(config, client.scheduler.address, overwrite)

@@ -1,266 +1,320 @@
-"""The generated dataset in the run store: template, aligned region writes, streaming reads.
+"""The generated dataset in the run store: its layout, template, block writes and checked reads.
 
-Parallel writers must own whole chunks: writers that share a chunk lose data silently (zarr
-#3514, xarray #10831), and xarray checks alignment only for dask-backed writes. So every block
-write is checked here against the chunk grid before it touches the disk.
+Each field is a Zarr v3 array ``(sample, time, *space)`` of raw little-endian chunks that hold
+whole trajectories (``chunk_size`` samples). Blocks own whole chunks, so parallel writers never
+share a chunk file (zarr #3514, xarray #10831: writers that share one lose data silently). A
+v3 chunk under the ``bytes`` codec is, by the spec, its C-order bytes, padded to the full chunk
+shape at the edge: block writes produce those files directly, each through a temporary file,
+fsync and rename, and reads check every chunk's size and CRC32 against the block manifest before
+its bytes are used. The template (metadata and coordinates) goes through xarray and Zarr.
 """
 
 from __future__ import annotations
 
-import sys
-import zlib
+import hashlib
+import json
+import math
+import os
+import secrets
+import shutil
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
-import dask.array as da
 import numpy as np
-import xarray as xr
-import zarr
-from pdeflow.storage.manifest import BlockManifest
-from zarr.codecs import BytesCodec
-from zarr.codecs.bytes import Endian
+from pydantic import BaseModel, ConfigDict
+
+from pdeflow.storage.errors import NonFiniteData, StoreDamaged
+from pdeflow.storage.fsio import FileEntry, file_entry, fsync_dir, iter_files, write_temp
+from pdeflow.storage.manifest import BlockEntry
 
 FIELD = "u"
+# Threads per block write: file writes and fsyncs wait on the disk, not the GIL.
+WRITE_THREADS = 4
 
 
-def create_trajectories(
-    path: Path,
-    *,
-    fields: dict[str, dict],
-    space_dims: tuple[str, ...],
-    shape: tuple[int, ...],
-    chunk_size: int,
-    n_blocks: int,
-    dtype: str,
-    coords: dict,
-    attrs: dict,
-) -> None:
-    """Write the dataset's metadata and coordinates once; the fields stay unwritten (NaN).
+class Layout(BaseModel):
+    """Shape of the stored dataset and how it is cut into chunks and blocks.
 
-    Every field is its own variable of shape ``shape`` with dimensions ``(sample, time,
-    *space_dims)``; ``attrs["fields"]`` keeps their channel order, which is the order of the
-    ``channel`` axis of in-memory trajectories ``(sample, time, channel, *space)``.
+    ``key`` identifies everything that decides a block's values except the number of samples
+    (the generate config without ``n_samples``): a block written under another key is not part
+    of this dataset, whatever its file says.
+    """
 
-    Args:
-        path: the run store directory (the Zarr root group).
-        fields: field name -> its attributes (units, long_name), in channel order.
-        space_dims: names of the spatial dimensions, e.g. ``("x",)`` or ``("x", "y")``.
-        shape: (n_samples, n_frames, *space) of each field.
-        chunk_size: samples per chunk; a chunk holds whole trajectories.
-        n_blocks: number of generation blocks, for the manifest.
-        dtype: stored precision of the fields.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fields: tuple[str, ...]
+    space_dims: tuple[str, ...]
+    space: tuple[int, ...]
+    n_frames: int
+    n_samples: int
+    chunk_size: int
+    block_size: int
+    dtype: Literal["float32", "float64"]
+    key: str
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.n_samples // self.block_size)
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_samples // self.chunk_size)
+
+    def block_range(self, block: int) -> tuple[int, int]:
+        """Samples ``[start, stop)`` of ``block``; blocks beyond ``n_samples`` do not exist."""
+        if not 0 <= block < self.n_blocks:
+            raise ValueError(f"block {block} does not exist (0 .. {self.n_blocks - 1})")
+        start = block * self.block_size
+        return start, min(start + self.block_size, self.n_samples)
+
+    def chunk_ids(self, block: int) -> range:
+        start, stop = self.block_range(block)
+        return range(start // self.chunk_size, -(-stop // self.chunk_size))
+
+    def block_of_chunk(self, chunk: int) -> int:
+        return chunk * self.chunk_size // self.block_size
+
+    @property
+    def chunk_shape(self) -> tuple[int, ...]:
+        return (self.chunk_size, self.n_frames, *self.space)
+
+    @property
+    def chunk_nbytes(self) -> int:
+        return math.prod(self.chunk_shape) * np.dtype(self.dtype).itemsize
+
+    def chunk_file(self, field: str, chunk: int) -> str:
+        """Path of a field's chunk relative to the store: Zarr v3's default key encoding."""
+        return "/".join((field, "c", str(chunk), *("0" * (1 + len(self.space)))))
+
+    def block_files(self, block: int) -> list[str]:
+        return [self.chunk_file(f, c) for f in self.fields for c in self.chunk_ids(block)]
+
+
+@dataclass(frozen=True)
+class Template:
+    """What the store's template holds besides the (unwritten) fields.
+
+    Attributes:
+        layout: shapes, chunks and blocks.
         coords: xarray coordinates (sample-wise parameters, seeds, split, time, x, y).
         attrs: dataset attributes (config, dataset card, solver, version).
+        field_attrs: attributes of each field (units, long_name), in channel order.
     """
-    chunks = (chunk_size, *shape[1:])
-    dims = ("sample", "time", *space_dims)
-    lazy = {
-        name: (dims, da.full(shape, np.nan, dtype=dtype, chunks=chunks), field_attrs)
-        for name, field_attrs in fields.items()
-    }
-    ds = xr.Dataset(lazy, coords=coords)
-    ds.attrs.update(attrs, fields=list(fields))
-    # Raw little-endian bytes: float fields gain little from compression and the codec costs
-    # write throughput (see benchmarks/).
-    # mode "a": the directory already holds pdeflow's own records (_pdeflow/), which "w-" refuses
-    # and "w" would delete; the caller creates the template only where no zarr.json exists.
-    encoding = {name: {"chunks": chunks, "compressors": None} for name in fields}
-    ds.to_zarr(
-        str(path), mode="a", compute=False, zarr_format=3, consolidated=False, encoding=encoding
-    )
-    BlockManifest(path).create(n_blocks)
+
+    layout: Layout
+    coords: dict[str, Any]
+    attrs: dict[str, Any]
+    field_attrs: dict[str, dict]
 
 
-def field_names(path: Path) -> list[str]:
-    """The stored fields of a run store, in channel order."""
-    return list(read_attrs(path).get("fields", [FIELD]))
+def dataset_key(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def extend_trajectories(path: Path, n_samples: int, coords: dict[str, np.ndarray]) -> int:
-    """Grow every sample-indexed array to ``n_samples`` rows and fill the new coordinates.
+def build_template(root: Path, template: Template, scratch: Path) -> dict[str, FileEntry]:
+    """Write the template's files (metadata, coordinates) into ``root``, each atomically.
 
-    The fields' new rows stay unwritten (NaN) until their blocks are solved. Chunks are whole
-    trajectories, so resizing along ``sample`` never rewrites existing chunk files.
-
-    Args:
-        path: the run store.
-        n_samples: new number of samples, >= the current one.
-        coords: every sample-wise coordinate (``sample``, ``seed``, ``split``, parameters) for
-            all ``n_samples`` rows; only the new rows are written.
+    The template is built in ``scratch`` and each file renamed into place; fields' chunk files
+    are never touched, so an extension or a repair keeps every written block. Coordinate chunk
+    files of the old template that the new one does not have are removed.
 
     Returns:
-        The previous number of samples.
+        Relative path -> entry of every template file.
     """
-    group = zarr.open_group(str(path), mode="r+")
-    old = int(group["sample"].shape[0])
-    if n_samples < old:
-        raise ValueError(f"n_samples ({n_samples}) cannot shrink a store of {old} samples")
-    for name in field_names(path):
-        arr = group[name]
-        arr.resize((n_samples, *arr.shape[1:]))
-    for name, values in coords.items():
-        arr = group[name]
-        arr.resize((n_samples,))
-        arr[old:] = np.asarray(values)[old:]
-    return old
+    import dask.array as da
+    import xarray as xr
+
+    lay = template.layout
+    build = scratch / f"template-{secrets.token_hex(4)}"
+    shape = (lay.n_samples, lay.n_frames, *lay.space)
+    dims = ("sample", "time", *lay.space_dims)
+    lazy = {
+        name: (dims, da.full(shape, np.nan, dtype=lay.dtype, chunks=lay.chunk_shape), attrs)
+        for name, attrs in template.field_attrs.items()
+    }
+    ds = xr.Dataset(lazy, coords=template.coords)
+    ds.attrs.update(template.attrs, fields=list(lay.fields))
+    # Raw little-endian bytes: float fields gain little from compression, and a chunk file is
+    # then exactly its C-order bytes, which block writes produce directly.
+    encoding = {name: {"chunks": lay.chunk_shape, "compressors": None} for name in lay.fields}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have a Zarr V3 specification")
+        ds.to_zarr(
+            str(build),
+            mode="w-",
+            compute=False,
+            zarr_format=3,
+            consolidated=False,
+            encoding=encoding,
+        )
+    files = {str(p.relative_to(build)): p for p in iter_files(build)}
+    entries = {rel: file_entry(p) for rel, p in files.items()}
+    _remove_stale(root, files, lay.fields)
+    dirs = set()
+    for rel, src in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(src, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(src, target)
+        dirs.add(target.parent)
+    for d in dirs:
+        fsync_dir(d)
+    shutil.rmtree(build, ignore_errors=True)
+    return entries
+
+
+def _remove_stale(root: Path, new: dict[str, Path], fields: tuple[str, ...]) -> None:
+    """Delete coordinate files of an older template that the new one does not write."""
+    tops = {rel.split("/")[0] for rel in new if "/" in rel}
+    for top in tops - set(fields):
+        for path in iter_files(root / top):
+            if str(path.relative_to(root)) not in new:
+                path.unlink()
 
 
 def write_block(
-    path: Path, block: int, start: int, values: np.ndarray, seconds: float, fields: list[str]
-) -> int:
-    """Write samples ``start:start+len(values)`` of every field, then mark the block complete.
+    root: Path, layout: Layout, block: int, values: np.ndarray, seconds: float
+) -> BlockEntry:
+    """Write ``values`` as block ``block``'s chunk files, each durable, and return its entry.
+
+    The caller records the entry in the manifest after this returns: a block is complete only
+    once every one of its files is durable.
 
     Args:
-        values: trajectories of shape (n, time, channel, *space), channels in ``fields`` order.
+        values: trajectories ``(n, time, channel, *space)``, channels in ``layout.fields``
+            order, ``n`` the block's sample count.
 
     Raises:
-        ValueError: the region does not cover whole chunks (it would corrupt a neighbour).
-
-    Returns:
-        CRC32 of the written bytes, field after field, also recorded in the manifest.
+        ValueError: wrong shape for the block.
+        NonFiniteData: NaN or inf in the block (naming the samples).
     """
-    if values.ndim < 4 or values.shape[2] != len(fields):
-        raise ValueError(f"values must be (n, time, {len(fields)}, *space), got {values.shape}")
-    checksum = 0
-    for c, name in enumerate(fields):
-        arr = zarr.open_array(str(path), path=name, mode="r+")
-        chunk = arr.chunks[0]
-        stop = start + values.shape[0]
-        if start % chunk or (stop % chunk and stop != arr.shape[0]) or stop > arr.shape[0]:
-            raise ValueError(
-                f"block {block} region [{start}, {stop}) is not aligned to chunks of {chunk} "
-                "samples"
-            )
-        part = np.ascontiguousarray(values[:, :, c], dtype=arr.dtype)
-        if _is_raw(arr):
-            checksum = _write_raw_chunks(arr, start, part, checksum)
-        else:
-            arr[start:stop] = part
-            checksum = zlib.crc32(part.data, checksum)
-    BlockManifest(path).mark_complete(block, seconds, checksum)
-    return checksum
-
-
-def _is_raw(arr: zarr.Array) -> bool:
-    """Uncompressed little-endian chunks on a local disk: a chunk file is the raw C-order bytes."""
-    codecs = arr.metadata.codecs
-    return (
-        arr.metadata.zarr_format == 3
-        and isinstance(arr.store, zarr.storage.LocalStore)
-        and len(codecs) == 1
-        and isinstance(codecs[0], BytesCodec)
-        and codecs[0].endian in (Endian.little, None)
-        and sys.byteorder == "little"
+    start, stop = layout.block_range(block)
+    expect = (stop - start, layout.n_frames, len(layout.fields), *layout.space)
+    if tuple(values.shape) != expect:
+        raise ValueError(f"block {block}: values of shape {values.shape}, expected {expect}")
+    finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if not finite.all():
+        bad = [start + int(i) for i in np.flatnonzero(~finite)]
+        raise NonFiniteData(f"block {block}: non-finite values in samples {bad}; not stored")
+    items = []
+    for c, name in enumerate(layout.fields):
+        part = np.ascontiguousarray(values[:, :, c], dtype=layout.dtype)
+        for chunk in layout.chunk_ids(block):
+            rows = part[chunk * layout.chunk_size - start : (chunk + 1) * layout.chunk_size - start]
+            if rows.shape[0] < layout.chunk_size:  # the edge chunk is stored at full shape
+                padded = np.full(layout.chunk_shape, np.nan, dtype=layout.dtype)
+                padded[: rows.shape[0]] = rows
+                rows = padded
+            items.append((layout.chunk_file(name, chunk), rows))
+    files = _write_files(root, items)
+    return BlockEntry(
+        block=block, start=start, stop=stop, seconds=seconds, key=layout.key, files=files
     )
 
 
-def _write_raw_chunks(arr: zarr.Array, start: int, values: np.ndarray, crc: int = 0) -> int:
-    """Write whole chunks straight from ``values``' memory, several files at once.
+def _write_files(root: Path, items: list[tuple[str, np.ndarray]]) -> dict[str, tuple[int, int]]:
+    """Write every file to a temporary name and fsync it, in threads; then rename them all.
 
-    Zarr v3's ``bytes`` codec stores a chunk as its C-order bytes, so no encoding pass is needed.
-    ``arr[...] = values`` costs about 3x a plain file write here: it copies into freshly
-    allocated buffers and page faults dominate (see benchmarks/). Edge chunks are stored at full
-    chunk shape, padded with the fill value, as the spec requires.
+    The fsyncs of one block run concurrently, so the file system commits them together
+    (measured in benchmarks/storage_io.py against one fsync after another).
     """
-    chunk = arr.chunks[0]
-    root = Path(arr.store.root) / arr.path
-    encode = arr.metadata.chunk_key_encoding.encode_chunk_key
-    tail = (0,) * (arr.ndim - 1)
-
-    def put(c: int) -> None:
-        rows = values[c * chunk - start : (c + 1) * chunk - start]
-        if rows.shape[0] < chunk:
-            padded = np.full((chunk, *rows.shape[1:]), arr.metadata.fill_value, dtype=arr.dtype)
-            padded[: rows.shape[0]] = rows
-            rows = padded
-        target = root / encode((c, *tail))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as fh:
-            fh.write(rows.data)
-
-    first = start // chunk
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        writes = pool.map(put, range(first, first + -(-values.shape[0] // chunk)))
-        checksum = zlib.crc32(values.data, crc)  # zlib releases the GIL: overlaps the writes
-        for _ in writes:  # re-raises the first failed write
-            pass
-    return checksum
+    with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
+        futures = [pool.submit(write_temp, root / rel, rows) for rel, rows in items]
+    failed = [f.exception() for f in futures if f.exception() is not None]
+    if failed:  # a full disk: remove the block's other temporary files, mark nothing
+        for f in futures:
+            if f.exception() is None:
+                f.result()[0].unlink(missing_ok=True)
+        raise failed[0]
+    written = [f.result() for f in futures]
+    dirs = set()
+    for (rel, _), (tmp, _) in zip(items, written, strict=True):
+        os.replace(tmp, root / rel)
+        dirs.add((root / rel).parent)
+    for d in dirs:
+        fsync_dir(d)
+    return {rel: tuple(entry) for (rel, _), (_, entry) in zip(items, written, strict=True)}
 
 
-def open_dataset(path: Path, group: str | None = None) -> xr.Dataset:
-    """Lazily open the run's dataset (or a stage's group) with xarray."""
-    return xr.open_zarr(str(path), group=group, consolidated=None)
+def read_chunk(root: Path, layout: Layout, rel: str, expected: FileEntry) -> np.ndarray:
+    """One chunk file ``(chunk_size, time, *space)``, after checking its size and CRC32.
 
-
-def read_attrs(path: Path) -> dict:
-    return dict(zarr.open_group(str(path), mode="r").attrs)
-
-
-def update_attrs(path: Path, attrs: dict) -> None:
-    """Set dataset attributes (statistics, a new dataset card after an extension)."""
-    zarr.open_group(str(path), mode="r+").attrs.update(attrs)
-
-
-def read_coords(
-    path: Path, names: list[str], start: int = 0, stop: int | None = None
-) -> np.ndarray:
-    """Sample-wise coordinates stacked as columns: shape (n, len(names))."""
-    group = zarr.open_group(str(path), mode="r")
-    if not names:  # every coefficient held constant: (n, 0), n from the sample axis
-        n = len(range(*slice(start, stop).indices(group["sample"].shape[0])))
-        return np.empty((n, 0))
-    return np.stack([np.asarray(group[name][start:stop]) for name in names], axis=1)
-
-
-def read_samples(path: Path, indices: np.ndarray, name: str | None = None) -> np.ndarray:
-    """Trajectories of the given sample indices (sorted), read chunk by chunk.
-
-    Returns:
-        Shape (n, time, channel, *space) with every field as a channel, or (n, time, *space)
-        for the one field ``name``.
+    Raises:
+        StoreDamaged: the file is missing, or its size or CRC32 differ from the manifest.
     """
-    parts = [values for _, values in iter_chunks(path, np.sort(indices), name=name)]
-    return np.concatenate(parts, axis=0)
+    import zlib
+
+    buf = np.empty(layout.chunk_nbytes, dtype=np.uint8)
+    try:
+        with open(root / rel, "rb", buffering=0) as fh:
+            n = fh.readinto(memoryview(buf))
+            extra = fh.read(1)
+    except FileNotFoundError:
+        raise StoreDamaged(f"{rel}: missing") from None
+    if n != expected.size or extra or n != layout.chunk_nbytes:
+        raise StoreDamaged(f"{rel}: {n}{'+' if extra else ''} bytes, recorded {expected.size}")
+    if zlib.crc32(buf) != expected.crc32:
+        raise StoreDamaged(f"{rel}: wrong CRC32 (contents changed since it was written)")
+    return buf.view(layout.dtype).reshape(layout.chunk_shape)
 
 
 def iter_chunks(
-    path: Path, indices: np.ndarray, name: str | None = None, order: np.ndarray | None = None
+    root: Path,
+    layout: Layout,
+    entries: dict[int, BlockEntry],
+    indices: np.ndarray,
+    field: str | None = None,
+    order: np.ndarray | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Stream the rows of ``indices`` one stored chunk at a time, never the whole array.
+    """Stream the rows ``indices`` one stored chunk at a time, each chunk checked on read.
 
     Args:
-        path: run store.
+        entries: the complete blocks' manifest entries.
         indices: sample indices to read, shape (n,).
-        name: one field to read; None reads every field stacked as channels.
-        order: permutation of the chunk numbers to visit (for shuffled training); default
-            ascending.
+        field: one field to read; None reads every field stacked as channels.
+        order: permutation of the visited chunks (for shuffled training); default ascending.
 
     Yields:
-        (sample indices in this chunk, values of shape (n_in_chunk, time, channel, *space), or
-        (n_in_chunk, time, *space) for one named field).
+        (sorted sample indices in this chunk, values ``(n_in_chunk, time, channel, *space)``,
+        or ``(n_in_chunk, time, *space)`` for one named field).
+
+    Raises:
+        StoreDamaged: a chunk's block is not complete, or its bytes differ from the manifest.
     """
-    names = field_names(path) if name is None else [name]
-    arrays = [zarr.open_array(str(path), path=n, mode="r") for n in names]
-    chunk = arrays[0].chunks[0]
-    indices = np.asarray(indices)
-    owners = indices // chunk
+    names = list(layout.fields) if field is None else [field]
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= layout.n_samples):
+        raise IndexError(f"sample indices outside 0 .. {layout.n_samples - 1}")
+    owners = indices // layout.chunk_size
     chunk_ids = np.unique(owners)
     if order is not None:
         chunk_ids = chunk_ids[order]
     for c in chunk_ids:
+        block = layout.block_of_chunk(int(c))
+        entry = entries.get(block)
+        if entry is None:
+            raise StoreDamaged(f"block {block} is not complete: its samples cannot be read")
         rows = np.sort(indices[owners == c])
-        sel = rows - c * chunk
-        stop = min((c + 1) * chunk, arrays[0].shape[0])
-        parts = [np.asarray(arr[c * chunk : stop])[sel] for arr in arrays]
-        yield rows, (parts[0] if name is not None else np.stack(parts, axis=2))
+        sel = rows - c * layout.chunk_size
+        parts = []
+        for name in names:
+            rel = layout.chunk_file(name, int(c))
+            parts.append(read_chunk(root, layout, rel, entry.entry(rel))[sel])
+        yield rows, (parts[0] if field is not None else np.stack(parts, axis=2))
 
 
-def write_group(path: Path, group: str, ds: xr.Dataset) -> None:
-    """Write a small stage result (POD basis, UQ statistics) as its own Zarr group."""
-    ds.to_zarr(str(path), group=group, mode="w", zarr_format=3, consolidated=False)
-
-
-def chunk_size(path: Path) -> int:
-    """Samples per stored chunk of the fields."""
-    return zarr.open_array(str(path), path=field_names(path)[0], mode="r").chunks[0]
+def read_rows(root: str, layout_json: dict, entry_json: dict, chunk: int, sel: list[int]):
+    """Rows ``sel`` of chunk ``chunk``, all fields as channels: a Dask task (picklable args)."""
+    layout = Layout.model_validate(layout_json)
+    entry = BlockEntry.model_validate(entry_json)
+    parts = []
+    for name in layout.fields:
+        rel = layout.chunk_file(name, chunk)
+        parts.append(read_chunk(Path(root), layout, rel, entry.entry(rel))[sel])
+    return np.stack(parts, axis=2)

@@ -1,80 +1,75 @@
-"""Durable per-block manifest: which generation blocks are completely written.
+"""The block manifest: one small JSON file per completely written generation block.
 
-Each block owns one chunk of each manifest array, so parallel writers never share a chunk. A
-block's ``complete`` flag is written last, after its data and its timing, so a block killed
-half-way stays incomplete and is recomputed on the next run.
+``_pdeflow/manifest/block-NNNNNN.json`` records a block's sample range, wall time, the dataset
+key it was computed under, and the size and CRC32 of every chunk file it owns. It is written
+(atomically, durably) only after all those files are durable, so a block killed half-way has no
+entry and is recomputed. Each block owns its own entry file: parallel writers never share one.
+An entry is trusted only when its key and range match the store's current layout, and its
+files are checked against it before use (``verify`` and every read).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-import numpy as np
-import zarr
+from pydantic import BaseModel, ConfigDict
+
+from pdeflow.storage.fsio import FileEntry, iter_files, read_json, write_json
+
+_NAME = re.compile(r"^block-(\d{6,})\.json$")
+
+
+class BlockEntry(BaseModel):
+    """Manifest entry of one complete block."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    block: int
+    start: int
+    stop: int
+    seconds: float
+    key: str
+    files: dict[str, tuple[int, int]]
+
+    def entry(self, rel: str) -> FileEntry:
+        try:
+            return FileEntry(*self.files[rel])
+        except KeyError:
+            raise KeyError(f"block {self.block} records no file {rel}") from None
 
 
 class BlockManifest:
-    """Completion flags, wall times and checksums of the blocks of a run store."""
+    """The manifest directory of one store."""
 
-    def __init__(self, store_path: str | Path):
-        self.path = Path(store_path)
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
 
-    def create(self, n_blocks: int) -> None:
-        group = zarr.open_group(str(self.path), mode="r+").require_group("manifest")
-        for name, dtype, fill in (
-            ("complete", "bool", False),
-            ("seconds", "float64", np.nan),
-            ("checksum", "int64", -1),
-        ):
-            group.create_array(
-                name, shape=(n_blocks,), chunks=(1,), dtype=dtype, fill_value=fill, overwrite=True
-            )
+    def path(self, block: int) -> Path:
+        return self.dir / f"block-{block:06d}.json"
 
-    def _array(self, name: str, mode: str = "r") -> zarr.Array | None:
+    def write(self, entry: BlockEntry) -> None:
+        write_json(self.path(entry.block), entry.model_dump(mode="json"))
+
+    def read(self, block: int) -> BlockEntry | None:
+        """Block ``block``'s entry; None when absent or unreadable (then it is incomplete)."""
         try:
-            return zarr.open_array(str(self.path), path=f"manifest/{name}", mode=mode)
-        except (FileNotFoundError, zarr.errors.NodeNotFoundError):
+            data = read_json(self.path(block))
+            return None if data is None else BlockEntry.model_validate(data)
+        except ValueError:
             return None
 
-    @property
-    def n_blocks(self) -> int:
-        arr = self._array("complete")
-        return 0 if arr is None else int(arr.shape[0])
+    def entries(self) -> dict[int, BlockEntry]:
+        """Every readable entry, by block; a damaged entry file counts as no entry."""
+        out = {}
+        for path in iter_files(self.dir):
+            m = _NAME.match(path.name)
+            if m and (entry := self.read(int(m[1]))) is not None and entry.block == int(m[1]):
+                out[entry.block] = entry
+        return out
 
-    def complete_mask(self) -> np.ndarray:
-        arr = self._array("complete")
-        return np.zeros(0, bool) if arr is None else np.asarray(arr[:], dtype=bool)
+    def remove(self, block: int) -> None:
+        self.path(block).unlink(missing_ok=True)
 
-    def n_complete(self) -> int:
-        return int(self.complete_mask().sum())
-
-    def missing(self) -> list[int]:
-        return [int(i) for i in np.flatnonzero(~self.complete_mask())]
-
-    def completed(self, block: int) -> tuple[float, int] | None:
-        """``(seconds, checksum)`` of ``block`` if it is marked complete, else None."""
-        arr = self._array("complete")
-        if arr is None or block >= arr.shape[0] or not bool(arr[block]):
-            return None
-        return float(self._array("seconds")[block]), int(self._array("checksum")[block])
-
-    def mark_complete(self, block: int, seconds: float, checksum: int) -> None:
-        self._array("seconds", "r+")[block] = seconds
-        self._array("checksum", "r+")[block] = checksum
-        self._array("complete", "r+")[block] = True
-
-    def resize(self, n_blocks: int) -> None:
-        """Grow the manifest to ``n_blocks`` blocks; the new ones start incomplete."""
-        for name in ("complete", "seconds", "checksum"):
-            self._array(name, "r+").resize((n_blocks,))
-
-    def mark_incomplete(self, block: int) -> None:
-        """Reopen a block (its sample range grew): it is solved again on the next run."""
-        self._array("complete", "r+")[block] = False
-
-    def checksums(self) -> np.ndarray:
-        return np.asarray(self._array("checksum")[:])
-
-    def seconds(self) -> np.ndarray:
-        """Wall time of each block's solve in s; NaN for a block not yet written."""
-        return np.asarray(self._array("seconds")[:])
+    def blocks_on_disk(self) -> list[int]:
+        return sorted(int(m[1]) for p in iter_files(self.dir) if (m := _NAME.match(p.name)))

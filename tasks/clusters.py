@@ -1,13 +1,16 @@
 """Where a run's Dask work executes: the ``cluster`` section of a pipeline config.
 
 Only the settings live here (plain pydantic, so the Prefect UI renders them as a form); building
-the cluster from them is ``pdeflow.flows.runtime.dask_client``. Five kinds:
+the cluster from them is ``pdeflow.tasks.runtime.dask_client``. Five kinds:
 
 - ``local``: a LocalCluster on this machine (``n_workers``, ``threads_per_worker``).
 - ``address``: the scheduler of a running cluster (``address: tcp://host:port``).
 - ``cuda``: a dask-cuda LocalCUDACluster, one worker per visible GPU (section ``cuda``).
 - ``slurm``: a dask-jobqueue SLURMCluster that submits worker jobs (section ``slurm``).
 - ``kubernetes``: a dask-kubernetes operator KubeCluster (section ``kubernetes``).
+
+Every Dask server pdeflow starts on this machine (scheduler, workers, dashboard) listens on
+127.0.0.1 unless ``host`` and ``dashboard`` say otherwise: Dask has no authentication.
 
 Settings of the kinds not selected are ignored, not rejected: one file can hold a Slurm and a
 local profile and switch between them with ``--set cluster.kind=...``. Unknown keys are still
@@ -48,7 +51,7 @@ class ClusterError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class CudaSettings(_Section):
@@ -228,7 +231,7 @@ _REQUIRED = {
 class ClusterConfig(BaseModel):
     """Where the Dask work runs; only the settings of the selected ``kind`` are used."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: ClusterKind = Field(
         "local",
@@ -247,6 +250,19 @@ class ClusterConfig(BaseModel):
     )
     threads_per_worker: int = Field(
         1, ge=1, le=256, description="kind 'local': threads per worker process."
+    )
+    host: str = Field(
+        "127.0.0.1",
+        pattern=rf"^{_HOST}$",
+        description="kinds 'local' and 'cuda': the address the scheduler and workers listen "
+        "on. 127.0.0.1 (default) keeps them on this machine; 0.0.0.0 exposes them on every "
+        "interface, unauthenticated.",
+    )
+    dashboard: str | None = Field(
+        "127.0.0.1:0",
+        pattern=rf"^{_HOST}?:[0-9]{{1,5}}$",
+        description="The Dask dashboard's host:port (port 0: any free port); null: no "
+        "dashboard. Default 127.0.0.1:0, this machine only.",
     )
     cuda: CudaSettings = Field(CudaSettings(), description="Settings of kind 'cuda'.")
     slurm: SlurmSettings = Field(SlurmSettings(), description="Settings of kind 'slurm'.")

@@ -17,13 +17,21 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from pdeflow.tasks.clusters import ClusterConfig
+from pdeflow.tasks.config_io import (
+    ConfigError,
+    format_validation_error,
+    read_yaml,
+    set_dotted,
+    yaml_problem,
+)
 from pdeflow.tasks.custom import SimulatorConfig, check_custom
 from pdeflow.tasks.pdes import PDES
 from pdeflow.tasks.presets import PRESETS, apply_preset
 from pdeflow.tasks.problems import PdeEntry, check_pde, get_entry
 from pdeflow.tasks.sampling import DESIGNS, split_codes
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # Literal types are built from the registries so the UI shows dropdowns and errors list names.
 # "custom" is a simulator of the user's own (see SimulatorConfig).
@@ -35,12 +43,10 @@ DesignName = Literal[DESIGNS]  # type: ignore[valid-type]
 _STORE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message names the field and what is allowed."""
-
-
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # NaN passes every ge/le bound (comparisons with NaN are false). allow_inf_nan=False refuses
+    # NaN and infinities in every float of the model, inside dicts, tuples and unions too.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class ParameterSpec(_Frozen):
@@ -440,39 +446,11 @@ class PipelineConfig(_Frozen):
             )
 
 
-STAGES = ("generate", "train", "reduce", "quantify")
-
-
 def config_hash(*parts: BaseModel | dict) -> str:
     """Content hash of configs: the same settings always name the same artifacts."""
     payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    """One line per problem: the dotted field, what is wrong, and the value given."""
-    lines = []
-    for item in err.errors():
-        loc = ".".join(str(p) for p in item["loc"] if not str(p).startswith("function-"))
-        field = ".".join(p for p in (prefix, loc) if p) or "(config)"
-        msg = item["msg"].removeprefix("Value error, ")
-        given = "" if item["type"] == "missing" else f" (got {item.get('input')!r})"
-        if "(got" in msg or isinstance(item.get("input"), dict):
-            given = ""  # a model-level check names its own values; the whole section is noise
-        lines.append(f"{field}: {msg}{given}")
-    return "\n".join(lines)
-
-
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: '{key}' is not a section")
-        node = child
-    node[keys[-1]] = value
 
 
 def load_config(
@@ -485,23 +463,22 @@ def load_config(
         overrides: strings ``dotted.key=value``; values are parsed as YAML scalars or lists.
 
     Raises:
-        ConfigError: unreadable file, malformed override, unknown key, or invalid value, with
-            one line per problem naming the field.
+        ConfigError: unreadable, binary or malformed file, malformed override, unknown key, or
+            invalid value (out of range, NaN or infinite), with one line per problem naming the
+            file or the field.
     """
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        data = loaded or {}
+    data = read_yaml(Path(path)) if path is not None else {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value (got {item!r})")
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(
+                f"--set {item}: {raw!r} is not a YAML value ({yaml_problem(err)})"
+            ) from None
+        set_dotted(data, key.strip(), value)
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as err:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class SimulatorConfig(BaseModel):
     """A user simulator for ``pde: custom``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["python", "executable"] = Field(
         "python", description="python: an importable callable; executable: a command per sample."
@@ -95,8 +95,13 @@ def check_custom(gen) -> None:
     build_simulator(gen)
 
 
-def build_simulator(gen):
-    """The ``pdeflow.tasks.simulators`` object for a ``pde: custom`` generate config."""
+def build_simulator(gen, workdir: str | None = None):
+    """The ``pdeflow.tasks.simulators`` object for a ``pde: custom`` generate config.
+
+    Args:
+        workdir: where an executable simulator makes its per-sample directories; default the
+            system's temporary directory (the generate stage passes the store's scratch).
+    """
     from pdeflow.tasks.simulators import ExecutableSimulator, PythonSimulator
 
     sim = gen.simulator
@@ -118,4 +123,5 @@ def build_simulator(gen):
         timeout_s=sim.timeout_s,
         max_parallel=sim.max_parallel,
         keep_failed=sim.keep_failed,
+        workdir=workdir,
     )

@@ -12,30 +12,24 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import numpy as np
-from pdeflow.storage import RunStore
-from pdeflow.storage import dataset as ds_io
-from pdeflow.tasks.config import GenerateConfig
-from pdeflow.tasks.presets import PDEBENCH_CITATION, PRESETS
-from pdeflow.tasks.sampling import sample_seeds, sample_unit
 
-SPLITS = ("train", "val", "test", "calibration")
+from pdeflow.storage.dataset import Layout, Template, dataset_key
+from pdeflow.tasks.config import GenerateConfig
+from pdeflow.tasks.design import SPLITS, design_parameters, design_seeds, split_labels
+from pdeflow.tasks.presets import PDEBENCH_CITATION, PRESETS
+from pdeflow.tasks.solve import grid_coords, space_shape
+
 SPACE_DIMS = ("x", "y", "z")
 
 
 def sample_coords(gen: GenerateConfig, start: int = 0) -> dict[str, tuple]:
     """Per-sample coordinates of samples ``start .. n_samples - 1`` (design, seeds, splits)."""
-    from pdeflow.tasks.generate import split_labels, to_physical
-
-    n = gen.n_samples - start
     names = gen.parameter_names
-    unit = (
-        sample_unit(gen.design, n, len(names), gen.seed, start=start) if names else np.zeros((n, 0))
-    )
-    params = to_physical(gen, unit)
+    params = design_parameters(gen, start)
     idx = np.arange(start, gen.n_samples)
     coords = {
         "sample": ("sample", idx),
-        "seed": ("sample", sample_seeds(gen.seed, idx), {"description": "per-sample seed"}),
+        "seed": ("sample", design_seeds(gen, start), {"description": "per-sample seed"}),
         "split": (
             "sample",
             split_labels(gen, start),
@@ -56,8 +50,6 @@ def _parameter_text(gen: GenerateConfig, name: str) -> str:
 
 
 def coords(gen: GenerateConfig) -> dict:
-    from pdeflow.tasks.generate import grid_coords
-
     out = sample_coords(gen)
     frames = 1 if _stationary(gen) else gen.n_frames
     out["time"] = ("time", np.linspace(0.0, gen.t_end if frames > 1 else 0.0, frames))
@@ -89,9 +81,7 @@ def dataset_card(gen: GenerateConfig) -> str:
         head = [f"# pdeflow dataset: {entry.name}", "", f"Equation: {entry.description}."]
         boundary = entry.boundary
         solver = f"{entry.cls.__name__} ({entry.cls.__module__}), {gen.dtype} on {gen.device}"
-    dims = " x ".join(
-        str(n) for n in (gen.simulator.grid if gen.is_custom else (gen.n_x,) * gen.dim)
-    )
+    dims = " x ".join(str(n) for n in space_shape(gen))
     units = field_units(gen)
     lines = [
         *head,
@@ -121,11 +111,25 @@ def dataset_card(gen: GenerateConfig) -> str:
     return "\n".join(lines)
 
 
-def create_store(store: RunStore, gen: GenerateConfig) -> None:
-    """Write the store's template: coordinates, attributes and NaN fields."""
+def layout(gen: GenerateConfig) -> Layout:
+    """How the store holds ``gen``'s trajectories; its key ignores ``n_samples`` only."""
+    space = space_shape(gen)
+    return Layout(
+        fields=tuple(gen.fields),
+        space_dims=SPACE_DIMS[: len(space)],
+        space=space,
+        n_frames=1 if _stationary(gen) else gen.n_frames,
+        n_samples=gen.n_samples,
+        chunk_size=gen.chunk_size,
+        block_size=gen.block_size,
+        dtype=gen.dtype,
+        key=dataset_key(gen.model_dump(mode="json", exclude={"n_samples"})),
+    )
+
+
+def template(gen: GenerateConfig) -> Template:
+    """The store's template for ``gen``: layout, coordinates, attributes, field attributes."""
     units = field_units(gen)
-    space = gen.simulator.grid if gen.is_custom else (gen.n_x,) * gen.dim
-    frames = 1 if _stationary(gen) else gen.n_frames
     attrs = {
         "pdeflow_version": version("pdeflow"),
         "config": gen.model_dump(mode="json"),
@@ -136,25 +140,15 @@ def create_store(store: RunStore, gen: GenerateConfig) -> None:
         "constants": dict(gen.constants),
         "dataset_card": dataset_card(gen),
     }
-    ds_io.create_trajectories(
-        store.path,
-        fields={f: {"units": units[f], "long_name": f"{gen.pde} field {f}"} for f in gen.fields},
-        space_dims=SPACE_DIMS[: len(space)],
-        shape=(gen.n_samples, frames, *space),
-        chunk_size=gen.chunk_size,
-        n_blocks=gen.n_blocks,
-        dtype=gen.dtype,
-        coords=coords(gen),
-        attrs=attrs,
-    )
-    store.consolidate()
+    field_attrs = {f: {"units": units[f], "long_name": f"{gen.pde} field {f}"} for f in gen.fields}
+    return Template(layout=layout(gen), coords=coords(gen), attrs=attrs, field_attrs=field_attrs)
 
 
-def normalization_stats(path, train_idx: np.ndarray) -> dict[str, dict[str, float]]:
+def normalization_stats(store, train_idx: np.ndarray) -> dict[str, dict[str, float]]:
     """Per-field mean and standard deviation over the training split (float64, streaming)."""
-    names = ds_io.field_names(path)
+    names = list(store.layout().fields)
     sums = np.zeros((len(names), 3))
-    for _, values in ds_io.iter_chunks(path, train_idx):
+    for _, values in store.iter_chunks(train_idx):
         v = np.moveaxis(values.astype(np.float64), 2, 0).reshape(len(names), -1)
         sums += np.stack([np.full(len(names), v.shape[1]), v.sum(1), (v**2).sum(1)], axis=1)
     out = {}

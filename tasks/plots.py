@@ -7,10 +7,8 @@ figure registry to leak memory in a long-running worker, and no GUI backend is e
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -27,34 +25,18 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write ``fig`` as PNG atomically: readers see the old file or the new one, never a torn one.
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    """``fig`` as PNG bytes (the store writes them, atomically).
 
     Args:
         fig: the figure.
-        path: target file; its directory is created if missing.
         dpi: resolution in dots per inch, 20 to 300.
-
-    Returns:
-        The path written.
     """
     if not 20 <= dpi <= 300:
         raise ValueError(f"dpi must be in [20, 300], got {dpi}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file private (0600); a plot is as readable as the rest of the store.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
 
 
 def training_curves(

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+
 from pdeflow.tasks.pdes import PDES, Burgers, get_pde
 from pdeflow.tasks.pdes.allen_cahn import AllenCahn
 from pdeflow.tasks.pdes.fisher_kpp import FisherKPP
@@ -272,7 +273,9 @@ def pde_initial_state(
 
     Coefficients the initial state depends on (the shallow-water dam radius) are passed on, so
     a sample's state matches its recorded coefficients; ``options`` are the config's
-    ``initial_condition.options`` (e.g. Darcy's permeability ``levels``).
+    ``initial_condition.options`` (e.g. Darcy's permeability ``levels``). Nothing here mixes
+    samples, and every ``initial_condition`` builds sample ``i`` from ``seeds[i]`` (and its own
+    coefficients) alone, so a sample is bitwise the same in any batch.
     """
     params = inspect.signature(entry.cls.initial_condition).parameters
     used = {k: np.asarray(v) for k, v in coefficients.items() if k in params}

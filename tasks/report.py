@@ -1,7 +1,7 @@
 """Prefect artifacts of a run: a metrics table, plots saved in the store, a markdown report.
 
-Plots are PNG files under ``<store>/_pdeflow/plots/``. The report names them by their path
-relative to the store and also embeds the small ones as ``data:image/png;base64`` URIs: both
+Plots are PNG files the store keeps (``RunStore.write_plot``). The report names them by their
+path relative to the store and also embeds the small ones as ``data:image/png;base64`` URIs: both
 Prefect UIs render those in markdown artifacts (the Vue UI passes an image's ``src`` through; the
 React UI allows ``data:image/`` sources explicitly), and the Prefect server cannot serve files
 from the store itself.
@@ -10,20 +10,19 @@ from the store itself.
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import numpy as np
 import torch
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
 from pdeflow.storage import RunStore
-from pdeflow.storage import dataset as ds_io
 from pdeflow.tasks import plots
 from pdeflow.tasks.config import PipelineConfig
-from pdeflow.tasks.generate import SPLITS
-from pdeflow.tasks.reduce import load_rom
-from pdeflow.tasks.stages import log_warning, stage_hash
+from pdeflow.tasks.orchestration import log_warning
+from pdeflow.tasks.stages import hash_of
+from pdeflow.tasks.stages.models import load_rom, load_surrogate, unit_parameters
+from pdeflow.tasks.stages.status import summary as store_summary
 from pdeflow.tasks.surrogates.training import rollout
-from pdeflow.tasks.train import load_model, split_indices, unit_parameters
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 # PNGs larger than this are linked by path only: a markdown artifact lives in the server's
 # database and is sent whole to every browser that opens it.
@@ -48,13 +47,9 @@ def metric_rows(summary: dict) -> list[dict]:
     return [{"metric": k, "value": _fmt(v)} for k, v in sorted(summary["metrics"].items())]
 
 
-def plot_dir(store: RunStore) -> Path:
-    """Where a store's PNG plots live."""
-    return store.meta_dir / "plots"
-
-
 def _complete(cfg: PipelineConfig, store: RunStore, stage: str) -> bool:
-    return store.is_complete(stage, stage_hash(cfg, stage))
+    rec = store.record(stage)
+    return bool(rec and rec.status == "complete" and rec.config_hash == hash_of(cfg, stage))
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -76,14 +71,12 @@ def predict_samples(
         ``truth`` and (when available) ``surrogate`` and ``rom``, each of shape
         (n, time, channel, *space) in the field's units.
     """
-    path, idx = store.path, np.sort(np.asarray(indices))
-    ds = ds_io.open_dataset(path)
-    fields = list(ds.attrs.get("fields", [ds_io.FIELD]))
-    truth = np.stack([ds[f].isel(sample=idx).values for f in fields], axis=2)
+    idx = np.sort(np.asarray(indices))
+    truth = store.read_samples(idx)
     out = {"truth": truth}
-    p_unit = unit_parameters(path, cfg.generate, idx)
-    if _complete(cfg, store, "train") and (store.meta_dir / "model.pt").is_file():
-        model = load_model(cfg, store)
+    p_unit = unit_parameters(store, cfg, idx)
+    if _complete(cfg, store, "train"):
+        model = load_surrogate(cfg, store)
         dtype = next(model.parameters()).dtype
         traj = rollout(
             model,
@@ -97,18 +90,17 @@ def predict_samples(
     return out
 
 
-def _sample_plots(cfg: PipelineConfig, store: RunStore, n: int) -> dict[str, Path]:
-    path = store.path
-    test = split_indices(path, "test")
+def _sample_plots(cfg: PipelineConfig, store: RunStore, n: int) -> dict[str, str]:
+    test = store.sample_indices("test")
     indices = test[:n] if len(test) else np.arange(min(n, cfg.generate.n_samples))
     series = predict_samples(cfg, store, indices)
     if len(series) == 1:  # no model to compare with
         return {}
-    ds = ds_io.open_dataset(path)
-    fields = list(ds.attrs.get("fields", [ds_io.FIELD]))
+    ds = store.open_dataset()
+    fields = list(store.layout().fields)
     space_ndim = ds[fields[0]].ndim - 2
     names = cfg.generate.parameter_names
-    params = ds_io.read_coords(path, names)
+    params = store.read_coords(names)
     out = {}
     for k, sample in enumerate(np.sort(indices)):
         label = ", ".join(f"{p} = {v:.3g}" for p, v in zip(names, params[sample], strict=True))
@@ -121,12 +113,12 @@ def _sample_plots(cfg: PipelineConfig, store: RunStore, n: int) -> dict[str, Pat
             x=ds["x"].values if space_ndim == 1 and "x" in ds.coords else None,
             title=f"test sample {sample}: {label}",
         )
-        out[f"sample-{k}"] = plots.save_png(fig, plot_dir(store) / f"sample-{k}.png")
+        out[f"sample-{k}"] = store.write_plot(f"sample-{k}", plots.png_bytes(fig))
     return out
 
 
-def _uq_plots(cfg: PipelineConfig, store: RunStore) -> dict[str, Path]:
-    res = ds_io.open_dataset(store.path, group="quantify").load()
+def _uq_plots(cfg: PipelineConfig, store: RunStore) -> dict[str, str]:
+    res = _quantify_group(store)
     names = [str(p) for p in res.parameter.values]
     fig = plots.sobol_bars(
         names,
@@ -135,22 +127,26 @@ def _uq_plots(cfg: PipelineConfig, store: RunStore) -> dict[str, Path]:
         {m: res[f"S1_conf_{m}"].values for m in MODELS},
         {m: res[f"ST_conf_{m}"].values for m in MODELS},
     )
-    out = {"sobol": plots.save_png(fig, plot_dir(store) / "sobol.png")}
-    split = ds_io.read_coords(store.path, ["split"])[:, 0]
-    n_cal = int(np.count_nonzero(split == SPLITS.index("calibration")))
+    out = {"sobol": store.write_plot("sobol", plots.png_bytes(fig))}
+    n_cal = len(store.sample_indices("calibration"))
     fig = plots.coverage_histogram(
         res["conformal_resplit_coverage"].values,
         1.0 - float(res.attrs.get("alpha", cfg.quantify.alpha)),
         n_cal=n_cal or None,
     )
-    out["coverage"] = plots.save_png(fig, plot_dir(store) / "coverage.png")
+    out["coverage"] = store.write_plot("coverage", plots.png_bytes(fig))
     return out
+
+
+def _quantify_group(store: RunStore):
+    rec = store.record("quantify")
+    return store.read_group("quantify", rec.artifact_entries() if rec else None)
 
 
 def write_plots(
     cfg: PipelineConfig, store: RunStore, n_samples: int = N_SAMPLE_PLOTS
-) -> dict[str, Path]:
-    """Save PNG plots of what the store's complete stages hold, under ``_pdeflow/plots/``.
+) -> dict[str, str]:
+    """Save PNG plots of what the store's complete stages hold, through the store.
 
     ``training`` (loss curves from the train record), ``sample-<k>`` (test samples against the
     surrogate and the ROM), ``sobol`` and ``coverage`` (from the quantify group). Plots of
@@ -162,21 +158,21 @@ def write_plots(
         n_samples: number of test samples to plot, 0 to 10.
 
     Returns:
-        Plot name -> absolute path of its PNG.
+        Plot name -> its PNG's path relative to the store.
     """
     if not 0 <= n_samples <= 10:
         raise ValueError(f"n_samples must be in [0, 10], got {n_samples}")
-    out: dict[str, Path] = {}
+    out: dict[str, str] = {}
     rec = store.record("train")
-    if _complete(cfg, store, "train") and rec.get("history"):
-        hist = rec["history"]
+    if _complete(cfg, store, "train") and rec.details.get("history"):
+        hist = rec.details["history"]
         fig = plots.training_curves(
             np.array([h["epoch"] for h in hist]),
             np.array([h["train_loss"] for h in hist], dtype=float),
             np.array([h["val_loss"] for h in hist], dtype=float),
-            resumed_from=int(rec.get("resumed_from_epoch") or 0),
+            resumed_from=int(rec.details.get("resumed_from_epoch") or 0),
         )
-        out["training"] = plots.save_png(fig, plot_dir(store) / "training.png")
+        out["training"] = store.write_plot("training", plots.png_bytes(fig))
     if n_samples and _complete(cfg, store, "generate"):
         out.update(_sample_plots(cfg, store, n_samples))
     if _complete(cfg, store, "quantify"):
@@ -185,12 +181,12 @@ def write_plots(
 
 
 # -- markdown -------------------------------------------------------------------------------------
-def _training_section(rec: dict | None) -> list[str]:
-    if not rec or rec.get("status") != "complete":
+def _training_section(rec) -> list[str]:
+    if not rec or rec.status != "complete":
         return []
-    hist, m = rec.get("history") or [], rec.get("metrics", {})
+    hist, m = rec.details.get("history") or [], rec.metrics
     lines = ["## Surrogate training", ""]
-    start = int(rec.get("resumed_from_epoch") or 0)
+    start = int(rec.details.get("resumed_from_epoch") or 0)
     lines.append(
         f"- epochs: {m.get('epochs', len(hist))}"
         + (f", resumed from epoch {start}" if start else ", trained from scratch")
@@ -213,10 +209,10 @@ def _training_section(rec: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def _rom_section(rec: dict | None) -> list[str]:
-    if not rec or rec.get("status") != "complete":
+def _rom_section(rec) -> list[str]:
+    if not rec or rec.status != "complete":
         return []
-    m = rec.get("metrics", {})
+    m = rec.metrics
     labels = {
         "rank": "POD rank",
         "energy_captured": "energy captured",
@@ -229,10 +225,10 @@ def _rom_section(rec: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def _uq_section(store: RunStore, rec: dict | None) -> list[str]:
-    if not rec or rec.get("status") != "complete":
+def _uq_section(store: RunStore, rec) -> list[str]:
+    if not rec or rec.status != "complete":
         return []
-    m = rec.get("metrics", {})
+    m = rec.metrics
     lines = ["## Uncertainty quantification", ""]
     if "conformal_nominal" in m:
         lines.append(
@@ -248,7 +244,7 @@ def _uq_section(store: RunStore, rec: dict | None) -> list[str]:
                 f"- {name} vs solver: Monte Carlo mean {_fmt(m[keys[0]])}, std {_fmt(m[keys[1]])} "
                 f"(relative L2 difference); Sobol indices max |diff| {_fmt(m[keys[2]])}"
             )
-    res = ds_io.open_dataset(store.path, group="quantify").load()
+    res = _quantify_group(store)
     head = " | ".join(f"{k} {name}" for k in ("S1", "ST") for name in MODELS)
     lines += ["", f"| parameter | {head} |", "|---" * (1 + 2 * len(MODELS)) + "|"]
     for j, p in enumerate(res.parameter.values):
@@ -257,47 +253,42 @@ def _uq_section(store: RunStore, rec: dict | None) -> list[str]:
     return [*lines, ""]
 
 
-def _images(store: RunStore, found: dict[str, Path]) -> list[str]:
-    if not found:
+def _images(store: RunStore, names: list[str] | None) -> list[str]:
+    """The plots (all of the store's, or ``names``) in the order ``write_plots`` makes them."""
+    found = store.plots()
+    rank = {name: k for k, name in enumerate(PLOT_ORDER)}
+    order = sorted(found, key=lambda n: (rank.get(n.split("-")[0], len(rank)), n))
+    order = [n for n in order if names is None or n in names]
+    if not order:
         return []
     lines = ["## Plots", ""]
-    for name, path in found.items():
-        rel = Path(path).resolve().relative_to(store.path.resolve()).as_posix()
-        lines += [f"### {name}", "", f"File: `{rel}` (relative to the store)", ""]
-        data = Path(path).read_bytes()
+    for name in order:
+        lines += [f"### {name}", "", f"File: `{store.plot_file(name)}` (in the store)", ""]
+        data = found[name]
         if len(data) <= EMBED_MAX_BYTES:
             lines += [f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})", ""]
     return lines
 
 
-def _existing_plots(store: RunStore) -> dict[str, Path]:
-    """The store's PNGs in the order ``write_plots`` makes them."""
-    folder = plot_dir(store)
-    found = sorted(folder.glob("*.png")) if folder.is_dir() else []
-    rank = {name: k for k, name in enumerate(PLOT_ORDER)}
-    found.sort(key=lambda p: (rank.get(p.stem.split("-")[0], len(rank)), p.stem))
-    return {p.stem: p for p in found}
-
-
 def report_markdown(
-    cfg: PipelineConfig, store: RunStore, plot_files: dict[str, Path] | None = None
+    cfg: PipelineConfig, store: RunStore, plot_names: list[str] | None = None
 ) -> str:
     """Dataset card, training, ROM and UQ results, plots, then every stage's metrics.
 
     Args:
         cfg: the run's config.
         store: the run store.
-        plot_files: plot name -> PNG path inside the store; default every PNG in ``plot_dir``.
+        plot_names: the plots to show; default every plot the store holds.
     """
-    summary = store.summary()
-    card = ds_io.read_attrs(store.path).get("dataset_card", "") if store.exists() else ""
+    summary = store_summary(store)
+    card = store.attrs().get("dataset_card", "") if store.layout() else ""
     # The card's headings sit one level below the report's title.
     card = "\n".join("#" + ln if ln.startswith("#") else ln for ln in card.splitlines())
     lines = [f"# pdeflow run `{cfg.store}`", "", f"Store: `{store.path}`", "", card, ""]
     lines += _training_section(store.record("train"))
     lines += _rom_section(store.record("reduce"))
     lines += _uq_section(store, store.record("quantify"))
-    lines += _images(store, _existing_plots(store) if plot_files is None else plot_files)
+    lines += _images(store, plot_names)
     lines += ["## Stages", ""]
     for stage, info in summary["stages"].items():
         lines += [f"### {stage}: {info['status']}", "", "| metric | value |", "|---|---|"]
@@ -324,29 +315,47 @@ def publish_quantify(cfg: PipelineConfig, summary: dict) -> None:
     )
 
 
-def publish_run(cfg: PipelineConfig) -> dict[str, Path]:
+def publish_run(cfg: PipelineConfig) -> dict[str, str]:
     """The whole run's metrics table, its plots (saved in the store) and the markdown report.
 
     A plot that fails is logged as a warning: the stages' results are complete and stored, and a
     missing figure must not fail the run that produced them.
 
     Returns:
-        Plot name -> PNG path of the plots written.
+        Plot name -> PNG path (relative to the store) of the plots written.
     """
     store = RunStore.named(cfg.store)
     try:
-        written = write_plots(cfg, store)
+        with store.lock("pdeflow report"):
+            written = write_plots(cfg, store)
     except Exception as err:  # see the docstring
         log_warning(f"plots of {store.path} not written: {err!r}")
         written = {}
     create_table_artifact(
-        metric_rows(store.summary()),
+        metric_rows(store_summary(store)),
         key=artifact_key(cfg.store, "metrics"),
         description="All metrics of the run",
     )
     create_markdown_artifact(
-        report_markdown(cfg, store, written),
+        report_markdown(cfg, store, list(written)),
         key=artifact_key(cfg.store, "report"),
         description="pdeflow run report",
     )
     return written
+
+
+def publish_changes(store_name: str, changes: dict) -> None:
+    """The ``changes_markdown`` report as the run's markdown artifact ``pdeflow-<store>-changes``.
+
+    An API failure is logged as a warning: the report must never fail the run it describes.
+    """
+    from pdeflow.tasks.stages.extend import changes_markdown
+
+    try:
+        create_markdown_artifact(
+            changes_markdown(store_name, changes),
+            key=artifact_key(store_name, "changes"),
+            description="What the run changed: samples, blocks, training, metrics",
+        )
+    except Exception as err:  # see the docstring
+        log_warning(f"changes report of store {store_name} not published: {err!r}")

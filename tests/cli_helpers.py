@@ -23,11 +23,16 @@ def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
     return proc
 
 
-def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 240) -> None:
+def kill_when(
+    args: list[str], ready: Callable[[], bool], timeout: float = 240, freeze: bool = False
+) -> None:
     """Start ``pdeflow ARGS`` in its own session and SIGKILL the whole session once ``ready()``.
 
     Killing the process group takes the Dask workers and the ephemeral Prefect server with it,
-    as a machine crash or an OOM kill of the job would.
+    as a machine crash or an OOM kill of the job would. With ``freeze``, the session is first
+    frozen (SIGSTOP) and ``ready()`` asked again: only a state that still holds while nothing
+    runs is killed, else the session continues. So the kill lands at the state the test checks,
+    however short it lasts.
     """
     proc = subprocess.Popen(
         [*PDEFLOW, *args],
@@ -38,12 +43,20 @@ def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 240) 
     )
     deadline = time.monotonic() + timeout
     try:
-        while not ready():
+        while True:
             if proc.poll() is not None:
                 raise AssertionError(f"finished before the kill:\n{proc.stderr.read().decode()}")
             if time.monotonic() > deadline:
                 raise AssertionError("kill condition never reached")
-            time.sleep(0.05)
+            if ready() and not freeze:
+                break
+            if ready():
+                os.killpg(proc.pid, signal.SIGSTOP)
+                time.sleep(0.05)  # delivery is asynchronous: let every thread stop first
+                if ready():
+                    break
+                os.killpg(proc.pid, signal.SIGCONT)
+            time.sleep(0.02)
     finally:
         with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
             os.killpg(proc.pid, signal.SIGKILL)

@@ -1,14 +1,17 @@
-"""Shared fixtures: an isolated runs directory and Prefect home for every test session."""
+"""Shared fixtures: an isolated runs directory and Prefect home, one Dask cluster and one Prefect
+server for the whole session."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-# Before any test module imports torch: see tasks/__init__.py for why.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from pdeflow.tasks.environment import configure_environment
 
-import pytest
+# Before any test module imports torch or Prefect (OMP_WAIT_POLICY, telemetry off, ...).
+configure_environment()
+
+import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
@@ -32,3 +35,37 @@ def _isolated_environment(tmp_path_factory):
 @pytest.fixture(scope="session")
 def runs_dir() -> Path:
     return Path(os.environ["PDEFLOW_RUNS_DIR"])
+
+
+@pytest.fixture(scope="session")
+def client():
+    """One local Dask cluster for the session: two single-threaded workers under nannies (a
+    worker killed by a test is restarted, as in production)."""
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as lc,
+        Client(lc) as c,
+    ):
+        yield c
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect server for the session (``prefect_test_harness``). CLI subprocesses reach it
+    through PREFECT_API_URL instead of starting an ephemeral server each (7-17 s)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        saved = os.environ.get("PREFECT_API_URL")
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
+        try:
+            yield PREFECT_API_URL.value()
+        finally:
+            if saved is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = saved

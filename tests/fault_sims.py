@@ -13,6 +13,8 @@ simulator's ``options``:
   ``N`` earlier lines (the quantify stage's solves, after the generate stage's ``N`` blocks).
   ``kill`` removes the marker first, then SIGKILLs its own process (a Dask worker dies
   mid-block, once); ``raise`` keeps the marker, so the fault repeats until the test removes it.
+  ``{"action": "sleep", "seconds": S}`` slows every call down by S seconds (a run that lasts
+  long enough to be watched or raced).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
+
 from pdeflow.tasks.simulators.examples.heat_rod import heat_rod
 
 
@@ -41,7 +45,9 @@ def heat_rod_with_faults(params, seeds, *, log: str, marker: str, **options) -> 
     with open(log_path, "a") as fh:
         fh.write(line)
     order = _read_order(Path(marker))
-    if order is not None and _applies(order, seeds, earlier):
+    if order is not None and order["action"] == "sleep":
+        time.sleep(float(order["seconds"]))
+    elif order is not None and _applies(order, seeds, earlier):
         if order["action"] == "kill":
             Path(marker).unlink()
             os.kill(os.getpid(), signal.SIGKILL)

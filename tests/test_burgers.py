@@ -8,6 +8,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
 from pdeflow.tasks.pdes import PDES, BlowUpError, Burgers, CFLViolation, get_pde
 from pdeflow.tasks.pdes.burgers import CFL_MAX
 from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients

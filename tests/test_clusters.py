@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from pdeflow.flows.runtime import cluster_kwargs, dask_client, kubernetes_spec, scaling_kwargs
+from pydantic import BaseModel, ValidationError
+
 from pdeflow.tasks.clusters import (
     ClusterConfig,
     ClusterError,
@@ -21,7 +22,7 @@ from pdeflow.tasks.clusters import (
     task_resources,
 )
 from pdeflow.tasks.config import ConfigError, load_config
-from pydantic import BaseModel, ValidationError
+from pdeflow.tasks.runtime import cluster_kwargs, dask_client, kubernetes_spec, scaling_kwargs
 
 SLURM = {"kind": "slurm", "slurm": {"cores": 8, "memory": "16GB"}}
 K8S = {
@@ -121,7 +122,10 @@ def test_settings_of_other_kinds_are_ignored():
 def test_local_kwargs():
     kw = cluster_kwargs(_cluster(n_workers=3, threads_per_worker=2))
     assert kw["n_workers"] == 3 and kw["threads_per_worker"] == 2 and kw["processes"]
-    assert kw["dashboard_address"] == ":0"  # never the fixed 8787 a second run would fight for
+    # Loopback only, and never the fixed 8787 a second run would fight for.
+    assert kw["dashboard_address"] == "127.0.0.1:0" and kw["host"] == "127.0.0.1"
+    exposed = cluster_kwargs(_cluster(host="0.0.0.0", dashboard=None))
+    assert exposed["host"] == "0.0.0.0" and exposed["dashboard_address"] is None
     assert cluster_kwargs(_cluster())["n_workers"] >= 1  # one per physical core
 
 

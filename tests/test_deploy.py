@@ -13,9 +13,9 @@ import subprocess
 
 import pytest
 import yaml
-from pdeflow.flows.runtime import cluster_kwargs, scaling_kwargs
-from pdeflow.tasks.config import load_config
 
+from pdeflow.tasks.config import load_config
+from pdeflow.tasks.runtime import cluster_kwargs, scaling_kwargs
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"

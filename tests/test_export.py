@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pdeflow.storage.export as export
 import pytest
 import xarray as xr
+
+import pdeflow.storage.export as export
 from pdeflow.storage.export import export_pdebench
 
 h5py = pytest.importorskip("h5py")

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import pytest
+import torch
+
 from pdeflow.tasks.fields import (
     fourier_series,
     gaussian_random_field,
     grf_mode_variance,
     lognormal_field,
+    seeded_samples,
     step_function,
 )
 
@@ -20,6 +24,30 @@ GENERATORS = {
     "lognormal_field": lambda shape, seeds: lognormal_field(shape, 2.0, seeds),
     "step_function": lambda shape, seeds: step_function(shape, 2.0, seeds, levels=(3.0, 12.0)),
 }
+
+FFT_NAMES = ("fft", "ifft", "rfft", "irfft", "fft2", "ifft2", "rfft2", "irfft2")
+FFT_NAMES += ("fftn", "ifftn", "rfftn", "irfftn")
+
+
+@contextlib.contextmanager
+def fft_input_shapes(monkeypatch: pytest.MonkeyPatch):
+    """Record the input shape of every ``numpy.fft`` and ``torch.fft`` call inside the block.
+
+    Yields a set of shapes. A generator that transforms each sample by itself runs the same
+    shapes for a batch as for one sample; one that transforms the batch shows its batch size,
+    on every CPU, even where batched and single transforms happen to round alike.
+    """
+    shapes: set[tuple[int, ...]] = set()
+    with monkeypatch.context() as patch:
+        for module in (np.fft, torch.fft):
+            for name in FFT_NAMES:
+
+                def spy(x, *args, _call=getattr(module, name), **kwargs):
+                    shapes.add(tuple(np.shape(x)))
+                    return _call(x, *args, **kwargs)
+
+                patch.setattr(module, name, spy)
+        yield shapes
 
 
 def _coefficients(u: np.ndarray) -> np.ndarray:
@@ -68,14 +96,38 @@ def test_grf_mean_and_lognormal():
 
 
 @pytest.mark.parametrize("name", sorted(GENERATORS))
-@pytest.mark.parametrize("shape", [(24,), (12, 10)])
-def test_seeds_reproducible_and_batch_independent(name, shape):
+@pytest.mark.parametrize(
+    "shape", [(24,), (30,), (12, 10), (24, 24), (32, 32)], ids=lambda s: "x".join(map(str, s))
+)
+def test_samples_bitwise_equal_alone_and_in_any_batch(name, shape, monkeypatch):
     gen = GENERATORS[name]
-    batch = gen(shape, np.array([7, 11, 7]))
-    assert batch.shape == (3, *shape) and batch.dtype == np.float64
-    assert np.array_equal(batch[0], batch[2])
-    assert np.array_equal(batch[1], gen(shape, [11])[0])
+    seeds = [8, 9, 8, 3]
+    with fft_input_shapes(monkeypatch) as batch_ffts:
+        batch = gen(shape, np.array(seeds))
+    assert batch.shape == (4, *shape) and batch.dtype == np.float64
+    with fft_input_shapes(monkeypatch) as single_ffts:
+        alone = {s: gen(shape, [s])[0] for s in set(seeds)}
+    # No tolerance: a sample is the same bits alone, at any position, in a batch of any size.
+    for i, s in enumerate(seeds):
+        np.testing.assert_array_equal(batch[i], alone[s])
+    np.testing.assert_array_equal(gen(shape, [1, 2, 4, 5, 6, 9])[-1], batch[1])
     assert not np.array_equal(batch[0], batch[1])
+    # By construction: every transform sees one sample, never the batch.
+    assert batch_ffts == single_ffts
+
+
+def test_seeded_samples_gives_each_seed_a_fresh_generator():
+    starts = []
+
+    def draw(rng):
+        starts.append(rng.bit_generator.state["state"]["state"])
+        return rng.standard_normal((2, 3))
+
+    out = seeded_samples(np.array([5, 6, 5]), (2, 3), draw)
+    assert out.shape == (3, 2, 3) and out.dtype == np.float64
+    assert starts[0] == starts[2] != starts[1]
+    np.testing.assert_array_equal(out[1], np.random.default_rng(6).standard_normal((2, 3)))
+    assert seeded_samples([], (4,), draw).shape == (0, 4)
 
 
 @pytest.mark.parametrize("shape", [(32,), (16, 16)])

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from pdeflow.tasks.metrics import max_error, nrmse, relative_l2
 from pdeflow.tasks.surrogates import SURROGATES, get_surrogate
 from pdeflow.tasks.surrogates.fno import (

@@ -5,31 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from distributed import Client, LocalCluster
+
 from pdeflow.storage import RunStore
-from pdeflow.storage.manifest import BlockManifest
+from pdeflow.tasks import datasets
 from pdeflow.tasks.config import load_config
-from pdeflow.tasks.generate import GenerationError, generate, solve_parameters, to_physical, to_unit
-
-from tests.cli_helpers import cli, kill_when
+from pdeflow.tasks.design import to_physical, to_unit
+from pdeflow.tasks.solve import solve_parameters
+from pdeflow.tasks.stages import GenerationError
 from tests.conftest import TINY
-
-
-@pytest.fixture(scope="module")
-def client():
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as lc,
-        Client(lc) as c,
-    ):
-        yield c
+from tests.stage_helpers import complete_blocks, generate
 
 
 def test_store_holds_the_solver_output_and_reruns_compute_nothing(client):
     cfg = load_config(TINY, ["store=gen-values"])
     first = generate(cfg, client)
-    assert first["blocks_computed"] == cfg.generate.n_blocks
+    assert first.computed == cfg.generate.n_blocks == first.total
     ds = xr.open_zarr(RunStore.named(cfg.store).path)
     params = np.stack([ds[name].values for name in cfg.generate.parameter_names], axis=1)
     # Any sample regenerates alone from its stored parameters. Alone vs inside a batch the
@@ -45,82 +35,51 @@ def test_store_holds_the_solver_output_and_reruns_compute_nothing(client):
     assert set(ds.attrs["normalization"]["u"]) == {"mean", "std"}
     assert ds.attrs["dataset_card"] and ds.time.values[-1] == cfg.generate.t_end
     assert sorted(np.unique(ds.split.values)) == [0, 1, 2, 3]
-    assert generate(cfg, client)["blocks_computed"] == 0
+    assert generate(cfg, client).computed == 0
 
 
 def test_blow_up_fails_its_block_and_names_samples(client):
-    # A CFL guard of 0 cannot be set from the config, so provoke a real blow-up: an amplitude
-    # far beyond what dt was validated for is impossible too (validation refuses it). Instead
-    # corrupt one stored parameter to NaN: the solver must report that sample, not store NaNs.
-    import zarr
-
+    # A CFL guard of 0 cannot be set from the config, and validation refuses an amplitude too
+    # large for dt. So provoke a real blow-up with a template whose stored parameter of one
+    # sample is NaN: the solver must report that sample, not store NaNs.
     cfg = load_config(TINY, ["store=gen-blowup"])
     store = RunStore.named(cfg.store)
-    from pdeflow.tasks.datasets import create_store
-
-    create_store(store, cfg.generate)
-    zarr.open_array(str(store.path), path="a2", mode="r+")[21] = np.nan
+    template = datasets.template(cfg.generate)
+    dims, values, attrs = template.coords["a2"]
+    values = values.copy()
+    values[21] = np.nan
+    template.coords["a2"] = (dims, values, attrs)
+    with store.lock():
+        store.write_template(template)
     with pytest.raises(GenerationError) as err:
         generate(cfg, client)
     assert "block 1" in str(err.value) and "[21]" in str(err.value)
-    manifest = BlockManifest(store.path)
-    assert manifest.missing() == [1] and manifest.n_complete() == cfg.generate.n_blocks - 1
-    assert store.record("generate")["status"] == "running"
+    assert complete_blocks(store.path) == [0, 2, 3]
+    rec = store.record("generate")
+    assert rec.status == "failed" and "block 1" in rec.error
 
 
-SLOW = [
-    "generate.n_samples=64",
-    "generate.block_size=8",
-    "generate.chunk_size=8",
-    "generate.n_x=512",
-    "generate.n_frames=101",
-    "generate.t_end=3.0",
-    "generate.dt=0.005",
-]
+@pytest.mark.parametrize(
+    "over",
+    [
+        ["generate.initial_condition.kind=modes"],
+        ["generate.initial_condition.kind=fourier", "generate.parameters.nu.low=0.1"],
+        ["generate.initial_condition.kind=grf", "generate.dt=0.002"],
+        ["generate.initial_condition.kind=fourier", "generate.initial_condition.rescale=unit"],
+    ],
+    ids=["modes", "fourier", "grf", "fourier-unit"],
+)
+def test_initial_states_are_bitwise_the_same_alone_and_in_any_batch(over):
+    import torch
 
+    from pdeflow.tasks.solve import initial_state
 
-def test_sigkill_then_rerun_computes_only_missing_blocks(client, runs_dir):
-    ref = load_config(TINY, ["store=gen-reference", *SLOW])
-    generate(ref, client)
-    name = "gen-killed"
-    path = runs_dir / name
-    manifest = BlockManifest(path)
-
-    def half_done() -> bool:
-        try:
-            return 2 <= manifest.n_complete() <= 5
-        except Exception:  # the store is still being created
-            return False
-
-    kill_when(
-        [
-            "run",
-            "generate",
-            "--config",
-            str(TINY),
-            "--set",
-            f"store={name}",
-            *sum((["--set", s] for s in SLOW), []),
-        ],
-        half_done,
-    )
-    done_before = manifest.n_complete()
-    assert 2 <= done_before < 8
-    assert RunStore(path).record("generate")["status"] == "running"
-    cli(
-        "run",
-        "generate",
-        "--config",
-        str(TINY),
-        "--set",
-        f"store={name}",
-        *sum((["--set", s] for s in SLOW), []),
-    )
-    record = RunStore(path).record("generate")
-    assert record["status"] == "complete"
-    assert record["blocks_computed_last_run"] == 8 - done_before
-    killed = xr.open_zarr(path).u.values
-    np.testing.assert_array_equal(killed, xr.open_zarr(runs_dir / "gen-reference").u.values)
-    np.testing.assert_array_equal(
-        BlockManifest(path).checksums(), BlockManifest(runs_dir / "gen-reference").checksums()
-    )
+    cfg = load_config(TINY, over).generate
+    params = to_physical(cfg, np.random.default_rng(0).random((6, len(cfg.parameter_names))))
+    seeds = np.array([8, 9, 8, 3, 1, 2])
+    batch = initial_state(cfg, params, seeds, torch.device("cpu"), torch.float64)
+    for i in range(len(seeds)):
+        alone = initial_state(cfg, params[i : i + 1], seeds[i : i + 1], "cpu", torch.float64)
+        assert torch.equal(alone[0], batch[i]), i
+    reordered = initial_state(cfg, params[::-1].copy(), seeds[::-1].copy(), "cpu", torch.float64)
+    assert torch.equal(reordered.flip(0), batch)

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client
+from typer.testing import CliRunner
+
 from pdeflow.storage import RunStore
 from pdeflow.tasks.config import ConfigError, load_config
-from pdeflow.tasks.generate import generate
 from pdeflow.tasks.presets import PRESETS
-from typer.testing import CliRunner
+from tests.stage_helpers import generate
 
 NEW_PRESETS = ["pdebench-darcy-2d", "pdebench-diffusion-reaction-2d"]
 TINY = ["generate.n_samples=8", "generate.block_size=8", "generate.chunk_size=8"]
@@ -164,6 +165,7 @@ def test_cli_lists_the_2d_pdes_and_presets():
 
 def test_kolmogorov_class_is_the_forced_navier_stokes_solver():
     import torch
+
     from pdeflow.tasks.pdes import KolmogorovFlow2D, NavierStokes2D
 
     kw = {"dt": 0.01, "nu": [1e-3, 2e-3], "dtype": torch.float64}

@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client
+
 from pdeflow.storage import RunStore
 from pdeflow.storage.export import export_pdebench
-from pdeflow.storage.manifest import BlockManifest
 from pdeflow.tasks.config import ConfigError, load_config
-from pdeflow.tasks.generate import GenerationError, generate
 from pdeflow.tasks.problems import all_entries
 from pdeflow.tasks.sampling import SobolBalanceWarning
-
+from pdeflow.tasks.stages import GenerationError
 from tests.conftest import TINY
+from tests.stage_helpers import complete_blocks, generate
 
 CONFIGS = TINY.parent
 SMALL = ["generate.n_samples=16", "generate.block_size=8", "generate.chunk_size=4"]
@@ -53,7 +53,7 @@ def _small(entry) -> list[str]:
 def test_every_registered_pde_generates_a_store(client, entry):
     cfg = load_config(TINY, [f"store=reg-{entry.name}", *SMALL, *_small(entry)])
     summary = generate(cfg, client)
-    assert summary["blocks_computed"] == cfg.generate.n_blocks
+    assert summary.computed == cfg.generate.n_blocks
     ds = xr.open_zarr(RunStore.named(cfg.store).path)
     assert ds.attrs["fields"] == list(entry.fields) and ds.attrs["pde"] == entry.name
     space = ("x",) if entry.dim == 1 else ("x", "y")
@@ -101,7 +101,7 @@ def test_python_simulator_runs_through_blocks_and_matches_the_exact_solution(cli
     from pdeflow.tasks.simulators.examples.heat_rod import heat_rod
 
     cfg = load_config(CONFIGS / "custom_python.yaml", ["store=byo-python"])
-    assert generate(cfg, client)["blocks_computed"] == 2
+    assert generate(cfg, client).computed == 2
     ds = xr.open_zarr(RunStore.named(cfg.store).path)
     assert ds.T.dims == ("sample", "time", "x") and ds.T.attrs["units"] == "K"
     params = {k: ds[k].values for k in ("alpha", "t_left", "t_right")}
@@ -128,15 +128,14 @@ def test_executable_simulator_fails_only_the_bad_block(client):
     with pytest.raises(GenerationError) as err:
         generate(bad, client)
     assert "block 1" in str(err.value) and "11" in str(err.value) and "boom" in str(err.value)
-    manifest = BlockManifest(RunStore.named(bad.store).path)
-    assert manifest.missing() == [1]
+    assert complete_blocks(RunStore.named(bad.store).path) == [0]
     # The healthy program solves every block of the same design.
     healthy = json.dumps([sys.executable, *command[1:]])
     good = load_config(
         CONFIGS / "custom_executable.yaml",
         ["store=byo-exe-ok", f"generate.simulator.command={healthy}"],
     )
-    assert generate(good, client)["blocks_computed"] == 2
+    assert generate(good, client).computed == 2
     u = xr.open_zarr(RunStore.named(good.store).path).u.values
     assert u.shape == (16, 6, 32) and np.isfinite(u).all()
 
@@ -150,14 +149,14 @@ def test_extension_adds_blocks_and_equals_a_fresh_store(client):
     grown = load_config(TINY, ["store=ext", *base[1:], "generate.n_samples=64"])
     summary = generate(grown, client)
     # Blocks 0-1 stay; block 2 (samples 32-39, partial before) and block 3 are solved.
-    assert summary["blocks_computed"] == 2
+    assert summary.computed == 2
     fresh = load_config(TINY, ["store=ext-fresh", *base[1:], "generate.n_samples=64"])
     generate(fresh, client)
     a = xr.open_zarr(RunStore.named("ext").path)
     b = xr.open_zarr(RunStore.named("ext-fresh").path)
     xr.testing.assert_equal(a.reset_coords(), b.reset_coords())
     record = RunStore.named("ext").record("generate")
-    assert record["extended_from"] == 40 and record["status"] == "complete"
+    assert record.details["extended_from"] == 40 and record.status == "complete"
 
 
 def test_pdebench_preset_exports_to_the_pdebench_layout(client, tmp_path):

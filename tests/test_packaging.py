@@ -6,6 +6,7 @@ same name, and a Dask worker's scratch ``storage/`` directory on ``sys.path`` wo
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -27,10 +28,17 @@ def _package_dirs() -> set[str]:
 
 
 def test_wheel_holds_only_the_pdeflow_namespace(tmp_path):
+    # A copy of the sources, so setuptools' build/ folder lands outside the checkout.
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for top in SOURCE_DIRS:
+        shutil.copytree(ROOT / top, src / top, ignore=shutil.ignore_patterns("__pycache__"))
     # --no-build-isolation: setuptools comes from the dev extra, no download.
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-        + ["-w", str(tmp_path), str(ROOT)],
+        + ["-w", str(tmp_path), str(src)],
         capture_output=True,
         text=True,
         timeout=300,

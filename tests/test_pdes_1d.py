@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from pdeflow.tasks.pdes import BlowUpError, Burgers, CFLViolation, exact
 from pdeflow.tasks.pdes.advection import Advection
 from pdeflow.tasks.pdes.allen_cahn import AllenCahn

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import scipy.fft
 import torch
+from scipy.integrate import solve_ivp
+
 from pdeflow.tasks.pdes.darcy2d import CGNotConverged, Darcy2D, _dst2, _idst2
 from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation
 from pdeflow.tasks.pdes.navier_stokes2d import CFL_LIMIT, NavierStokes2D
-from scipy.integrate import solve_ivp
 
 NS = NavierStokes2D
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.integrate import solve_ivp
+
 from pdeflow.tasks.pdes.errors import BlowUpError
 from pdeflow.tasks.pdes.fitzhugh_nagumo2d import FitzHugh2D
 from pdeflow.tasks.pdes.gray_scott2d import GrayScott2D
 from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT
-from scipy.integrate import solve_ivp
 
 SOLVERS = (FitzHugh2D, GrayScott2D)
 

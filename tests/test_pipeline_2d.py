@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import xarray as xr
 from distributed import Client
+
 from pdeflow.storage import RunStore
 from pdeflow.tasks.config import load_config
-from pdeflow.tasks.generate import generate
-from pdeflow.tasks.quantify import quantify
-from pdeflow.tasks.reduce import reduce
-from pdeflow.tasks.train import load_model, surrogate_name, train
-
+from pdeflow.tasks.stages.models import load_surrogate
+from pdeflow.tasks.surrogates.factory import surrogate_name
 from tests.conftest import ROOT
+from tests.stage_helpers import generate, quantify, reduce, train
 
 TINY2D = ROOT / "tests" / "configs" / "tiny2d.yaml"
 DEMO = ROOT / "flows" / "configs" / "demo.yaml"
@@ -47,7 +46,7 @@ def test_generate_writes_2d_trajectories(pipeline_2d):
     w = ds["vorticity"]
     assert w.dims == ("sample", "time", "x", "y")
     assert w.shape == (gen.n_samples, gen.n_frames, gen.n_x, gen.n_x)
-    assert np.isfinite(w.values).all() and summaries["generate"]["blocks_computed"] == 2
+    assert np.isfinite(w.values).all() and summaries["generate"].computed == 2
     # The solver's own initial vorticity has unit rms per sample.
     rms = np.sqrt((w.isel(time=0).values.astype(np.float64) ** 2).mean(axis=(1, 2)))
     np.testing.assert_allclose(rms, 1.0, rtol=1e-5)
@@ -55,12 +54,12 @@ def test_generate_writes_2d_trajectories(pipeline_2d):
 
 def test_train_fits_an_fno2d_with_finite_metrics(pipeline_2d):
     cfg, summaries = pipeline_2d
-    m = summaries["train"]["metrics"]
+    m = summaries["train"].metrics
     assert m["epochs"] == cfg.train.epochs and _finite(m)
     assert m["nrmse_one_step"] > 0 and m["nrmse_rollout"] > 0
     assert surrogate_name(cfg) == "fno2d"
     # The saved weights load into the 2D architecture the config names.
-    load_model(cfg, RunStore.named(cfg.store))
+    load_surrogate(cfg, RunStore.named(cfg.store))
 
 
 def test_reduce_and_quantify_carry_the_2d_field(pipeline_2d):
@@ -68,16 +67,16 @@ def test_reduce_and_quantify_carry_the_2d_field(pipeline_2d):
     gen, path = cfg.generate, RunStore.named(cfg.store).path
     features = gen.n_x * gen.n_x
     red = xr.open_zarr(path, group="reduce")
-    rank = summaries["reduce"]["metrics"]["rank"]
+    rank = summaries["reduce"].metrics["rank"]
     assert red.modes.shape == (rank, features) and red["mean"].shape == (features,)
-    assert _finite(summaries["reduce"]["metrics"])
+    assert _finite(summaries["reduce"].metrics)
     q = xr.open_zarr(path, group="quantify")
     for name in ("solver", "surrogate", "rom"):
         assert q[f"mean_{name}"].dims == ("time", "channel", "x", "y")
         assert q[f"mean_{name}"].shape == (gen.n_frames, 1, gen.n_x, gen.n_x)
         assert np.isfinite(q[f"mean_{name}"].values).all()
         assert q[f"ST_{name}"].shape == (1,)
-    m = summaries["quantify"]["metrics"]
+    m = summaries["quantify"].metrics
     assert _finite(m) and 0 <= m["conformal_coverage_resplit_mean"] <= 1
 
 
@@ -114,7 +113,7 @@ def test_user_simulator_runs_through_the_whole_pipeline():
         train(cfg)
         reduce(cfg, c)
         summary = quantify(cfg, c)
-    m = summary["metrics"]
+    m = summary.metrics
     assert _finite(m) and m["mc_mean_rel_diff_surrogate"] < 1e-2
     assert m["mc_std_rel_diff_surrogate"] < 0.1 and m["sobol_max_abs_diff_surrogate"] < 0.1
     q = xr.open_zarr(RunStore.named(cfg.store).path, group="quantify")
@@ -128,17 +127,15 @@ def test_randomized_pod_keeps_sample_chunks_and_matches_tsqr(pipeline_2d):
     # iterations and 10 oversampled columns the top 5 measured within 1e-13 here; 1e-3 leaves
     # room for other BLAS and still catches a wrong basis or centring (the spectrum falls only
     # ~12% per mode, so a mix-up of modes moves them by far more).
-    from pdeflow.storage import dataset as ds_io
     from pdeflow.tasks.config import ReduceConfig
-    from pdeflow.tasks.reduce import pod_out_of_core, snapshot_matrix
-    from pdeflow.tasks.train import split_indices
+    from pdeflow.tasks.stages.reduce import pod_out_of_core, snapshot_matrix
 
     cfg, _ = pipeline_2d
-    path = RunStore.named(cfg.store).path
-    idx = split_indices(path, "train")
-    tall = snapshot_matrix(path, idx)
-    lean = snapshot_matrix(path, idx, tall_blocks=False)
-    assert lean.chunks[0][0] == ds_io.chunk_size(path) * cfg.generate.n_frames
+    store = RunStore.named(cfg.store)
+    idx = store.sample_indices("train")
+    tall = snapshot_matrix(store, idx)
+    lean = snapshot_matrix(store, idx, tall_blocks=False)
+    assert lean.chunks[0][0] == cfg.generate.chunk_size * cfg.generate.n_frames
     assert lean.numblocks[0] > 1 and tall.numblocks[0] == 1  # 108 rows < 2 * 256 columns
     exact = pod_out_of_core(tall, ReduceConfig(svd="tsqr", max_rank=8, energy=0.999999))
     fast = pod_out_of_core(lean, ReduceConfig(svd="randomized", max_rank=8, energy=0.999999))

@@ -7,7 +7,9 @@ import logging
 
 import numpy as np
 import pytest
-from pdeflow.tasks import plots, stages
+
+from pdeflow.tasks import orchestration as stages
+from pdeflow.tasks import plots
 from pdeflow.tasks.metrics import nrmse
 
 PNG = plots.PNG_SIGNATURE
@@ -17,10 +19,8 @@ def _titles(fig) -> list[str]:
     return [ax.get_title() for ax in fig.axes if ax.get_title()]
 
 
-def _assert_png(path) -> None:
-    data = path.read_bytes()
+def _assert_png(data: bytes) -> None:
     assert data[:8] == PNG and len(data) > 1000
-    assert not list(path.parent.glob(".*")), "a temporary file was left behind"
 
 
 # -- plots ----------------------------------------------------------------------------------------
@@ -35,7 +35,7 @@ def test_training_curves_log_scale_and_resume_marker(tmp_path):
         "resumed at epoch 3",
     ]
     np.testing.assert_array_equal(ax.get_lines()[0].get_ydata(), 1.0 / epochs)
-    _assert_png(plots.save_png(fig, tmp_path / "plots" / "training.png"))
+    _assert_png(plots.png_bytes(fig))
 
 
 def _trajectory(shape, seed=0):
@@ -62,7 +62,7 @@ def test_sample_comparison_1d_images_and_errors(tmp_path, shape, space_ndim, cha
         np.testing.assert_allclose(
             by_title[f"rom - truth ({ch})"].images[0].get_array(), rom_c - truth_c
         )
-    _assert_png(plots.save_png(fig, tmp_path / "sample.png"))
+    _assert_png(plots.png_bytes(fig))
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_sample_comparison_2d_final_frames(tmp_path, shape, channels):
         np.testing.assert_array_equal(img, last[c].T)  # x along the horizontal axis
         err = by_title[f"surrogate - truth ({ch})"].images[0].get_array()
         np.testing.assert_allclose(err, -0.5 * last[c].T)
-    _assert_png(plots.save_png(fig, tmp_path / "sample2d.png"))
+    _assert_png(plots.png_bytes(fig))
 
 
 @pytest.mark.parametrize(
@@ -111,7 +111,7 @@ def test_sobol_bars_heights_and_parameter_names(tmp_path):
     assert [t.get_text() for t in left.get_xticklabels()] == names
     heights = [p.get_height() for p in left.patches]
     np.testing.assert_allclose(heights, np.concatenate([s1["solver"], s1["rom"]]))
-    _assert_png(plots.save_png(fig, tmp_path / "sobol.png"))
+    _assert_png(plots.png_bytes(fig))
     with pytest.raises(ValueError, match="same"):
         plots.sobol_bars(names, s1, {"solver": st["solver"]})
 
@@ -125,18 +125,15 @@ def test_coverage_histogram_counts_and_target_line(tmp_path):
     lines = {ln.get_label(): ln.get_xdata()[0] for ln in ax.get_lines()}
     assert lines["target 1 - alpha = 0.9"] == 0.9
     assert lines["upper bound 0.95"] == pytest.approx(0.95)  # 0.9 + 1 / (19 + 1)
-    _assert_png(plots.save_png(fig, tmp_path / "coverage.png"))
+    _assert_png(plots.png_bytes(fig))
     with pytest.raises(ValueError, match="nominal"):
         plots.coverage_histogram(cover, nominal=1.0)
 
 
-def test_save_png_replaces_atomically(tmp_path):
-    target = tmp_path / "fig.png"
-    target.write_bytes(b"old")
-    plots.save_png(plots.coverage_histogram(np.array([0.9]), 0.9), target)
-    _assert_png(target)
+def test_png_bytes_checks_the_resolution():
+    _assert_png(plots.png_bytes(plots.coverage_histogram(np.array([0.9]), 0.9)))
     with pytest.raises(ValueError, match="dpi"):
-        plots.save_png(plots.coverage_histogram(np.array([0.9]), 0.9), target, dpi=1000)
+        plots.png_bytes(plots.coverage_histogram(np.array([0.9]), 0.9), dpi=1000)
 
 
 # -- progress reporting ---------------------------------------------------------------------------
@@ -194,19 +191,11 @@ def test_failing_artifact_api_warns_once_and_never_raises(monkeypatch, caplog):
     api = FakeApi(fail=True)
     monkeypatch.setattr(stages, "create_progress_artifact", api.create)
     art = stages.ProgressArtifact("generate", interval=0.0)
-    with caplog.at_level(logging.WARNING, logger="pdeflow.tasks.stages"):
+    with caplog.at_level(logging.WARNING, logger="pdeflow.tasks.orchestration"):
         for done in range(5):
             art(done, 4)
     assert art.failed and len(api.calls) == 1
     assert [r.message for r in caplog.records if "progress artifact disabled" in r.message]
-
-
-@pytest.fixture(scope="session")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 def _flow_artifacts(flow_run_id):
@@ -221,7 +210,7 @@ def _flow_artifacts(flow_run_id):
     return asyncio.run(read())
 
 
-def test_reporter_updates_a_progress_artifact_in_a_flow_run(harness, monkeypatch):
+def test_reporter_updates_a_progress_artifact_in_a_flow_run(prefect_api, monkeypatch):
     from prefect import flow
 
     # A long interval: only the first report and the final one reach the server.
@@ -247,7 +236,7 @@ def test_reporter_updates_a_progress_artifact_in_a_flow_run(harness, monkeypatch
     assert artifact.description == "train: 6 of 6 epochs"
 
 
-def test_flow_run_survives_a_failing_artifact_api(harness, monkeypatch):
+def test_flow_run_survives_a_failing_artifact_api(prefect_api, monkeypatch):
     from prefect import flow
 
     api = FakeApi(fail=True)
@@ -269,14 +258,11 @@ def test_flow_run_survives_a_failing_artifact_api(harness, monkeypatch):
 def tiny_store(runs_dir):
     """The four stages of the tiny config, called directly on an in-process Dask cluster."""
     from distributed import Client
+
     from pdeflow.storage import RunStore
     from pdeflow.tasks.config import load_config
-    from pdeflow.tasks.generate import generate
-    from pdeflow.tasks.quantify import quantify
-    from pdeflow.tasks.reduce import reduce
-    from pdeflow.tasks.train import train
-
     from tests.conftest import TINY
+    from tests.stage_helpers import generate, quantify, reduce, train
 
     cfg = load_config(TINY, ["store=report"])
     with Client(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as c:
@@ -289,10 +275,9 @@ def tiny_store(runs_dir):
 
 def test_predict_samples_reproduces_the_stage_metrics(tiny_store):
     from pdeflow.tasks.report import predict_samples
-    from pdeflow.tasks.train import split_indices
 
     cfg, store = tiny_store
-    test = split_indices(store.path, "test")
+    test = store.sample_indices("test")
     out = predict_samples(cfg, store, test)
     truth = out["truth"]
     assert truth.shape == (len(test), cfg.generate.n_frames, 1, cfg.generate.n_x)
@@ -301,7 +286,7 @@ def test_predict_samples_reproduces_the_stage_metrics(tiny_store):
     np.testing.assert_array_equal(out["surrogate"][:, 0], truth[:, 0])
     # The stages measured these on the same test split through their own code paths; float32
     # model and data give ~1e-7 relative rounding, so 1e-4 leaves room without hiding a mismatch.
-    metrics = {s: store.record(s)["metrics"] for s in ("train", "reduce")}
+    metrics = {s: store.record(s).metrics for s in ("train", "reduce")}
     space = truth.ndim - 3
     rollout = nrmse(out["surrogate"][:, 1:], truth[:, 1:], n_space_dims=space).mean()
     assert rollout == pytest.approx(metrics["train"]["nrmse_rollout"], rel=1e-4)
@@ -311,20 +296,21 @@ def test_predict_samples_reproduces_the_stage_metrics(tiny_store):
 
 
 def test_write_plots_and_report_reference_them(tiny_store):
-    from pdeflow.tasks.report import plot_dir, report_markdown, write_plots
+    from pdeflow.tasks.report import report_markdown, write_plots
 
     cfg, store = tiny_store
-    written = write_plots(cfg, store)
+    with store.lock():
+        written = write_plots(cfg, store)
     assert set(written) == {"training", "sample-0", "sample-1", "sobol", "coverage"}
-    for path in written.values():
-        assert path.parent == plot_dir(store) == store.path / "_pdeflow" / "plots"
-        _assert_png(path)
-    md = report_markdown(cfg, store, written)
+    for name, rel in written.items():
+        assert rel == f"_pdeflow/plots/{name}.png"
+        _assert_png(store.plots()[name])
+    md = report_markdown(cfg, store, list(written))
     for name in written:
         assert f"`_pdeflow/plots/{name}.png`" in md
         assert f"![{name}](data:image/png;base64," in md
     rec = store.record("train")
-    best = min(h["val_loss"] for h in rec["history"])
+    best = min(h["val_loss"] for h in rec.details["history"])
     assert "## Surrogate training" in md and f"best val loss {best:.6g}" in md
     assert "trained from scratch" in md and "## Reduced-order model" in md
     assert "| parameter | S1 solver |" in md and "| nu |" in md

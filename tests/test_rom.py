@@ -5,6 +5,9 @@ import inspect
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
+from threadpoolctl import threadpool_limits
+
 from pdeflow.tasks.rom import (
     APPROXIMATIONS,
     POD,
@@ -15,8 +18,6 @@ from pdeflow.tasks.rom import (
     get_reduction,
     select_rank,
 )
-from sklearn.exceptions import NotFittedError
-from threadpoolctl import threadpool_limits
 
 # Noise-free data drive the GP noise level to its lower bound and the amplitude towards the flat
 # limit, which sklearn reports as ConvergenceWarning; that is expected here, not a failure.

@@ -4,6 +4,9 @@ import warnings
 
 import numpy as np
 import pytest
+from scipy import stats
+from scipy.stats import qmc
+
 from pdeflow.tasks.sampling import (
     DESIGNS,
     MARGINALS,
@@ -13,8 +16,6 @@ from pdeflow.tasks.sampling import (
     sample_seeds,
     sample_unit,
 )
-from scipy import stats
-from scipy.stats import qmc
 
 EXTENDABLE = ("sobol", "random")
 

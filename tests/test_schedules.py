@@ -12,22 +12,20 @@ import re
 import subprocess
 import sys
 import time
-import zlib
 
-import numpy as np
 import psutil
 import pytest
 import yaml
-import zarr
-from pdeflow.flows.incremental import ExtensionError, plan_extension, stored_samples
-from pdeflow.flows.serve import load_flow, parse_schedules, schedule_parameters
-from pdeflow.storage import ConfigMismatch, RunStore
-from pdeflow.storage.manifest import BlockManifest
-from pdeflow.tasks.config import PipelineConfig, load_config
-from pdeflow.tasks.stages import stage_config, stage_hash
 
+from pdeflow.flows.serve import load_flow, parse_schedules, schedule_parameters
+from pdeflow.storage import ConfigMismatch, RunStore, StageRecord
+from pdeflow.tasks import datasets
+from pdeflow.tasks.config import PipelineConfig, load_config
+from pdeflow.tasks.stages import config_of, hash_of
+from pdeflow.tasks.stages.extend import ExtensionError, plan_extension, stored_samples
 from tests.conftest import TINY
 from tests.e2e.prefect_server import api, prefect_server, server_env, stop_group
+from tests.stage_helpers import block_files
 
 INITIAL, N, BLOCK = 32, 16, 16
 INTERVAL_S = 3
@@ -75,28 +73,16 @@ def scheduled_config() -> PipelineConfig:
 def _pregenerate(cfg: PipelineConfig) -> None:
     """The store the schedule extends: the generate stage alone, no model trained yet."""
     from distributed import Client
-    from pdeflow.tasks.generate import generate
+
+    from tests.stage_helpers import generate
 
     with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as c:
         generate(cfg, c)
 
 
-def _block_checksums(path, n_blocks: int) -> list[int]:
-    """CRC32 of each block's stored bytes, field after field, as ``write_block`` records it."""
-    group = zarr.open_group(str(path), mode="r")
-    fields = group.attrs.get("fields", ["u"])
-    out = []
-    for b in range(n_blocks):
-        crc = 0
-        for name in fields:
-            crc = zlib.crc32(np.ascontiguousarray(group[name][b * BLOCK : (b + 1) * BLOCK]), crc)
-        out.append(crc)
-    return out
-
-
-def _block_seconds(path) -> list[float]:
+def _block_seconds(store: RunStore) -> dict[int, float]:
     """Solve time recorded per block: a block solved again would record a new one."""
-    return zarr.open_array(str(path), path="manifest/seconds", mode="r")[:].tolist()
+    return {b: e.seconds for b, e in store.complete_blocks().items()}
 
 
 def _runs(base: str, deployment_id: str) -> list[dict]:
@@ -154,9 +140,8 @@ def test_scheduled_runs_extend_the_store_twice(tmp_path, runs_dir, scheduled_con
     cfg = scheduled_config
     _pregenerate(cfg)
     store = RunStore.named(cfg.store)
-    before = BlockManifest(store.path)
-    kept_checksums, kept_seconds = before.checksums().tolist(), _block_seconds(store.path)
-    assert stored_samples(store) == INITIAL and before.n_complete() == INITIAL // BLOCK
+    kept_files, kept_seconds = block_files(store.path), _block_seconds(store)
+    assert stored_samples(store) == INITIAL and len(kept_files) == INITIAL // BLOCK
     schedules = tmp_path / "schedules.yaml"
     schedules.write_text(yaml.safe_dump([SCHEDULE]))
 
@@ -178,33 +163,33 @@ def test_scheduled_runs_extend_the_store_twice(tmp_path, runs_dir, scheduled_con
     final = INITIAL + 2 * N
     assert stored_samples(store) == final
     gen = store.record("generate")
-    assert gen["status"] == "complete" and gen["config"]["generate"]["n_samples"] == final
-    assert gen["extended_from"] == INITIAL + N and "planned_extension" not in gen
+    assert gen.status == "complete" and gen.config["generate"]["n_samples"] == final
+    assert gen.details["extended_from"] == INITIAL + N
+    assert "planned_extension" not in gen.details
     lineage = [
         {k: e[k] for k in ("from", "to", "blocks_computed", "flow_run_id")}
-        for e in gen["extensions"]
+        for e in gen.details["extensions"]
     ]
     assert lineage == [
         {"from": INITIAL, "to": INITIAL + N, "blocks_computed": N // BLOCK, "flow_run_id": ids[0]},
         {"from": INITIAL + N, "to": final, "blocks_computed": N // BLOCK, "flow_run_id": ids[1]},
     ]
     # No model existed before the first run; the second warm-started from the first's.
-    assert [e["warm_started"] for e in gen["extensions"]] == [False, True]
+    assert [e["warm_started"] for e in gen.details["extensions"]] == [False, True]
     grown = cfg.model_copy(
         update={"generate": cfg.generate.model_copy(update={"n_samples": final})}
     )
     for stage in ("train", "reduce", "quantify"):
         rec = store.record(stage)
-        assert rec["status"] == "complete" and rec["hash"] == stage_hash(grown, stage), stage
-    assert store.record("train")["warm_started"] is True
+        assert rec.status == "complete" and rec.config_hash == hash_of(grown, stage), stage
+    assert store.record("train").details["warm_started"] is True
 
-    # Manifest: every block complete, checksums match the bytes; the first blocks untouched.
-    manifest = BlockManifest(store.path)
-    n_blocks = final // BLOCK
-    assert manifest.n_blocks == n_blocks and manifest.missing() == []
-    assert manifest.checksums().tolist() == _block_checksums(store.path, n_blocks)
-    assert manifest.checksums().tolist()[: len(kept_checksums)] == kept_checksums
-    assert _block_seconds(store.path)[: len(kept_seconds)] == kept_seconds
+    # Manifest: every block complete, its files' bytes match it; the first blocks untouched.
+    files = block_files(store.path)
+    assert sorted(files) == list(range(final // BLOCK))
+    assert store.block_problems(store.complete_blocks(), deep=True) == {}
+    assert {b: files[b] for b in kept_files} == kept_files
+    assert {b: _block_seconds(store)[b] for b in kept_seconds} == kept_seconds
 
     # Each run published what it changed.
     reports = {a["flow_run_id"]: a["data"] for a in artifacts}
@@ -215,16 +200,22 @@ def test_scheduled_runs_extend_the_store_twice(tmp_path, runs_dir, scheduled_con
 
 def _template_store(name: str, design: str = "random", **record) -> PipelineConfig:
     """A store of INITIAL samples whose generate record says ``record`` (no solve needed)."""
-    from pdeflow.tasks.datasets import create_store
-
     cfg = load_config(TINY, [f"store={name}", f"generate.design={design}"])
     cfg = cfg.model_copy(
         update={"generate": cfg.generate.model_copy(update={"n_samples": INITIAL})}
     )
     store = RunStore.named(name)
-    create_store(store, cfg.generate)
-    rec = {"status": "complete", "hash": stage_hash(cfg, "generate")}
-    store.write_record("generate", {**rec, "config": stage_config(cfg, "generate"), **record})
+    status = record.pop("status", "complete")
+    rec = StageRecord(
+        stage="generate",
+        config_hash=hash_of(cfg, "generate"),
+        config=config_of(cfg, "generate"),
+        status=status,
+        details=record,
+    )
+    with store.lock():
+        store.write_template(datasets.template(cfg.generate))
+        store.write_record(rec)
     return cfg
 
 
@@ -284,10 +275,10 @@ def test_plan_extension_checks_every_stage_it_runs(runs_dir):
     with pytest.raises(ConfigMismatch, match="generate.n_x: 64 -> 32"):
         plan_extension(other, INITIAL)
     store = RunStore.named(cfg.store)
-    store.write_record(
-        "train",
-        {"status": "complete", "hash": "x", "config": stage_config(cfg, "train")},
-    )
+    rec = StageRecord(stage="train", config_hash="x", config=config_of(cfg, "train"),
+                      status="complete")  # fmt: skip
+    with store.lock():
+        store.write_record(rec)
     retrained = cfg.model_copy(update={"train": cfg.train.model_copy(update={"epochs": 5})})
     with pytest.raises(ConfigMismatch, match="train.epochs: 2 -> 5"):
         plan_extension(retrained, INITIAL, stages=("generate", "train"))

@@ -7,10 +7,10 @@ from typing import get_args
 
 import pytest
 import yaml
+
 from pdeflow.flows import serve as serving
 from pdeflow.tasks.config import GenerateConfig, PipelineConfig, TrainConfig, load_config
 from pdeflow.tasks.sampling import DESIGNS
-
 from tests.cli_helpers import cli
 from tests.conftest import ROOT, TINY
 
@@ -206,10 +206,10 @@ def test_prefect_yaml_deploys_the_same_flows_with_the_demo_config():
     assert list(by_name) == NAMES
     demo = load_config(DEMO)
     for name, d in by_name.items():
-        path, _, attr = d["entrypoint"].partition(":")
-        assert (ROOT / path).is_file()
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-        assert getattr(module, attr) is serving.load_flow(name)
+        # Module paths: the installed package, whatever the workers' working directory.
+        module, _, attr = d["entrypoint"].partition(":")
+        assert module.startswith("pdeflow.flows.")
+        assert getattr(importlib.import_module(module), attr) is serving.load_flow(name)
         assert d["work_pool"]["name"] == "pdeflow-process" and d["tags"] == ["pdeflow"]
         assert PipelineConfig.model_validate(d["parameters"]["config"]) == demo
     (schedule,) = by_name["pipeline"]["schedules"]

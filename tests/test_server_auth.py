@@ -56,8 +56,9 @@ def test_server_listens_on_loopback_only(server):
 
 @pytest.mark.parametrize("auth", [None, "admin:wrong"], ids=["no-auth", "wrong-auth"])
 def test_serve_names_the_missing_credentials(server, auth):
-    from pdeflow.flows.serve import ServeError, check_server
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from pdeflow.flows.serve import ServeError, check_server
 
     settings = {PREFECT_API_URL: f"{server}/api", PREFECT_API_AUTH_STRING: auth}
     with (

@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.optimize import brentq
+
 from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation
 from pdeflow.tasks.pdes.shallow_water2d import ShallowWater2D
-from scipy.optimize import brentq
 
 LENGTH = 5.0
 

@@ -3,13 +3,21 @@ settings validation."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import shlex
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
+from scipy.integrate import solve_ivp
+
 from pdeflow.tasks.simulators import (
     ExecutableSimulator,
     PythonSimulator,
@@ -17,7 +25,6 @@ from pdeflow.tasks.simulators import (
     get_simulator,
 )
 from pdeflow.tasks.simulators.examples import reaction_diffusion as rd
-from scipy.integrate import solve_ivp
 
 HEAT = "pdeflow.tasks.simulators.examples.heat_rod:heat_rod"
 RD_MODULE = "pdeflow.tasks.simulators.examples.reaction_diffusion"
@@ -213,6 +220,13 @@ FAKE = textwrap.dedent(
         sys.exit(3)
     if mode == 2:
         time.sleep(30)
+    if mode == 7:  # a long stderr naming this sample's own directory, then exit 4
+        print("reading", sys.argv[1], file=sys.stderr)
+        for i in range(12):
+            print(f"log line {i}", file=sys.stderr)
+        print("x" * 1000, file=sys.stderr)
+        print("fatal: out of memory", file=sys.stderr)
+        sys.exit(4)
     if mode == 3:
         np.save(out, np.zeros((2, 1, 5)))
     elif mode == 4:
@@ -226,7 +240,7 @@ FAKE = textwrap.dedent(
     """
 )
 FAILURES = {
-    1: ["command failed with exit code 3", "boom: solver diverged", "residual 1e+30"],
+    1: ["command `", "` failed with exit code 3", "boom: solver diverged", "residual 1e+30"],
     2: ["timed out after 1 s"],
     3: ["wrong output shape: expected (3, 1, 4), got (2, 1, 5)"],
     4: ["1 non-finite values", "frame 2"],
@@ -279,6 +293,188 @@ def test_executable_keeps_failed_directories_only_when_asked(fake, tmp_path, mon
         assert "boom" in (left[0] / "stderr.log").read_text()
         spec = (left[0] / "params.json").read_text()
         assert '"sample": 11' in spec and '"seed": 12' in spec and '"mode": 1.0' in spec
+
+
+# -- failure messages: short and complete -------------------------------------------------------
+
+
+def block_failure(fake: Path, modes: list[int], **kw) -> SimulationError:
+    sim = fake_sim(fake, max_parallel=4, **kw)
+    n = len(modes)
+    params = {"mode": np.array(modes, dtype=float), "value": np.ones(n)}
+    with pytest.raises(SimulationError) as info:
+        sim.run(params, np.arange(n, dtype=np.uint64), np.arange(n))
+    return info.value
+
+
+def test_a_block_failing_alike_gives_one_short_message(fake, tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    err = block_failure(fake, [7] * 16, keep_failed=True, workdir=str(scratch))
+    lines = str(err).splitlines()
+    assert len(lines) <= 12, str(err)
+    assert lines[0] == "16 of 16 samples failed:"
+    # One kind of failure, although every reason names its own sample's directory.
+    command = f"`{shlex.join([sys.executable, str(fake)])} {{params}} {{output}}`"
+    assert lines[1].startswith(f"  samples 0-15 (16 of 16): command {command} failed with exit")
+    assert "exit code 4 (files kept in " in lines[1] and str(scratch) in lines[1]
+    # The last 5 lines of stderr, each cut to ~200 characters.
+    assert [line.strip()[:14] for line in lines[2:]] == [
+        "| log line 9",
+        "| log line 10",
+        "| log line 11",
+        "| xxxxxxxxxxxx",
+        "| fatal: out o",
+    ]
+    assert max(len(line) for line in lines[2:]) <= 210
+    # The full reasons stay on the error, per sample.
+    assert len(err.failures) == 16 and not err.ok.any()
+    for i, reason in err.failures.items():
+        assert f"pdeflow-sample{i}-" in reason and "log line 0" in reason
+        assert "x" * 1000 in reason and "fatal: out of memory" in reason
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)
+
+
+def test_mixed_failures_are_grouped_and_the_rest_counted(fake):
+    # 8 x exit 4, 3 x exit 3, 2 x wrong shape, 1 x no output, 1 x unreadable output, 1 success.
+    modes = [7] * 8 + [1] * 3 + [3, 3, 5, 6, 0]
+    err = block_failure(fake, modes)
+    lines = str(err).splitlines()
+    assert len(lines) <= 12, str(err)
+    assert lines[0] == "15 of 16 samples failed:"
+    heads = [line for line in lines if not line.startswith("    ")]
+    assert heads[1].startswith("  samples 0-7 (8 of 16): command `") and "exit code 4" in heads[1]
+    assert heads[2].startswith("  samples 8, 9, 10 (3 of 16): command `")
+    assert heads[2].endswith("failed with exit code 3; last lines of stderr:")
+    assert heads[3] == (
+        "  samples 11, 12 (2 of 16): wrong output shape: expected (3, 1, 4), got (2, 1, 5)"
+    )
+    assert heads[4] == "  ... and 2 more kinds of failure in 2 samples (13, 14)"
+    # The most common kind keeps 5 lines of stderr, the next the 2 its program wrote.
+    assert [line[:16] for line in lines[2:7]] == [
+        "    | log line 9",
+        "    | log line 1",
+        "    | log line 1",
+        "    | xxxxxxxxxx",
+        "    | fatal: out",
+    ]
+    assert lines[8:10] == ["    | step 99: residual 1e+30", "    | boom: solver diverged"]
+    assert len(err.failures) == 15 and err.ok.tolist() == [False] * 15 + [True]
+
+
+def test_failure_message_without_batch_size_or_detail():
+    reasons = {i: f"RuntimeError: kind {i % 5}" for i in range(20)}
+    message = str(SimulationError(reasons))
+    assert message.splitlines() == [
+        "20 samples failed:",
+        "  samples 0, 5, 10, 15 (4): RuntimeError: kind 0",
+        "  samples 1, 6, 11, 16 (4): RuntimeError: kind 1",
+        "  samples 2, 7, 12, 17 (4): RuntimeError: kind 2",
+        "  ... and 2 more kinds of failure in 8 samples (3, 4, 8, 9, 13, 14, 18, 19)",
+    ]
+
+
+# -- simulator processes do not outlive pdeflow -------------------------------------------------
+
+SLEEPER = textwrap.dedent(
+    """
+    import os, subprocess, sys, time
+    pid_file, mode = sys.argv[1], sys.argv[2]
+    pids = [os.getpid()]
+    if mode == "grandchild":
+        # In this program's process group: only a kill of the whole group reaches it.
+        pids.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid)
+    with open(pid_file + ".tmp", "w") as fh:
+        fh.write(" ".join(map(str, pids)))
+    os.replace(pid_file + ".tmp", pid_file)  # atomic: the test never reads half a file
+    time.sleep(60)
+    """
+)
+DRIVER = textwrap.dedent(
+    """
+    import os, sys, threading, time
+    import numpy as np
+    from pdeflow.tasks.simulators import ExecutableSimulator
+
+    sleeper, pid_file, mode, end = sys.argv[1:5]
+    cmd = [sys.executable, sleeper, pid_file, mode, "{params}", "{output}"]
+    sim = ExecutableSimulator(cmd, (1, 1, 1), ("u",), timeout_s=120.0)
+    ids = np.zeros(1, dtype=np.int64)
+    if end == "killed":
+        sim.run({}, ids.astype(np.uint64), ids)  # the test SIGKILLs this process meanwhile
+    # A daemon thread, as Dask runs tasks: the interpreter's exit does not wait for it.
+    threading.Thread(target=sim.run, args=({}, ids.astype(np.uint64), ids), daemon=True).start()
+    while not os.path.exists(pid_file):
+        time.sleep(0.05)
+    if end == "raise":
+        raise RuntimeError("the driver failed")
+    sys.exit(0)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (dead, not yet reaped by its new parent) does not."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _survivors(pids: list[int], within_s: float) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive
+
+
+def _start_driver(tmp_path: Path, mode: str, end: str) -> tuple[subprocess.Popen, list[int]]:
+    """The driver process and the pids its simulator wrote (simulator first, then grandchild)."""
+    sleeper, pid_file = tmp_path / "sleeper.py", tmp_path / "pids"
+    sleeper.write_text(SLEEPER)
+    args = [sys.executable, "-c", DRIVER, str(sleeper), str(pid_file), mode, end]
+    driver = subprocess.Popen(args, cwd=tmp_path, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60.0  # generous: a loaded machine imports numpy slowly
+    while not pid_file.exists():
+        if driver.poll() is not None:
+            pytest.fail(f"driver exited early:\n{driver.stderr.read().decode()}")
+        if time.monotonic() > deadline:
+            driver.kill()
+            pytest.fail("the simulator never wrote its pid file")
+        time.sleep(0.05)
+    return driver, [int(p) for p in pid_file.read_text().split()]
+
+
+def _end(driver: subprocess.Popen, pids: list[int]) -> None:
+    """Leave nothing behind, whatever the test found."""
+    driver.kill()
+    driver.wait()
+    driver.stderr.close()
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_executable_simulator_dies_when_pdeflow_is_sigkilled(tmp_path):
+    driver, pids = _start_driver(tmp_path, "alone", "killed")
+    try:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        # The parent-death signal: no code of the driver runs after SIGKILL.
+        assert _survivors(pids, within_s=5.0) == []
+    finally:
+        _end(driver, pids)
+
+
+@pytest.mark.parametrize("end", ["raise", "exit"])
+def test_driver_exit_kills_the_simulators_whole_process_group(tmp_path, end):
+    driver, pids = _start_driver(tmp_path, "grandchild", end)
+    try:
+        assert driver.wait(timeout=30) == (1 if end == "raise" else 0)
+        # The grandchild has no parent-death signal: only the exit hook's group kill ends it.
+        assert _survivors(pids, within_s=5.0) == []
+    finally:
+        _end(driver, pids)
 
 
 # -- settings ------------------------------------------------------------------------------------

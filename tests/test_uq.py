@@ -4,6 +4,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from pdeflow.tasks.uq import (
     RunningMoments,
     SobolAnalysis,
@@ -13,7 +15,6 @@ from pdeflow.tasks.uq import (
     resplit_coverage,
 )
 from pdeflow.tasks.uq.conformal import conformal_rank, min_calibration_size
-from scipy import stats
 
 # ---------------------------------------------------------------- Monte Carlo moments
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from pdeflow.tasks.pdes.spectral1d import Coefficient, PeriodicSpectral1D
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+
 from pdeflow.tasks.pdes.spectral1d import (
     RK4_REAL_LIMIT,
     Coefficient,

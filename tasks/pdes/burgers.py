@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Sequence
 
 import torch
+
 from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
 from pdeflow.tasks.pdes.immutable import Immutable

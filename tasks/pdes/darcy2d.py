@@ -11,6 +11,7 @@ import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 import torch
+
 from pdeflow.tasks.fields import grf_mode_variance, lognormal_field, step_function
 from pdeflow.tasks.pdes.errors import BlowUpError
 from pdeflow.tasks.pdes.immutable import Immutable
@@ -255,7 +256,9 @@ class Darcy2D(Immutable):
         default, as in FNO's Darcy data). ``"lognormal"``:
         ``pdeflow.tasks.fields.lognormal_field`` with the same spectrum, ``sigma`` set so ``log a``
         has pointwise standard deviation ``LOGNORMAL_STD`` = 1. The GRFs are periodic; only their
-        pattern is used on the non-periodic square.
+        pattern is used on the non-periodic square. Each permeability is drawn and transformed by
+        itself (``pdeflow.tasks.fields.seeded_samples``), so it is bitwise the same alone as at
+        any position of any batch, in either dtype: batch-invariant by construction.
 
         Args:
             n: Cells per side, >= 4.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from pdeflow.tasks.pdes.spectral1d import (
     RK4_REAL_LIMIT,
     Coefficient,

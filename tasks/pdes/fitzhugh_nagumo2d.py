@@ -7,9 +7,10 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pdeflow.tasks.fields import seeded_samples
 from pdeflow.tasks.pdes.errors import check_field_state, check_rollout_counts, raise_if_not_finite
 from pdeflow.tasks.pdes.immutable import Immutable
 from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
@@ -50,14 +51,6 @@ def _batch_size(params: Mapping[str, torch.Tensor]) -> int:
     if len(set(sizes.values())) > 1:
         raise ValueError(f"per-sample coefficients differ in length: {sizes}")
     return next(iter(sizes.values()), 1)
-
-
-def _seeded_states(seeds: Iterable[int], draw) -> np.ndarray:
-    """Stack ``draw(numpy.random.default_rng(int(seed)))`` over ``seeds``, one state per seed."""
-    states = [draw(np.random.default_rng(int(seed))) for seed in seeds]
-    if not states:
-        raise ValueError("seeds must hold at least one seed")
-    return np.stack(states)
 
 
 def _range_or_value(name: str, value) -> float:
@@ -292,6 +285,9 @@ class FitzHugh2D(Immutable):
     ) -> torch.Tensor:
         """PDEBench's initial state: independent standard normal ``u`` and ``v`` in each cell.
 
+        Each sample is drawn by itself (``pdeflow.tasks.fields.seeded_samples``), so it is
+        bitwise the same alone as at any position of any batch: batch-invariant by construction.
+
         Args:
             n: Cells per side, >= 4.
             length: Side of the square > 0 (the noise does not depend on it).
@@ -305,7 +301,10 @@ class FitzHugh2D(Immutable):
         """
         _validate_n(n, 4)
         validate_positive("length", length)
-        noise = _seeded_states(seeds, lambda rng: rng.standard_normal((2, n, n)))
+        seeds = [int(seed) for seed in seeds]
+        if not seeds:
+            raise ValueError("seeds must hold at least one seed")
+        noise = seeded_samples(seeds, (2, n, n), lambda rng: rng.standard_normal((2, n, n)))
         return torch.as_tensor(noise, dtype=dtype, device=device)
 
     def _laplacian(self, s: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+
+from pdeflow.tasks.fields import seeded_samples
 from pdeflow.tasks.pdes.errors import check_field_state, check_rollout_counts, raise_if_not_finite
 from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
 from pdeflow.tasks.pdes.immutable import Immutable
@@ -325,7 +327,9 @@ class GrayScott2D(Immutable):
 
         Inside a patch ``u = 0.5``, ``v = 0.25``, each with U(-0.01, 0.01) noise; sides are
         U(0.1, 0.2) of ``length`` and centres uniform over the periodic square, so the
-        layout in domain units does not depend on ``n``.
+        layout in domain units does not depend on ``n``. Each sample is drawn by itself
+        (``pdeflow.tasks.fields.seeded_samples``), so it is bitwise the same alone as at any
+        position of any batch: batch-invariant by construction.
 
         Args:
             n: Grid points per side, even and >= 8.
@@ -340,10 +344,11 @@ class GrayScott2D(Immutable):
         """
         _validate_n(n)
         validate_positive("length", length)
-        states = [_patches(np.random.default_rng(int(seed)), n) for seed in seeds]
-        if not states:
+        seeds = [int(seed) for seed in seeds]
+        if not seeds:
             raise ValueError("seeds must hold at least one seed")
-        return torch.as_tensor(np.stack(states), dtype=dtype, device=device)
+        states = seeded_samples(seeds, (2, n, n), lambda rng: _patches(rng, n))
+        return torch.as_tensor(states, dtype=dtype, device=device)
 
     def _nonlinear(self, w: torch.Tensor) -> torch.Tensor:
         """Spectrum of the reaction terms of a spectral state, (batch, 2, n, n // 2 + 1)."""

@@ -6,6 +6,7 @@ import math
 from typing import ClassVar
 
 import torch
+
 from pdeflow.tasks.pdes.navier_stokes2d import CFL_MAX, IC_SPEED_BOUND, NavierStokes2D, _validate_n
 from pdeflow.tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+
 from pdeflow.tasks.pdes.spectral1d import (
     RK4_IMAG_LIMIT,
     Coefficient,

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+
 from pdeflow.tasks.fields import gaussian_random_field
 from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
@@ -62,6 +63,20 @@ def _to_spectral(w: torch.Tensor) -> torch.Tensor:
     """Real fields (..., n, n), axes (x, y), to the pruned spectral layout (..., n_ky, n)."""
     n = w.shape[-1]
     return torch.fft.fft(torch.fft.rfft(w, dim=-1)[..., : _n_ky(n)].transpose(-1, -2), dim=-1)
+
+
+def _band_limited_unit_rms(w: np.ndarray, rms: float) -> np.ndarray:
+    """One sample (n, n) projected onto the modes the 2/3 rule keeps, scaled to spatial ``rms``.
+
+    The kept modes are those of ``_wavenumbers``, :math:`3|m_x|, 3|m_y| < n`, here in the
+    ``rfft2`` layout. numpy's FFT of this one sample: nothing here sees another sample, nor
+    depends on torch's FFT backend and thread count.
+    """
+    n = w.shape[-1]
+    mx = np.abs(np.fft.fftfreq(n, 1.0 / n))[:, None]
+    my = np.arange(n // 2 + 1)[None, :]
+    w = np.fft.irfft2(np.fft.rfft2(w) * ((3 * mx < n) & (3 * my < n)), s=(n, n))
+    return w * (rms / np.sqrt(np.mean(w**2)))
 
 
 def _to_physical(v: torch.Tensor) -> torch.Tensor:
@@ -366,7 +381,10 @@ class NavierStokes2D(Immutable):
         ``pdeflow.tasks.fields.gaussian_random_field`` with :math:`\\alpha` = ``IC_ALPHA`` = 2.5 and
         :math:`\\tau` = ``IC_TAU / length`` (7 on the unit square, the FNO Navier-Stokes
         spectrum), projected onto the modes the 2/3 rule keeps (so frame 0 lies in the span of
-        the later frames), then scaled so each sample's spatial rms is ``vorticity_rms``.
+        the later frames), then scaled so each sample's spatial rms is ``vorticity_rms``. Each
+        sample is drawn, transformed (numpy FFTs of that sample alone) and scaled by itself, so
+        it is bitwise the same alone as at any position of any batch, in either dtype:
+        batch-invariant by construction.
 
         Args:
             n: Grid points per side, even and >= 8.
@@ -383,9 +401,8 @@ class NavierStokes2D(Immutable):
         validate_positive("length", length)
         validate_positive("vorticity_rms", vorticity_rms)
         w = gaussian_random_field((n, n), length, seeds, alpha=IC_ALPHA, tau=IC_TAU / length)
-        w = _to_physical(_to_spectral(torch.from_numpy(w)) * _wavenumbers(n, length)[2]).numpy()
-        rms = np.sqrt(np.mean(w**2, axis=(1, 2), keepdims=True))
-        w *= vorticity_rms / rms
+        for sample in w:
+            sample[...] = _band_limited_unit_rms(sample, vorticity_rms)
         return torch.from_numpy(w[:, None]).to(device=device, dtype=dtype)
 
     # --- time stepping ----------------------------------------------------------------------

@@ -9,6 +9,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+
+from pdeflow.tasks.fields import seeded_samples
 from pdeflow.tasks.pdes.errors import (
     BlowUpError,
     CFLViolation,
@@ -290,7 +292,9 @@ class ShallowWater2D(Immutable):
     ) -> torch.Tensor:
         """Radial dam break at rest: depth 2 inside a centred circle of radius ``r``, 1 outside.
 
-        A cell is inside when its centre is (``x^2 + y^2 < r^2``), as in PDEBench.
+        A cell is inside when its centre is (``x^2 + y^2 < r^2``), as in PDEBench. Each
+        sample's radius is drawn from its own seed and its state built by itself, so it is
+        bitwise the same alone as at any position of any batch: batch-invariant by construction.
 
         Args:
             n: Cells per side, >= 4.
@@ -314,7 +318,7 @@ class ShallowWater2D(Immutable):
             raise ValueError("seeds must hold at least one seed")
         if radius is None:
             _, low, high = cls.default_parameters["radius"]
-            radii = np.array([np.random.default_rng(s).uniform(low, high) for s in seeds])
+            radii = seeded_samples(seeds, (), lambda rng: rng.uniform(low, high))
         else:
             radii = _radius(radius, cls.parameter_ranges["radius"]).numpy()
             if radii.size not in (1, len(seeds)):
@@ -324,7 +328,8 @@ class ShallowWater2D(Immutable):
         centres = (np.arange(n) + 0.5 - n / 2) * dx
         r2 = centres[:, None] ** 2 + centres[None, :] ** 2
         state = np.zeros((len(seeds), 3, n, n))
-        state[:, 0] = np.where(r2[None] < radii[:, None, None] ** 2, DEPTH_INSIDE, DEPTH_OUTSIDE)
+        for sample, r in zip(state, radii, strict=True):
+            sample[0] = np.where(r2 < r**2, DEPTH_INSIDE, DEPTH_OUTSIDE)
         return torch.as_tensor(state, dtype=dtype, device=device)
 
     def _hll(self, a: torch.Tensor, b: torch.Tensor, normal: int) -> torch.Tensor:

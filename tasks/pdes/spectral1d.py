@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
+
 from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
 from pdeflow.tasks.pdes.etdrk4 import ETDRK4Coefficients, etdrk4_coefficients
 from pdeflow.tasks.pdes.immutable import Immutable

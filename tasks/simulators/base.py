@@ -4,10 +4,16 @@ The generate stage calls :meth:`Simulator.run` once per block of samples, inside
 A simulator returns the whole block or raises :class:`SimulationError` naming every failed sample
 with its reason; the samples that did succeed travel on the error (``err.partial``, ``err.ok``), so
 a caller can keep them and re-run only the failures.
+
+A failure reason is text: its first line says what went wrong, further lines are detail (an
+executable's last lines of stderr). The error's message groups samples that failed for the same
+reason and stays short (at most ``MESSAGE_LINES`` lines, however many samples failed); the full
+reasons stay in ``err.failures``.
 """
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,7 +21,16 @@ from typing import Any
 import numpy as np
 
 DTYPES = ("float32", "float64")
-MAX_LISTED = 20  # failures spelled out in a message; the rest are counted
+MESSAGE_LINES = 12  # lines of a SimulationError's message, at most
+MAX_GROUPS = 3  # kinds of failure spelled out in a message; the rest are counted
+DETAIL_LINES = 5  # last detail lines (stderr) shown per kind of failure
+LINE_CHARS = 200  # a shown detail line is cut to this length
+HEAD_CHARS = 400  # a shown first line of a reason is cut to this length
+MAX_ID_RUNS = 8  # runs of sample ids ("3-5", "9") listed per kind of failure
+# Per-sample directories are named SAMPLE_DIR_PREFIX + sample id + "-" + a random suffix; a
+# reason naming one groups with the same reason naming another sample's.
+SAMPLE_DIR_PREFIX = "pdeflow-sample"
+_SAMPLE_DIR = re.compile(re.escape(SAMPLE_DIR_PREFIX) + r"\d+-[^\s/'\"`()]+")
 
 
 class SimulationError(RuntimeError):
@@ -46,18 +61,77 @@ class SimulationError(RuntimeError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        n = "" if self.sample_ids is None else f" of {len(self.sample_ids)}"
-        ids = sorted(self.failures)
-        lines = [f"{len(ids)}{n} samples failed:"]
-        lines += [f"  sample {i}: {self.failures[i]}" for i in ids[:MAX_LISTED]]
-        if len(ids) > MAX_LISTED:
-            lines.append(f"  ... and {len(ids) - MAX_LISTED} more")
-        return "\n".join(lines)
+        return format_failures(
+            self.failures, None if self.sample_ids is None else len(self.sample_ids)
+        )
 
     def __reduce__(self):
         # Dask sends exceptions between processes by pickling; the default would call
         # cls(message) and lose the failures.
         return (self.__class__, (self.failures, self.partial, self.sample_ids))
+
+
+def format_failures(failures: Mapping[int, str], n_batch: int | None = None) -> str:
+    """A short message for failed samples: one line per kind of failure, with its detail's end.
+
+    Samples whose reasons are equal once per-sample directory names are ignored form one kind,
+    shown with the first sample's reason. The ``MAX_GROUPS`` most common kinds are spelled out,
+    the rest counted; the message has at most ``MESSAGE_LINES`` lines.
+
+    Args:
+        failures: Sample id -> reason, non-empty.
+        n_batch: Samples in the batch, for "k of n"; None when unknown.
+    """
+    of = "" if n_batch is None else f" of {n_batch}"
+    groups = _group(failures)
+    shown, rest = groups[:MAX_GROUPS], groups[MAX_GROUPS:]
+    details = [failures[ids[0]].split("\n")[1:] for ids in shown]
+    budget = MESSAGE_LINES - 1 - len(shown) - bool(rest)  # lines left for details
+    lines = [f"{len(failures)}{of} samples failed:"]
+    for k, (ids, detail) in enumerate(zip(shown, details, strict=True)):
+        head = failures[ids[0]].partition("\n")[0]
+        lines.append(f"  {_samples(ids)} ({len(ids)}{of}): {_clip(head, HEAD_CHARS)}")
+        # Each later kind with detail keeps one line; the most common kind gets the most.
+        later = sum(1 for d in details[k + 1 :] if d)
+        keep = max(0, min(DETAIL_LINES, len(detail), budget - later))
+        lines += [f"    {_clip(line.strip(), LINE_CHARS)}" for line in detail[len(detail) - keep :]]
+        budget -= keep
+    if rest:
+        others = sorted(i for ids in rest for i in ids)
+        lines.append(
+            f"  ... and {len(rest)} more kinds of failure in {len(others)} samples "
+            f"({_samples(others).partition(' ')[2]})"
+        )
+    return "\n".join(lines)
+
+
+def _group(failures: Mapping[int, str]) -> list[list[int]]:
+    """Sample ids by reason (per-sample directories ignored), the most common reason first."""
+    groups: dict[str, list[int]] = {}
+    for i in sorted(failures):
+        groups.setdefault(_SAMPLE_DIR.sub(SAMPLE_DIR_PREFIX, failures[i]), []).append(i)
+    return sorted(groups.values(), key=lambda ids: (-len(ids), ids[0]))
+
+
+def _samples(ids: list[int]) -> str:
+    """``"sample 4"``, ``"samples 3-5, 9"``: sorted ids as runs, at most ``MAX_ID_RUNS`` of them."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    parts = []
+    for run in runs[:MAX_ID_RUNS]:
+        # Up to three ids read better listed than as a range.
+        parts += [f"{run[0]}-{run[-1]}"] if len(run) > 3 else [str(i) for i in run]
+    if len(runs) > MAX_ID_RUNS:
+        parts.append("...")
+    return f"sample{'s' if len(ids) > 1 else ''} {', '.join(parts)}"
+
+
+def _clip(text: str, n_chars: int) -> str:
+    return text if len(text) <= n_chars else text[: n_chars - 3] + "..."
 
 
 class Simulator(ABC):

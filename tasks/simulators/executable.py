@@ -7,8 +7,12 @@ Protocol, per sample, in a fresh temporary directory (also the process's working
 2. It runs the command, a list of strings run without a shell, after replacing the tokens
    ``{params}`` and ``{output}`` by the paths of ``params.json`` and ``output.npy``.
 3. The program writes ``output.npy`` (``numpy.save``) of shape ``(n_frames, C, *space)`` and
-   exits 0. Anything else fails the sample: a non-zero exit (the reason keeps the exit code and
-   the last lines of stderr), a time-out, a missing or unreadable file, a wrong shape, NaN/inf.
+   exits 0. Anything else fails the sample: a non-zero exit (the reason names the command, its
+   exit code and the last lines of stderr), a time-out, a missing or unreadable file, a wrong
+   shape, NaN/inf.
+
+The program leads its own process group, killed whole on a time-out, and does not outlive
+pdeflow: ``pdeflow.tasks.processes`` says how, and what escapes.
 
 ``tasks/simulators/examples/reaction_diffusion.py`` is a template of such a program.
 """
@@ -19,6 +23,7 @@ import json
 import numbers
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -29,10 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pdeflow.tasks.simulators.base import Simulator
+
+from pdeflow.tasks import processes
+from pdeflow.tasks.simulators.base import SAMPLE_DIR_PREFIX, Simulator
 
 PLACEHOLDERS = ("{params}", "{output}")
-STDERR_LINES = 20  # lines of stderr kept in a failure reason
+STDERR_LINES = 20  # lines of stderr kept in a failure reason (a message shows fewer)
+_TAIL_HEADER = "; last lines of stderr:"
+_COMMAND_CHARS = 200  # a command longer than this is cut in failure reasons
 _TAIL_BYTES = 64 * 1024  # read at most this much of a log to find its last lines
 _MAX_PARALLEL = 256
 
@@ -116,7 +125,8 @@ class ExecutableSimulator(Simulator):
         self, sample_id: int, seed: int, values: dict[str, float]
     ) -> tuple[np.ndarray | None, str | None]:
         """One sample in its own directory: ``(output, None)`` or ``(None, reason)``."""
-        tmp = Path(tempfile.mkdtemp(prefix=f"pdeflow-sample{sample_id}-", dir=self.workdir))
+        prefix = f"{SAMPLE_DIR_PREFIX}{sample_id}-"  # SimulationError groups reasons without it
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=self.workdir))
         try:
             value, reason = self._simulate_in(tmp, sample_id, seed, values)
         except Exception as err:  # e.g. a full disk: this sample fails, the batch goes on
@@ -127,7 +137,7 @@ class ExecutableSimulator(Simulator):
         if reason is None or not self.keep_failed:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
-            reason = f"{reason} (files kept in {tmp})"
+            reason = _add_note(reason, f"files kept in {tmp}")
         return (value if reason is None else None), reason
 
     def _simulate_in(
@@ -151,36 +161,61 @@ class ExecutableSimulator(Simulator):
 
     def _execute(self, cmd: list[str], cwd: Path) -> str | None:
         """Run ``cmd`` in ``cwd`` with the time-out; None on exit code 0, else the reason."""
+        shown = _shown_command(self.command)
         stderr_path = cwd / "stderr.log"
         with open(cwd / "stdout.log", "wb") as out, open(stderr_path, "wb") as err:
             try:
-                # A new session makes the process the leader of its own group, so a time-out
-                # can kill it with every process it started and nothing else.
+                # Its own session and process group, so that a time-out kills it with every
+                # process it started and nothing else; a parent-death signal, so that it dies
+                # with pdeflow even when pdeflow is SIGKILLed.
                 proc = subprocess.Popen(
                     cmd,
                     cwd=cwd,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=err,
-                    start_new_session=True,
+                    preexec_fn=processes.child_preexec(),
                 )
-            except OSError as exc:
-                return f"cannot start {cmd[0]!r}: {type(exc).__name__}: {exc}"
-            try:
-                code = proc.wait(timeout=self.timeout_s)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                return f"timed out after {self.timeout_s:g} s (process killed)" + _tail(stderr_path)
-            except BaseException:  # interrupted while waiting: leave no orphan behind
-                _kill_group(proc)
-                raise
+            except (OSError, subprocess.SubprocessError) as exc:
+                return f"cannot start {shown}: {type(exc).__name__}: {exc}"
+            # Waited on in the thread that started it: the parent-death signal is tied to this
+            # thread. Leaving the block kills the group unless the process exited by itself.
+            with processes.group_killed_on_exit(proc):
+                try:
+                    code = proc.wait(timeout=self.timeout_s)
+                except subprocess.TimeoutExpired:
+                    code = None
         if code == 0:
             return None
-        if code < 0:
-            how = f"killed by signal {signal.Signals(-code).name}"
+        if code is None:
+            how = f"timed out after {self.timeout_s:g} s (process group killed)"
+        elif code < 0:
+            how = f"was killed by signal {_signal_name(-code)}"
         else:
-            how = f"exit code {code}"
-        return f"command failed with {how}" + _tail(stderr_path)
+            how = f"failed with exit code {code}"
+        return f"command {shown} {how}" + _tail(stderr_path)
+
+
+def _shown_command(command: Sequence[str]) -> str:
+    """The command template as a shell would read it, in backticks; placeholders left bare."""
+    text = " ".join(tok if tok in PLACEHOLDERS else shlex.quote(tok) for tok in command)
+    if len(text) > _COMMAND_CHARS:
+        text = text[: _COMMAND_CHARS - 3] + "..."
+    return f"`{text}`"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        return str(number)
+
+
+def _add_note(reason: str, note: str) -> str:
+    """``reason`` with ``" (note)"`` closing its first line, before any stderr header."""
+    head, sep, rest = reason.partition("\n")
+    body = head.removesuffix(_TAIL_HEADER)
+    return f"{body} ({note}){head[len(body) :]}{sep}{rest}"
 
 
 def _check_command(command: Sequence[str]) -> tuple[str, ...]:
@@ -230,12 +265,4 @@ def _tail(path: Path) -> str:
     lines = text.rstrip().splitlines()[-STDERR_LINES:]
     if not lines:
         return ""
-    return "; last lines of stderr:\n" + "\n".join(f"    | {line}" for line in lines)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:  # already gone
-        pass
-    proc.wait()
+    return _TAIL_HEADER + "\n" + "\n".join(f"    | {line}" for line in lines)

@@ -33,6 +33,22 @@ Batch = tuple[Tensor, Tensor, Tensor]
 STATE_VERSION = 1
 
 
+class NonFiniteLoss(FloatingPointError):
+    """A batch's loss is NaN or inf; raised before its optimiser step.
+
+    Attributes:
+        batch: 1-based batch number within the epoch.
+        loss: the non-finite value.
+    """
+
+    def __init__(self, batch: int, loss: float):
+        self.batch, self.loss = batch, loss
+        super().__init__(f"non-finite loss {loss} at batch {batch}")
+
+    def __reduce__(self):
+        return (self.__class__, (self.batch, self.loss))
+
+
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW (Loshchilov & Hutter 2019, "Decoupled Weight Decay Regularization").
 
@@ -119,6 +135,9 @@ def train_epoch(
 
     Returns:
         Mean loss over samples (batches weighted by their size).
+
+    Raises:
+        NonFiniteLoss: a batch's loss is NaN or inf (its step is not taken).
     """
     model.train()
     ref = _reference(model)
@@ -127,9 +146,11 @@ def train_epoch(
         u, p, u_next = _to_model(batch, ref)
         optimizer.zero_grad(set_to_none=True)
         loss = one_step_loss(model, u, p, u_next)
+        value = loss.item()
+        if not math.isfinite(value):  # before the step: the weights stay the last good ones
+            raise NonFiniteLoss(n_done, value)
         loss.backward()
         optimizer.step()
-        value = loss.item()
         total += value * u.shape[0]
         count += u.shape[0]
         if on_batch is not None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from pdeflow.storage import RunStore
 from pdeflow.tasks.sampling import DESIGNS
-
 from tests.conftest import TINY
 from tests.e2e.browser import Browser, missing_browser
 from tests.e2e.prefect_server import api, pdeflow_serve, prefect_server
@@ -130,7 +130,7 @@ def test_ui_form_runs_pipeline_and_shows_artifacts(stack, browser):
     # The form's values, not the served defaults, drove the run.
     config = run["parameters"]["config"]
     assert config["store"] == STORE and config["train"]["epochs"] == EPOCHS
-    assert RunStore(runs / STORE).record("train")["config"]["train"]["epochs"] == EPOCHS
+    assert RunStore(runs / STORE).record("train").config["train"]["epochs"] == EPOCHS
     assert not (runs / "tiny").exists()
     with browser.step("artifacts"):
         browser.click_text("Artifacts")

@@ -9,14 +9,11 @@ SIGKILL of the whole generating process is ``tests/test_generate.py``'s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,56 +21,26 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from distributed import Client, LocalCluster
+
 from pdeflow.storage import RunStore
 from pdeflow.storage.checkpoints import list_checkpoints
-from pdeflow.storage.manifest import BlockManifest
-from pdeflow.storage.store import STAGE_ORDER as STAGES
+from pdeflow.storage.fsio import TMP_MARK
 from pdeflow.tasks.config import PipelineConfig, load_config
-from pdeflow.tasks.generate import GenerationError, generate
 from pdeflow.tasks.sampling import sample_seeds
-from pdeflow.tasks.train import TRAINING_LOG, TrainingLog
-
-from tests.cli_helpers import cli
+from pdeflow.tasks.stages import STAGES, GenerationError
+from pdeflow.tasks.stages.train import TrainingLog
+from tests.cli_helpers import cli, kill_when
 from tests.conftest import ROOT, TINY
 from tests.fault_sims import solves_per_block
+from tests.stage_helpers import block_files, complete_blocks, generate
+
+pytestmark = pytest.mark.faults
 
 CUSTOM = ROOT / "tests" / "configs" / "custom_python.yaml"
 N_SAMPLES, BLOCK = 32, 8  # four blocks of one chunk each
 N_BLOCKS = N_SAMPLES // BLOCK
 # Epochs of a few seconds (batch 4): a kill right after an epoch's first batch lands mid-epoch.
-SLOW_TRAIN = ["train.epochs=6", "train.batch_size=4", "train.width=12", "train.modes=8"]
-
-
-@pytest.fixture(scope="module")
-def client():
-    # Worker processes under nannies: a worker killed by SIGKILL is restarted, as in production.
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as lc,
-        Client(lc) as c,
-    ):
-        yield c
-
-
-@pytest.fixture(scope="module")
-def harness():
-    """One Prefect server for the module; CLI subprocesses reach it through PREFECT_API_URL
-    instead of starting an ephemeral server each (7-17 s)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        saved = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()
-        try:
-            yield
-        finally:
-            if saved is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = saved
+SLOW_TRAIN = ["train.epochs=4", "train.batch_size=4", "train.width=12", "train.modes=8"]
 
 
 def fault_config(name: str, files: Path) -> PipelineConfig:
@@ -112,9 +79,8 @@ def assert_same_store(path: Path, reference: Path) -> None:
     assert set(ds.variables) == set(ref.variables)
     for name in ref.variables:
         np.testing.assert_array_equal(ds[name].values, ref[name].values, err_msg=name)
-    manifest, ref_manifest = BlockManifest(path), BlockManifest(reference)
-    assert manifest.missing() == []
-    np.testing.assert_array_equal(manifest.checksums(), ref_manifest.checksums())
+    assert block_files(path) == block_files(reference)
+    assert complete_blocks(path) == list(range(N_BLOCKS))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +88,7 @@ def reference(client, tmp_path_factory) -> Path:
     """An uninterrupted run of the faulting simulator, no marker: one solve per block."""
     files = tmp_path_factory.mktemp("reference")
     cfg = fault_config("faults-reference", files)
-    assert generate(cfg, client)["blocks_computed"] == N_BLOCKS
+    assert generate(cfg, client).computed == N_BLOCKS
     assert solves_per_block(files / "log", block_of_seed(cfg)) == dict.fromkeys(range(N_BLOCKS), 1)
     return RunStore.named(cfg.store).path
 
@@ -144,8 +110,8 @@ def test_worker_killed_mid_block_recomputes_only_that_block(client, reference, t
     assert seed_block[log[first_kill]["seeds"][0]] != killed, "no finished block was at risk"
     expected = {b: 1 for b in range(N_BLOCKS)} | {killed: 2}
     assert solves_per_block(tmp_path / "log", seed_block) == expected
-    assert summary["metrics"] == {"blocks_total": N_BLOCKS, "blocks_complete": N_BLOCKS}
-    assert RunStore.named(cfg.store).record("generate")["status"] == "complete"
+    assert summary.metrics == {"blocks_total": N_BLOCKS, "blocks_complete": N_BLOCKS}
+    assert RunStore.named(cfg.store).record("generate").status == "complete"
     assert_same_store(RunStore.named(cfg.store).path, reference)
 
 
@@ -160,10 +126,9 @@ def test_block_that_raises_fails_alone_and_rerun_solves_only_it(client, referenc
     assert f"1 of {N_BLOCKS} blocks failed" in message and f"\nblock {failing}: " in message
     assert "InjectedFault" in message
     store = RunStore.named(cfg.store)
-    manifest = BlockManifest(store.path)
-    assert manifest.missing() == [failing]
-    assert manifest.checksums()[failing] == -1
-    assert store.record("generate")["status"] == "running"
+    assert failing not in complete_blocks(store.path)
+    assert sorted(complete_blocks(store.path)) == sorted(set(range(N_BLOCKS)) - {failing})
+    assert store.record("generate").status == "failed"
     # Nothing of the failed block was written: its samples are still the template's NaN.
     rows = slice(failing * BLOCK, (failing + 1) * BLOCK)
     assert np.isnan(xr.open_zarr(store.path).T.values[rows]).all()
@@ -171,10 +136,10 @@ def test_block_that_raises_fails_alone_and_rerun_solves_only_it(client, referenc
     assert solves_per_block(tmp_path / "log", seed_block) == dict.fromkeys(range(N_BLOCKS), 1)
 
     (tmp_path / "marker").unlink()
-    assert generate(cfg, client)["blocks_computed"] == 1
+    assert generate(cfg, client).computed == 1
     expected = {b: 1 for b in range(N_BLOCKS)} | {failing: 2}
     assert solves_per_block(tmp_path / "log", seed_block) == expected
-    assert store.record("generate")["status"] == "complete"
+    assert store.record("generate").status == "complete"
     assert_same_store(store.path, reference)
 
 
@@ -190,41 +155,7 @@ def _train_args(store: str) -> list[str]:
     return args + sum((["--set", s] for s in SLOW_TRAIN), [])
 
 
-def kill_frozen_when(args: list[str], ready, timeout: float = 240) -> None:
-    """Start ``pdeflow ARGS`` in its own session; SIGKILL it at a state where ``ready()`` holds.
-
-    When ``ready()`` first holds the session is frozen (SIGSTOP) and ``ready()`` asked again:
-    only a state that still holds while nothing runs is killed, else the session continues.
-    So the kill lands at the state the test checks, however short an epoch is.
-    """
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pdeflow.flows.cli", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        env=os.environ.copy(),
-    )
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"finished before the kill:\n{proc.stderr.read().decode()}")
-            if time.monotonic() > deadline:
-                raise AssertionError("kill condition never reached")
-            if ready():
-                os.killpg(proc.pid, signal.SIGSTOP)
-                time.sleep(0.05)  # delivery is asynchronous: let every thread stop first
-                if ready():
-                    break
-                os.killpg(proc.pid, signal.SIGCONT)
-            time.sleep(0.02)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-def test_training_killed_mid_epoch_resumes_from_its_checkpoint(harness, train_data, runs_dir):
+def test_training_killed_mid_epoch_resumes_from_its_checkpoint(prefect_api, train_data, runs_dir):
     n_epochs = int(SLOW_TRAIN[0].split("=")[1])
     for name in ("faults-train-ref", "faults-train-killed"):
         shutil.copytree(runs_dir / train_data, runs_dir / name)
@@ -232,36 +163,39 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(harness, train_da
     # count), so equal weights mean the resume restored every piece of training state.
     cli(*_train_args("faults-train-ref"))
     store = RunStore.named("faults-train-killed")
-    log = TrainingLog(store.checkpoint_dir / TRAINING_LOG)
+    log = TrainingLog(store)
+    checkpoints = store.work_dir("train") / "checkpoints"
 
     def inside_epoch_after_checkpoint() -> bool:
-        found = list_checkpoints(store.checkpoint_dir)
+        found = list_checkpoints(checkpoints)
         if not found:
             return False
         done = int(found[-1].name[6:12])
         return any(e["event"] == "batch" and e["epoch"] == done + 1 for e in log.read())
 
-    kill_frozen_when(_train_args(store.path.name), inside_epoch_after_checkpoint)
-    killed_at = int(list_checkpoints(store.checkpoint_dir)[-1].name[6:12])
+    kill_when(_train_args(store.path.name), inside_epoch_after_checkpoint, freeze=True)
+    killed_at = int(list_checkpoints(checkpoints)[-1].name[6:12])
     assert 1 <= killed_at < n_epochs
     before = log.read()
     # Killed inside epoch killed_at + 1: its batches had started, it never finished.
     assert any(e["event"] == "batch" and e["epoch"] == killed_at + 1 for e in before)
     assert [e["epoch"] for e in before if e["event"] == "epoch"] == list(range(1, killed_at + 1))
-    assert store.record("train")["status"] == "running"
+    assert store.record("train").status == "running"
 
     cli(*_train_args(store.path.name))
+    # Whatever the kill left half-written (a temporary checkpoint) is gone once a run started.
+    assert not [p for p in store.path.rglob("*") if TMP_MARK in p.name or ".partial" in p.name]
     record = store.record("train")
-    assert record["status"] == "complete" and record["resumed_from_epoch"] == killed_at
-    assert [h["epoch"] for h in record["history"]] == list(range(1, n_epochs + 1))
+    assert record.status == "complete" and record.details["resumed_from_epoch"] == killed_at
+    assert [h["epoch"] for h in record.details["history"]] == list(range(1, n_epochs + 1))
     after = log.read()[len(before) :]
     assert [e["resumed_from_epoch"] for e in after if e["event"] == "start"] == [killed_at]
     # Every epoch finished exactly once over both runs: none before the checkpoint re-ran.
     epochs = Counter(e["epoch"] for e in log.read() if e["event"] == "epoch")
     assert epochs == Counter(range(1, n_epochs + 1))
-    resumed = torch.load(store.meta_dir / "model.pt", weights_only=True)
+    resumed = torch.load(store.work_dir("train") / "model.pt", weights_only=True)
     reference = torch.load(
-        RunStore.named("faults-train-ref").meta_dir / "model.pt", weights_only=True
+        RunStore.named("faults-train-ref").work_dir("train") / "model.pt", weights_only=True
     )
     assert resumed.keys() == reference.keys()
     for key, value in reference.items():
@@ -291,7 +225,7 @@ def _latest_task_states(flow_run_id):
 
 
 @pytest.mark.filterwarnings("ignore:Object at quantify is not recognized:UserWarning")
-def test_failed_pipeline_retried_by_prefect_skips_finished_work(harness, client):
+def test_failed_pipeline_retried_by_prefect_skips_finished_work(prefect_api, client):
     from pdeflow.flows.pipeline import pipeline
 
     # On this module's cluster (kind address): the run and its retry start no cluster of their own.
@@ -307,15 +241,15 @@ def test_failed_pipeline_retried_by_prefect_skips_finished_work(harness, client)
     state = pipeline(config=cfg, return_state=True)
     assert state.is_failed(), state
     run_id = state.state_details.flow_run_id
-    status = {s: (store.record(s) or {}).get("status") for s in STAGES}
+    status = {s: store.record(s).status for s in STAGES}
     assert status == {
         "generate": "complete",
         "train": "complete",
         "reduce": "complete",
-        "quantify": "running",
+        "quantify": "failed",
     }
-    seconds = BlockManifest(store.path).seconds()
-    train_log = TrainingLog(store.checkpoint_dir / TRAINING_LOG).read()
+    seconds = {b: e.seconds for b, e in store.complete_blocks().items()}
+    train_log = TrainingLog(store).read()
     reduce_record = store.record("reduce")
 
     (store.path / "quantify").unlink()
@@ -323,7 +257,7 @@ def test_failed_pipeline_retried_by_prefect_skips_finished_work(harness, client)
     # executes the same flow run); without a deployment the CLI executes it here.
     proc = subprocess.run(
         [sys.executable, "-m", "prefect", "flow-run", "retry", str(run_id)]
-        + ["--entrypoint", "flows/pipeline.py:pipeline"],
+        + ["--entrypoint", "pdeflow.flows.pipeline:pipeline"],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -333,23 +267,19 @@ def test_failed_pipeline_retried_by_prefect_skips_finished_work(harness, client)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     tasks, flow_run = _latest_task_states(run_id)
     assert flow_run.state.is_completed() and flow_run.run_count == 2
-    assert tasks == {
-        "generate-data": "Cached",
-        "train-surrogate": "Cached",
-        "reduce-order": "Cached",
-        "quantify-uncertainty": "Completed",
-    }
-    assert all(store.record(s)["status"] == "complete" for s in STAGES)
+    # No Prefect result cache: every task ran again and asked the store what was done.
+    assert set(tasks.values()) == {"Completed"} and len(tasks) == 4
+    assert all(store.record(s).status == "complete" for s in STAGES)
     # Nothing finished ran again: no block rewritten (each keeps its recorded wall time), no
     # training line written, the reduce record untouched.
-    np.testing.assert_array_equal(BlockManifest(store.path).seconds(), seconds)
-    assert TrainingLog(store.checkpoint_dir / TRAINING_LOG).read() == train_log
+    assert {b: e.seconds for b, e in store.complete_blocks().items()} == seconds
+    assert TrainingLog(store).read() == train_log
     assert store.record("reduce") == reduce_record
 
 
 def test_training_log_throttles_batch_lines_and_skips_a_torn_line(tmp_path):
     now = [0.0]
-    log = TrainingLog(tmp_path / "log.jsonl", interval=10.0, clock=lambda: now[0])
+    log = TrainingLog(RunStore(tmp_path / "s"), interval=10.0, clock=lambda: now[0])
     on_batch = log.batches(epoch=3)
     for batch, t in enumerate((0.0, 4.0, 9.9, 10.0, 15.0, 20.5), start=1):
         now[0] = t
@@ -364,8 +294,46 @@ def test_training_log_throttles_batch_lines_and_skips_a_torn_line(tmp_path):
         ("epoch", None),
     ]
     assert all(e["epoch"] == 3 and e["pid"] == os.getpid() for e in lines)
-    with open(log.path, "a") as fh:
+    with open(log.events.path, "a") as fh:
         fh.write('{"event": "ba')  # a line still being written
     assert log.read() == lines
     with pytest.raises(ValueError, match="interval"):
         TrainingLog(tmp_path / "x", interval=-1)
+
+
+SLOW_GENERATE = [
+    "generate.n_samples=64",
+    "generate.block_size=8",
+    "generate.chunk_size=8",
+    "generate.n_x=512",
+    "generate.n_frames=101",
+    "generate.t_end=3.0",
+    "generate.dt=0.005",
+]
+
+
+def test_sigkill_then_rerun_computes_only_missing_blocks(client, runs_dir, prefect_api):
+    ref = load_config(TINY, ["store=gen-reference", *SLOW_GENERATE])
+    generate(ref, client)
+    name = "gen-killed"
+    path = runs_dir / name
+
+    def half_done() -> bool:
+        try:
+            return 2 <= len(complete_blocks(path)) <= 5
+        except Exception:  # the store is still being created
+            return False
+
+    args = ["run", "generate", "--config", str(TINY), "--set", f"store={name}"]
+    args += sum((["--set", s] for s in SLOW_GENERATE), [])
+    kill_when(args, half_done)
+    done_before = len(complete_blocks(path))
+    assert 2 <= done_before < 8
+    assert RunStore(path).record("generate").status == "running"
+    cli(*args)
+    record = RunStore(path).record("generate")
+    assert record.status == "complete"
+    assert record.details["blocks_computed_last_run"] == 8 - done_before
+    killed = xr.open_zarr(path).u.values
+    np.testing.assert_array_equal(killed, xr.open_zarr(runs_dir / "gen-reference").u.values)
+    assert block_files(path) == block_files(runs_dir / "gen-reference")

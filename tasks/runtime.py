@@ -1,4 +1,4 @@
-"""Process-wide defaults for Prefect, and the Dask cluster a flow run computes on.
+"""The Dask cluster a flow run computes on.
 
 ``cluster_kwargs`` turns a ``ClusterConfig`` into the keyword arguments of the kind's cluster
 class (a pure function, testable without the optional packages); ``dask_client`` builds that
@@ -15,29 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psutil
+from distributed import Client, LocalCluster
 
-# Offline machines make Prefect's telemetry log errors; no flow needs it. setdefault keeps any
-# value the user exported.
-_PREFECT_DEFAULTS = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
-    "DO_NOT_TRACK": "1",
-    # The ephemeral server needs 7-17 s to start on 2 idle cores, over 20 s (Prefect's default
-    # limit) on loaded ones; a slow start must not fail the run.
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-}
-
-
-def configure_environment() -> None:
-    """Apply pdeflow's Prefect defaults; call before the first Prefect import in a process."""
-    for key, value in _PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-
-
-configure_environment()
-
-from distributed import Client, LocalCluster  # noqa: E402
-from pdeflow.tasks.clusters import (  # noqa: E402
+from pdeflow.tasks.clusters import (
     EXTRAS,
     ClusterConfig,
     ClusterError,
@@ -45,8 +25,18 @@ from pdeflow.tasks.clusters import (  # noqa: E402
     check_cluster_available,
 )
 
-# Dashboards on any free port: a second run beside the first must not fight over 8787.
-_QUIET_LOCAL = {"dashboard_address": ":0", "silence_logs": logging.ERROR}
+
+def _local_servers(cluster: ClusterConfig) -> dict:
+    """Where a local or cuda cluster's servers listen: ``cluster.host`` and ``dashboard``
+    (by default 127.0.0.1 and a free port, so a second run beside the first never fights over
+    8787)."""
+    # Workers' own logs only for what is fatal to them: a task's failure comes back to the flow
+    # as its exception (naming the block and samples), not as a second report on stderr.
+    return {
+        "host": cluster.host,
+        "dashboard_address": cluster.dashboard,
+        "silence_logs": logging.CRITICAL,
+    }
 
 
 def local_workers(cluster: ClusterConfig) -> int:
@@ -73,7 +63,7 @@ def cluster_kwargs(cluster: ClusterConfig, name: str | None = None) -> dict:
             "n_workers": local_workers(cluster),
             "threads_per_worker": cluster.threads_per_worker,
             "processes": True,
-            **_QUIET_LOCAL,
+            **_local_servers(cluster),
         }
     if cluster.kind == "cuda":
         kwargs = {
@@ -83,9 +73,9 @@ def cluster_kwargs(cluster: ClusterConfig, name: str | None = None) -> dict:
             # (pdeflow.tasks.clusters.task_resources), and each worker holds exactly one.
             "resources": {"GPU": 1},
             "threads_per_worker": 1,
-            **_QUIET_LOCAL,
+            **_local_servers(cluster),
         }
-        return {k: v for k, v in kwargs.items() if v is not None}
+        return {k: v for k, v in kwargs.items() if v is not None or k == "dashboard_address"}
     if cluster.kind == "slurm":
         return _slurm_kwargs(cluster)
     k8s = cluster.kubernetes
@@ -108,7 +98,9 @@ def _slurm_kwargs(cluster: ClusterConfig) -> dict:
         "job_script_prologue": list(s.job_script_prologue),
         "local_directory": s.local_directory,
         "interface": s.interface,
-        "scheduler_options": {"dashboard_address": ":0"},
+        # The scheduler listens where the jobs can reach it (``interface``); its dashboard
+        # stays on this machine unless ``cluster.dashboard`` says otherwise.
+        "scheduler_options": {"dashboard_address": cluster.dashboard},
         "silence_logs": "error",
     }
     return {k: v for k, v in kwargs.items() if v is not None}

@@ -1,4 +1,9 @@
-"""Shared pieces of the Prefect task wrappers: stage hashes, cache keys, progress reporting."""
+"""The Prefect side of running stages: progress bars and artifacts, run logs, the store lock.
+
+The stage wrappers (``pdeflow.tasks.generate`` and its siblings) call ``run_in_task``; the CLI
+installs its progress bars with ``set_reporter``; flows hold the store for their whole run with
+``hold_store``. The stages themselves (``pdeflow.tasks.stages``) know nothing of Prefect.
+"""
 
 from __future__ import annotations
 
@@ -6,57 +11,29 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Annotated
 from uuid import UUID
 
-from pdeflow.storage import RunStore
-from pdeflow.tasks.config import PipelineConfig, config_hash
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
+from pydantic import Field
 
-# What each stage's outputs depend on: its own config and the configs upstream of it.
-DEPENDS = {
-    "generate": ("generate",),
-    "train": ("generate", "train"),
-    "reduce": ("generate", "reduce"),
-    "quantify": ("generate", "train", "reduce", "quantify"),
-}
+from pdeflow.storage import RunStore
+from pdeflow.tasks.config import PipelineConfig
+from pdeflow.tasks.stages import STAGES, get_stage, run_stage
+from pdeflow.tasks.stages.extend import Growth, begin_extension
+
+# The flows' ``extend_by`` parameter; its description in the UI comes from each flow's docstring.
+ExtendBy = Annotated[int, Field(ge=0, le=10_000_000)]
 
 _reporter: Callable[[str, int, int], None] | None = None
 # Seconds between two updates of a progress artifact: each update is one API call, and the UI
 # polls about once a second anyway. The first report and the final one are always sent.
 PROGRESS_INTERVAL_S = 1.0
-UNITS = {"generate": "blocks", "train": "epochs"}
+
 _log = logging.getLogger(__name__)
-
-
-def stage_hash(cfg: PipelineConfig, stage: str) -> str:
-    """Content hash naming a stage's outputs: the same configs find the same results."""
-    return config_hash(*(getattr(cfg, part) for part in DEPENDS[stage]))
-
-
-def stage_config(cfg: PipelineConfig, stage: str) -> dict:
-    return {part: getattr(cfg, part).model_dump(mode="json") for part in DEPENDS[stage]}
-
-
-def stage_cache_key(stage: str) -> Callable:
-    """A Prefect cache key: the stage, the store's identity and the stage's config hash.
-
-    The store identity changes when a store is wiped, so a cached result never outlives the
-    data it describes; ``overwrite=True`` disables the cache for that call.
-    """
-
-    def key(context, parameters: dict) -> str | None:
-        if parameters.get("overwrite"):
-            return None
-        cfg: PipelineConfig = parameters["config"]
-        # identity() creates the store's id on first use, so even the first run of a new store
-        # is cached under the key a later run will compute.
-        store = RunStore.named(cfg.store)
-        return f"pdeflow-{stage}-{store.identity()}-{stage_hash(cfg, stage)}"
-
-    return key
 
 
 def set_reporter(fn: Callable[[str, int, int], None] | None) -> None:
@@ -96,7 +73,8 @@ class ProgressArtifact:
         if self.artifact_id is not None and not final and now - self._last < self.interval:
             return
         percent = 100.0 if total <= 0 else min(100.0, 100.0 * done / total)
-        description = f"{self.stage}: {done} of {total} {UNITS.get(self.stage, 'steps')}"
+        unit = get_stage(self.stage).unit if self.stage in STAGES else "steps"
+        description = f"{self.stage}: {done} of {total} {unit}"
         try:
             # _sync: these are sync callbacks, also when an async flow runs the stage.
             if self.artifact_id is None:
@@ -151,45 +129,57 @@ def reporter(stage: str) -> Callable[[int, int], None] | None:
     return progress
 
 
-def is_extension(old: dict, new: dict) -> bool:
-    """Whether stage config ``new`` only grows ``generate.n_samples`` of ``old`` (a campaign
-    extended with more samples of the same design), so its results can be updated in place.
-    """
-    if "generate" not in old or "generate" not in new:
-        return False
-    old_n, new_n = old["generate"].get("n_samples"), new["generate"].get("n_samples")
-    if old_n is None or new_n is None or new_n <= old_n:
-        return False
-    strip = {k: ({**v, "n_samples": None} if k == "generate" else v) for k, v in old.items()}
-    return strip == {
-        k: ({**v, "n_samples": None} if k == "generate" else v) for k, v in new.items()
-    }
-
-
-def prepare_stage(store: RunStore, cfg: PipelineConfig, stage: str, overwrite: bool) -> bool:
-    """Refuse results of another config (unless overwriting); report an extended campaign.
+def run_in_task(name: str, config: PipelineConfig, scheduler: str, overwrite: bool) -> dict:
+    """Run stage ``name`` from its Prefect task: on the flow's Dask scheduler if it fans out.
 
     Returns:
-        True if the stage holds results of the same settings on fewer samples (the caller
-        updates them: training warm-starts, the ROM and UQ are refitted), else False.
+        The stage summary as a dict (small: keys and metrics, never arrays).
     """
-    rec = store.record(stage)
-    new = stage_config(cfg, stage)
-    h = stage_hash(cfg, stage)
-    if not overwrite and rec and rec["hash"] != h and is_extension(rec.get("config", {}), new):
-        return True
-    store.check_config(stage, new, h, overwrite)
-    return False
+    progress = reporter(name)
+    if not get_stage(name).uses_cluster or not scheduler:
+        summary = run_stage(name, config, overwrite=overwrite, progress=progress)
+        return summary.model_dump()
+    from distributed import Client
+
+    with Client(scheduler) as client:
+        summary = run_stage(name, config, client=client, overwrite=overwrite, progress=progress)
+    return summary.model_dump()
 
 
-def check_records(store: RunStore, cfg: PipelineConfig, stages: Sequence[str]) -> None:
-    """Refuse, before anything computes, a store whose ``stages`` hold another config's results
-    (other than the same settings on fewer samples, which a run updates in place).
+def hold_store(config: PipelineConfig, what: str):
+    """The store's lock for a whole flow run (re-entrant: the stages take it again)."""
+    return RunStore.named(config.store).lock(what)
 
-    Raises:
-        ConfigMismatch: naming every setting that differs.
-    """
-    for stage in stages:
-        rec, new = store.record(stage), stage_config(cfg, stage)
-        if rec and not is_extension(rec.get("config", {}), new):
-            store.check_config(stage, new, stage_hash(cfg, stage), overwrite=False)
+
+def flow_run_id() -> str | None:
+    """The current flow run's id, or None outside a flow run."""
+    ctx = FlowRunContext.get()
+    return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
+
+
+class PublishedGrowth:
+    """A store growth whose ``finish`` also publishes what changed as a markdown artifact."""
+
+    def __init__(self, growth: Growth, store_name: str):
+        self.growth, self.store_name = growth, store_name
+
+    def finish(self, summaries: dict) -> dict:
+        from pdeflow.tasks.report import publish_changes
+
+        changes = self.growth.finish(summaries)
+        publish_changes(self.store_name, changes)
+        return changes
+
+
+def begin_growth(
+    config: PipelineConfig, extend_by: int, overwrite: bool, stages: Sequence[str]
+) -> tuple[PipelineConfig, PublishedGrowth | None]:
+    """``extend.begin_extension`` for the current flow run, with its plan in the run's log."""
+    grown, growth = begin_extension(config, extend_by, overwrite, stages, flow_run_id())
+    if growth is None:
+        return grown, None
+    get_run_logger().info(
+        f"store {grown.store!r}: {growth.samples_before} complete samples; this run grows it to "
+        f"{grown.generate.n_samples} (extend_by={extend_by})"
+    )
+    return grown, PublishedGrowth(growth, grown.store)

@@ -1,28 +1,27 @@
-"""Recurring runs that grow the store: ``extend_by`` samples per run, then what changed.
+"""Growing a store: ``extend_by`` samples per run, and what each growth changed.
 
 A scheduled run cannot know how many samples the store holds when it fires, so the ``generate``
 and ``pipeline`` flows take ``extend_by``: the run reads the store's size, runs with
-``generate.n_samples = size + extend_by`` (the design continued, only new blocks solved; training
-warm-starts and the ROM and UQ are refitted, see ``pdeflow.tasks.stages.prepare_stage``),
-appends the growth to the generate record's ``extensions`` lineage and publishes a before/after
-report.
+``generate.n_samples = size + extend_by`` (the design continued, only new blocks solved, see
+``stages.generate``; training warm-starts and the ROM and UQ are refitted, see
+``stages.base.is_extension``), appends the growth to the generate record's ``extensions``
+lineage, and its flow publishes a before/after report (``changes_markdown``). Everything about
+extensions is here; nothing in it knows Prefect.
 """
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated
 
-from pdeflow.storage import RunStore
-from pdeflow.storage import dataset as ds_io
-from pdeflow.tasks.config import PipelineConfig, format_validation_error
-from pdeflow.tasks.report import artifact_key
-from pdeflow.tasks.stages import check_records, log_warning
-from prefect.artifacts import create_markdown_artifact
-from prefect.context import FlowRunContext
-from prefect.logging import get_run_logger
 from pydantic import Field, ValidationError
+
+from pdeflow.storage import RunStore
+from pdeflow.tasks.config import PipelineConfig, format_validation_error
+from pdeflow.tasks.stages.runner import annotate, require_ready
+from pdeflow.tasks.stages.status import summary as store_summary
 
 EXTENDABLE_DESIGNS = ("random", "sobol")
 # The flows' ``extend_by`` parameter; its description in the UI comes from each flow's docstring.
@@ -69,10 +68,9 @@ def check_extendable(design: str, extend_by: int, overwrite: bool, recurring: bo
 
 
 def stored_samples(store: RunStore) -> int:
-    """Samples the store's dataset holds (complete or not); 0 for no dataset."""
-    if not (store.path / "zarr.json").is_file():
-        return 0
-    return int(ds_io.read_coords(store.path, ["sample"]).shape[0])
+    """Samples the store's dataset holds or is being grown to (complete or not); 0 for none."""
+    marker = store.marker() or {}
+    return int(marker.get("layout", {}).get("n_samples", 0))
 
 
 def plan_extension(
@@ -111,14 +109,14 @@ def plan_extension(
     if rec is None or not n_now:
         return cfg, 0
     if not extend_by:
-        return cfg, n_now if rec["status"] == "complete" else 0
-    planned = rec.get("planned_extension") or {}
+        return cfg, n_now if rec.status == "complete" else 0
+    planned = rec.details.get("planned_extension") or {}
     if run_id is not None and planned.get("flow_run_id") == run_id:
         before, target = planned["from"], planned["to"]
-    elif rec["status"] == "complete":
+    elif rec.status == "complete":
         before, target = n_now, n_now + extend_by
-    elif rec.get("extended_from") is not None:
-        before = int(rec["extended_from"])
+    elif rec.details.get("extended_from") is not None:
+        before = int(rec.details["extended_from"])
         target = max(n_now, before + extend_by)
     else:  # the first generation never finished: finish it, grow on the next run
         before, target = 0, n_now
@@ -138,7 +136,7 @@ def plan_extension(
             f"extend_by: {before} + {extend_by} samples do not fit the config: "
             + format_validation_error(err).replace("\n", "; ")
         ) from None
-    check_records(store, grown, stages)
+    require_ready(grown, tuple(stages), overwrite=False)
     return grown, before
 
 
@@ -147,7 +145,7 @@ def run_changes(store: RunStore, before: dict, samples_before: int, summaries: d
 
     Args:
         store: the run store.
-        before: ``store.summary()`` taken before the run.
+        before: ``status.summary(store)`` taken before the run.
         samples_before: complete samples before the run (``plan_extension``).
         summaries: the run's stage summaries, by stage name.
 
@@ -163,13 +161,13 @@ def run_changes(store: RunStore, before: dict, samples_before: int, summaries: d
         "samples_added": n_after - samples_before,
     }
     if "generate" in summaries:
-        out["blocks_computed"] = summaries["generate"]["blocks_computed"]
+        out["blocks_computed"] = summaries["generate"]["computed"]
     if "train" in summaries:
-        trained = summaries["train"]["epochs_trained"]
-        rec = store.record("train") or {}
+        trained = summaries["train"]["computed"]
+        rec = store.record("train")
         out["epochs_trained"] = trained
-        out["warm_started"] = bool(trained and rec.get("warm_started"))
-    old, new = before["metrics"], store.summary()["metrics"]
+        out["warm_started"] = bool(trained and rec and rec.details.get("warm_started"))
+    old, new = before["metrics"], store_summary(store)["metrics"]
     out["metrics"] = {
         key: {"before": old.get(key), "after": new.get(key)}
         for key in sorted(set(old) | set(new))
@@ -178,7 +176,7 @@ def run_changes(store: RunStore, before: dict, samples_before: int, summaries: d
     return out
 
 
-def record_extension(store: RunStore, changes: dict) -> None:
+def record_extension(store: RunStore, changes: dict, run_id: str | None) -> None:
     """Append one run's growth to the generate record's ``extensions`` list (the lineage).
 
     Each entry: ``from`` and ``to`` (samples), ``blocks_computed``, ``warm_started`` (when the
@@ -187,18 +185,17 @@ def record_extension(store: RunStore, changes: dict) -> None:
     rec = store.record("generate")
     if rec is None:
         return
-    ctx = FlowRunContext.get()
-    rec.pop("planned_extension", None)
     entry = {
         "from": changes["samples_before"],
         "to": changes["samples_after"],
         "blocks_computed": changes.get("blocks_computed"),
-        "flow_run_id": str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
+        "flow_run_id": run_id,
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     if "warm_started" in changes:
         entry["warm_started"] = changes["warm_started"]
-    store.write_record("generate", {**rec, "extensions": [*rec.get("extensions", []), entry]})
+    extensions = [*rec.details.get("extensions", []), entry]
+    annotate(store, "generate", extensions=extensions, planned_extension=None)
 
 
 def _cell(value) -> str:
@@ -226,55 +223,44 @@ def changes_markdown(store_name: str, changes: dict) -> str:
     return "\n".join(lines)
 
 
-def publish_changes(store_name: str, changes: dict) -> None:
-    """The ``changes_markdown`` report as the run's markdown artifact ``pdeflow-<store>-changes``.
+@dataclass
+class Growth:
+    """A run that grows a store: where it started, to finish once its stages are done."""
 
-    An API failure is logged as a warning: the report must never fail the run it describes.
-    """
-    try:
-        create_markdown_artifact(
-            changes_markdown(store_name, changes),
-            key=artifact_key(store_name, "changes"),
-            description="What the run changed: samples, blocks, training, metrics",
-        )
-    except Exception as err:  # see the docstring
-        log_warning(f"changes report of store {store_name} not published: {err!r}")
+    store: RunStore
+    before: dict
+    samples_before: int
+    run_id: str | None
+
+    def finish(self, summaries: dict) -> dict:
+        """``run_changes`` of the run, also appended to the generate record's lineage."""
+        changes = run_changes(self.store, self.before, self.samples_before, summaries)
+        record_extension(self.store, changes, self.run_id)
+        return changes
 
 
 def begin_extension(
-    cfg: PipelineConfig, extend_by: int, overwrite: bool, stages: Sequence[str]
-) -> tuple[PipelineConfig, Callable[[dict], dict] | None]:
-    """Start a flow run that grows the store by ``extend_by`` samples (see ``plan_extension``).
+    cfg: PipelineConfig,
+    extend_by: int,
+    overwrite: bool,
+    stages: Sequence[str],
+    run_id: str | None = None,
+) -> tuple[PipelineConfig, Growth | None]:
+    """Start a run that grows the store by ``extend_by`` samples (see ``plan_extension``).
 
-    Before anything is written, a run that includes quantify checks that its (grown) splits
-    hold what they need (``PipelineConfig.check_stages``).
+    Before anything is written, checks what the (grown) config's stages need
+    (``PipelineConfig.check_stages``). Needs the store's lock (it records the plan).
 
     Returns:
-        The config to run, and ``finish(summaries) -> changes``, which computes ``run_changes``
-        and publishes it as a markdown artifact; None when ``extend_by`` is 0.
+        The config to run, and the growth to ``finish``; None when ``extend_by`` is 0.
     """
     if not extend_by:
-        cfg.check_stages(stages)
+        cfg.check_stages(tuple(stages))
         return cfg, None
-    ctx = FlowRunContext.get()
-    run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else None
     grown, samples_before = plan_extension(cfg, extend_by, overwrite, stages, run_id)
-    grown.check_stages(stages)  # on the grown size, before anything is written
+    grown.check_stages(tuple(stages))  # on the grown size, before anything is written
     store = RunStore.named(grown.store)
-    rec = store.record("generate")
-    if rec is not None and run_id is not None:
+    if run_id is not None and store.record("generate") is not None:
         plan = {"flow_run_id": run_id, "from": samples_before, "to": grown.generate.n_samples}
-        store.write_record("generate", {**rec, "planned_extension": plan})
-    before = store.summary()
-    get_run_logger().info(
-        f"store {grown.store!r}: {samples_before} complete samples; this run grows it to "
-        f"{grown.generate.n_samples} (extend_by={extend_by})"
-    )
-
-    def finish(summaries: dict) -> dict:
-        changes = run_changes(store, before, samples_before, summaries)
-        record_extension(store, changes)
-        publish_changes(grown.store, changes)
-        return changes
-
-    return grown, finish
+        annotate(store, "generate", planned_extension=plan)
+    return grown, Growth(store, store_summary(store), samples_before, run_id)

@@ -1,0 +1,75 @@
+"""Stage records: what a stage computed, from what, and whether it finished. One schema.
+
+A record is written by the stage lifecycle alone (``pdeflow.tasks.stages.runner``): ``running``
+before a stage computes, ``complete`` once its outputs are durable and checked, ``failed`` with
+the reason when it stops on an error. ``upstream`` holds the digests of the upstream records it
+was computed from (its lineage); a downstream stage whose upstream digest changed is stale.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pdeflow.storage.fsio import FileEntry
+
+SCHEMA_VERSION = 2
+Status = Literal["running", "complete", "failed"]
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class StageRecord(BaseModel):
+    """The record of one stage in one store (``_pdeflow/stages/<stage>.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = Field(SCHEMA_VERSION, description="Record format version.")
+    stage: str = Field(description="Stage name (generate, train, reduce, quantify).")
+    config_hash: str = Field(description="Content hash of the config sections the stage uses.")
+    config: dict[str, Any] = Field(description="Those config sections, as JSON.")
+    upstream: dict[str, str] = Field(
+        default_factory=dict, description="Digest of each upstream record it was computed from."
+    )
+    status: Status = Field(description="running, complete or failed.")
+    started: datetime.datetime | None = Field(None, description="UTC start of the last attempt.")
+    finished: datetime.datetime | None = Field(None, description="UTC end of the last attempt.")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="Scalar results.")
+    artifacts: dict[str, tuple[int, int]] = Field(
+        default_factory=dict,
+        description="Files the stage owns, relative to the store, with (size, CRC32).",
+    )
+    outputs: str | None = Field(
+        None, description="Digest of the stage's outputs (generate: of every block's chunks)."
+    )
+    error: str | None = Field(None, description="Why the last attempt failed.")
+    details: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Stage-specific facts: training history, extensions, blocks computed.",
+    )
+
+    def artifact_entries(self) -> dict[str, FileEntry]:
+        return {name: FileEntry(*value) for name, value in self.artifacts.items()}
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the last attempt, in s, once it ended."""
+        if self.started is None or self.finished is None:
+            return None
+        return (self.finished - self.started).total_seconds()
+
+    def digest(self) -> str:
+        """What downstream lineage refers to: config, lineage and outputs, not times or metrics.
+
+        A stage recomputed to bitwise the same outputs keeps its digest, so nothing downstream
+        is recomputed because of it.
+        """
+        payload = [self.stage, self.config_hash, self.upstream, self.outputs]
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

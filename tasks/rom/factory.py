@@ -1,0 +1,16 @@
+"""The ROM a reduce config describes: a POD basis composed with a coefficient regressor."""
+
+from __future__ import annotations
+
+from pdeflow.tasks.config import ReduceConfig
+from pdeflow.tasks.rom import POD, ReducedOrderModel, get_approximation
+
+
+def make_rom(rc: ReduceConfig, pod: POD) -> ReducedOrderModel:
+    """``ReducedOrderModel(reduction=pod, approximation=<rc.approximation>)``, unfitted."""
+    kwargs = (
+        {"kernel": rc.rbf_kernel, "smoothing": rc.smoothing} if rc.approximation == "rbf" else {}
+    )
+    return ReducedOrderModel(
+        reduction=pod, approximation=get_approximation(rc.approximation)(**kwargs)
+    )

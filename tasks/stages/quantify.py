@@ -1,0 +1,262 @@
+"""Stage 4: propagate the parameter distribution, calibrate bands, attribute variance.
+
+(a) Monte Carlo through the solver (on Dask), the surrogate and the ROM on the same samples:
+    mean and standard-deviation fields and quantiles of the quantity of interest (QoI).
+(b) Split-conformal bands (Lei et al. 2018) for the surrogate's rollout, with coverage on the test
+    split and averaged over random calibration/test re-splits.
+(c) First-order and total Sobol indices of the QoI (Saltelli design) from all three models.
+The QoI is the mean energy of the final state, E(T) = mean over channels and space of u(T)^2 / 2
+(the kinetic energy for Burgers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pdeflow.storage import RunStore, StageRecord
+from pdeflow.tasks.config import GenerateConfig, PipelineConfig
+from pdeflow.tasks.design import to_physical, to_unit
+from pdeflow.tasks.sampling import sample_seeds, sample_unit
+from pdeflow.tasks.solve import initial_state, solve_parameters, space_shape
+from pdeflow.tasks.stages.base import Outcome, Stage, StageRun, artifact_problems
+from pdeflow.tasks.stages.models import load_rom, load_surrogate
+from pdeflow.tasks.surrogates.training import rollout
+from pdeflow.tasks.uq import (
+    RunningMoments,
+    SobolAnalysis,
+    SplitConformal,
+    quantiles,
+    resplit_coverage,
+)
+
+GROUP = "quantify"
+MODELS = ("solver", "surrogate", "rom")
+SPACE_DIMS = ("x", "y", "z")
+# One step's result: metrics, then the group's variables, coordinates and attributes.
+Part = tuple[dict, dict, dict, dict]
+
+
+def final_energy(traj: np.ndarray) -> np.ndarray:
+    """QoI per sample: mean of u(T)^2 / 2; traj (n, n_time, channel, *space) -> (n,)."""
+    last = np.asarray(traj, dtype=np.float64)[:, -1]
+    return 0.5 * np.mean(last.reshape(len(last), -1) ** 2, axis=1)
+
+
+def mc_seeds(qc, n: int) -> np.ndarray:
+    """Seeds of the Monte Carlo samples' own randomness (random initial states)."""
+    return sample_seeds(qc.seed, np.arange(n))
+
+
+def solve_summary(
+    gen_json: dict, params: np.ndarray, seeds: np.ndarray
+) -> tuple[np.ndarray, RunningMoments, np.ndarray | None]:
+    """Dask task: solve a batch and return its QoI and field moments (not the fields).
+
+    For a user simulator (``pde: custom``) the initial states (n, channel, *space) come back too:
+    only the simulator knows them, and the surrogate starts its rollouts from them.
+    """
+    gen = GenerateConfig.model_validate(gen_json)
+    traj = solve_parameters(gen, params, seeds)
+    u0 = traj[:, 0].copy() if gen.is_custom else None
+    return final_energy(traj), RunningMoments().update(traj.astype(np.float64)), u0
+
+
+class Predictors:
+    """The surrogate and the ROM of a store, evaluated on physical parameters in batches."""
+
+    def __init__(self, cfg: PipelineConfig, store: RunStore, batch: int = 256):
+        self.gen, self.batch = cfg.generate, batch
+        self.model, self.rom = load_surrogate(cfg, store), load_rom(cfg, store)
+
+    def surrogate(
+        self, params: np.ndarray, seeds: np.ndarray, u0: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Surrogate rollouts from the samples' initial states: (n, time, channel, *space).
+
+        Args:
+            u0: initial states (n, channel, *space); default: drawn as the generate stage
+                draws them (not possible for ``pde: custom``, whose simulator makes its own).
+        """
+        dtype = next(self.model.parameters()).dtype
+        if u0 is None:
+            u0 = initial_state(self.gen, params, seeds, torch.device("cpu"), dtype)
+        else:
+            u0 = torch.as_tensor(np.asarray(u0), dtype=dtype)
+        p = torch.as_tensor(to_unit(self.gen, params), dtype=dtype)
+        traj = rollout(self.model, u0, p, self.gen.n_frames - 1, batch_size=self.batch)
+        return traj.numpy()
+
+    def reduced(self, params: np.ndarray, seeds: np.ndarray, u0=None) -> np.ndarray:
+        """ROM predictions (parameters only), shaped like the surrogate's."""
+        flat = self.rom.predict(to_unit(self.gen, params))
+        return flat.reshape(len(params), flat.shape[1], len(self.gen.fields), *self.space)
+
+    @property
+    def space(self) -> tuple[int, ...]:
+        return space_shape(self.gen)
+
+    def summaries(
+        self, params: np.ndarray, seeds: np.ndarray, u0: np.ndarray | None = None
+    ) -> dict[str, tuple[np.ndarray, RunningMoments]]:
+        out = {}
+        for name, fn in (("surrogate", self.surrogate), ("rom", self.reduced)):
+            qoi, mom = [], RunningMoments()
+            for start in range(0, len(params), self.batch):
+                rows = slice(start, start + self.batch)
+                traj = fn(params[rows], seeds[rows], None if u0 is None else u0[rows])
+                qoi.append(final_energy(traj))
+                mom.update(traj.astype(np.float64))
+            out[name] = (np.concatenate(qoi), mom)
+        return out
+
+
+def run_all(
+    client, gen: GenerateConfig, pred: Predictors, params: np.ndarray, seeds: np.ndarray
+) -> dict:
+    """QoI and moments from the solver (blocks on Dask, overlapped) and both predictors."""
+    gen_json = gen.model_dump(mode="json")
+    starts = range(0, len(params), gen.block_size)
+    blocks = [params[s : s + gen.block_size] for s in starts]
+    block_seeds = [seeds[s : s + gen.block_size] for s in starts]
+    futures = client.map(solve_summary, [gen_json] * len(blocks), blocks, block_seeds, pure=False)
+    # Built-in PDEs: the predictors run while the solver's blocks do. A user simulator's initial
+    # states are known only once its blocks are back.
+    out = None if gen.is_custom else pred.summaries(params, seeds)
+    qoi, mom, u0 = [], RunningMoments(), []
+    for q, m, first in client.gather(futures):
+        qoi.append(q)
+        mom.merge(m)
+        u0.append(first)
+    if out is None:
+        out = pred.summaries(params, seeds, np.concatenate(u0))
+    out["solver"] = (np.concatenate(qoi), mom)
+    return out
+
+
+def monte_carlo(client, cfg: PipelineConfig, pred: Predictors) -> Part:
+    qc, gen = cfg.quantify, cfg.generate
+    params = to_physical(gen, sample_unit("random", qc.n_mc, len(gen.parameter_names), qc.seed))
+    res = run_all(client, gen, pred, params, mc_seeds(qc, len(params)))
+    ref_mean, ref_std = res["solver"][1].mean_, res["solver"][1].std_
+    metrics, data = {}, {}
+    dims = ("time", "channel", *SPACE_DIMS[: len(pred.space)])
+    for name in MODELS:
+        qoi, mom = res[name]
+        data[f"mean_{name}"] = (dims, mom.mean_)
+        data[f"std_{name}"] = (dims, mom.std_)
+        data[f"qoi_quantiles_{name}"] = (("quantile",), quantiles(qoi, qc.quantiles))
+        if name != "solver":
+            metrics[f"mc_mean_rel_diff_{name}"] = _rel(mom.mean_, ref_mean)
+            metrics[f"mc_std_rel_diff_{name}"] = _rel(mom.std_, ref_std)
+            q_diff = np.abs(data[f"qoi_quantiles_{name}"][1] - data["qoi_quantiles_solver"][1])
+            metrics[f"qoi_quantile_max_rel_diff_{name}"] = float(
+                q_diff.max() / res["solver"][0].std()
+            )
+    for q, value in zip(qc.quantiles, data["qoi_quantiles_solver"][1], strict=True):
+        metrics[f"qoi_q{round(q * 100):02d}_solver"] = float(value)
+    return metrics, data, {"quantile": list(qc.quantiles)}, {}
+
+
+def conformal(cfg: PipelineConfig, store: RunStore, pred: Predictors) -> Part:
+    """Simultaneous bands for the surrogate rollout; scale from validation residuals."""
+    qc, gen = cfg.quantify, cfg.generate
+    params = store.read_coords(gen.parameter_names)
+    seeds = store.read_coords(["seed"])[:, 0]
+
+    def residuals(split):
+        idx = store.sample_indices(split)
+        true = store.read_samples(idx).astype(np.float64)
+        return pred.surrogate(params[idx], seeds[idx], true[:, 0]).astype(np.float64), true
+
+    val_pred, val_true = residuals("val")
+    scale = np.abs(val_pred - val_true).mean(axis=0) + 1e-6 * np.abs(val_true).mean() + 1e-12
+    cal_pred, cal_true = residuals("calibration")
+    test_pred, test_true = residuals("test")
+    cp = SplitConformal(alpha=qc.alpha).fit(cal_pred, cal_true, scale=scale)
+    pool_pred = np.concatenate([cal_pred, test_pred])
+    pool_true = np.concatenate([cal_true, test_true])
+    cover = resplit_coverage(
+        pool_pred,
+        pool_true,
+        len(cal_pred),
+        qc.n_resplits,
+        np.random.default_rng(qc.seed),
+        qc.alpha,
+        scale=scale,
+    )
+    metrics = {
+        "conformal_nominal": 1 - qc.alpha,
+        "conformal_coverage_test": cp.coverage(test_pred, test_true),
+        "conformal_coverage_resplit_mean": float(cover.mean()),
+        "conformal_coverage_resplit_std": float(cover.std()),
+        "conformal_band_halfwidth_mean": float(cp.quantile_ * scale.mean()),
+    }
+    data = {
+        "conformal_scale": (("time", "channel", *SPACE_DIMS[: scale.ndim - 2]), scale),
+        "conformal_resplit_coverage": (("resplit",), cover),
+    }
+    return metrics, data, {}, {"conformal_quantile": float(cp.quantile_), "alpha": qc.alpha}
+
+
+def sobol(client, cfg: PipelineConfig, pred: Predictors) -> Part:
+    qc, gen = cfg.quantify, cfg.generate
+    analysis = SobolAnalysis(n_base=qc.sobol_n_base, seed=qc.seed)
+    params = to_physical(gen, analysis.sample(len(gen.parameter_names)))
+    res = run_all(client, gen, pred, params, mc_seeds(qc, len(params)))
+    data, idx = {}, {}
+    for name in MODELS:
+        idx[name] = analysis.analyze(res[name][0])
+        for key in ("S1", "ST", "S1_conf", "ST_conf"):
+            data[f"{key}_{name}"] = (("parameter",), np.asarray(idx[name][key]))
+    metrics = {}
+    for name in ("surrogate", "rom"):
+        diff = max(np.abs(idx[name][k] - idx["solver"][k]).max() for k in ("S1", "ST"))
+        metrics[f"sobol_max_abs_diff_{name}"] = float(diff)
+    return metrics, data, {"parameter": gen.parameter_names}, {}
+
+
+class Quantify(Stage):
+    name = "quantify"
+    upstream = ("train", "reduce")
+
+    def check(self, cfg: PipelineConfig) -> None:
+        cfg.check_stages(("quantify",))
+
+    def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
+        return artifact_problems(run, record, "UQ results'", deep)
+
+    def total(self, run: StageRun) -> int:
+        return len(STEPS)
+
+    def pending(self, run: StageRun) -> list[int]:
+        return list(range(len(STEPS)))
+
+    def compute(self, run: StageRun, units: list[int]) -> None:
+        """Monte Carlo, conformal bands and Sobol' indices, then one group with all three."""
+        cfg, store = run.cfg, run.store
+        pred = Predictors(cfg, store)
+        metrics, variables, coords, attrs = {}, {}, {}, {}
+        for k in units:
+            m, v, c, a = STEPS[k](run.client, cfg, store, pred)
+            metrics.update(m)
+            variables.update(v)
+            coords.update(c)
+            attrs.update(a)
+            run.report(k + 1, len(STEPS))
+        run.state["metrics"] = metrics
+        run.state["files"] = store.write_group(GROUP, variables, coords, attrs)
+
+    def finish(self, run: StageRun) -> Outcome:
+        return Outcome(run.state["metrics"], artifacts=run.state["files"])
+
+
+STEPS = (
+    lambda client, cfg, store, pred: monte_carlo(client, cfg, pred),
+    lambda client, cfg, store, pred: conformal(cfg, store, pred),
+    lambda client, cfg, store, pred: sobol(client, cfg, pred),
+)
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))

@@ -1,0 +1,18 @@
+"""The stages in pipeline order: the one place the order is defined."""
+
+from pdeflow.tasks.stages.base import Stage
+from pdeflow.tasks.stages.generate import Generate
+from pdeflow.tasks.stages.quantify import Quantify
+from pdeflow.tasks.stages.reduce import Reduce
+from pdeflow.tasks.stages.train import Train
+
+REGISTRY: dict[str, Stage] = {s.name: s for s in (Generate(), Train(), Reduce(), Quantify())}
+STAGES: tuple[str, ...] = tuple(REGISTRY)
+
+
+def get_stage(name: str) -> Stage:
+    """The stage called ``name``; an unknown name lists the valid ones."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}") from None
