@@ -6,6 +6,7 @@ and every file a record vouches for is checked (size and CRC32) before it is use
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,7 +116,12 @@ class StageFiles:
 
     @contextmanager
     def scratch_dir(self, what: str) -> Iterator[Path]:
-        """A scratch directory for ``what`` inside the store (removed when the run is swept)."""
+        """A scratch directory for ``what`` inside the store: removed afterwards when empty, and
+        with whatever a killed run left in it when the next run starts (``RunStore.sweep``)."""
         path = self.scratch / what
         path.mkdir(parents=True, exist_ok=True)
-        yield path
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):  # not empty: a failed sample's files kept
+                path.rmdir()

@@ -55,8 +55,13 @@ def solve_block(store_path: str, store_name: str, gen_json: dict, block: int) ->
     seeds = store.read_coords(["seed"], start, stop)[:, 0]
     t0 = time.perf_counter()
     with store.scratch_dir(f"block-{block}") as work:
+        # Sample directories in the store's scratch, which the next run empties after a kill;
+        # failed samples kept for debugging (keep_failed) stay in the system's temporary dir.
+        keep = gen.is_custom and gen.simulator.keep_failed
         try:
-            values = solve_parameters(gen, params, seeds, np.arange(start, stop), str(work))
+            values = solve_parameters(
+                gen, params, seeds, np.arange(start, stop), None if keep else str(work)
+            )
         except BlowUpError as err:
             bad = [start + i for i in err.samples]
             raise GenerationError(
