@@ -8,8 +8,8 @@ once with h5py into a chunked, uncompressed dataset (closed, as h5py users do: n
 and once with h5py followed by one fsync of the file (as durable as the store, but only at
 the end). Creating the file is part of every timing. Beside them, in the same run: the store
 with one fsync after another (``WRITE_THREADS = 1``) instead of a block's fsyncs together,
-chunk sizes of 32 and 64 samples, and whole-store verification (every chunk's CRC32) as a read
-throughput.
+the store with fsync switched off (what durability costs), chunk sizes of 32 and 64 samples, and
+whole-store verification (every chunk's CRC32) as a read throughput.
 """
 
 from __future__ import annotations
@@ -41,10 +41,22 @@ def _template(n: int, chunk: int) -> Template:
     return Template(layout, {"sample": ("sample", np.arange(n))}, {}, {"u": {}})
 
 
-def write_store(path: Path, values: np.ndarray, chunk: int = CHUNK, threads: int | None = None):
-    """Write ``values`` (n, T, 1, X) through the store; returns seconds."""
-    saved = data.WRITE_THREADS
+def write_store(
+    path: Path,
+    values: np.ndarray,
+    chunk: int = CHUNK,
+    threads: int | None = None,
+    fsync: bool = True,
+) -> float:
+    """Write ``values`` (n, T, 1, X) through the store; returns seconds.
+
+    Args:
+        fsync: False only to measure what durability costs (the store always fsyncs).
+    """
+    saved, saved_sync = data.WRITE_THREADS, (data.fsync_file, data.fsync_dir)
     data.WRITE_THREADS = threads or saved
+    if not fsync:
+        data.fsync_file = data.fsync_dir = lambda path: None
     try:
         t0 = time.perf_counter()
         store = RunStore(path)
@@ -55,6 +67,7 @@ def write_store(path: Path, values: np.ndarray, chunk: int = CHUNK, threads: int
         return time.perf_counter() - t0
     finally:
         data.WRITE_THREADS = saved
+        data.fsync_file, data.fsync_dir = saved_sync
 
 
 def write_h5(path: Path, values: np.ndarray, fsync: bool = False) -> float:
@@ -79,6 +92,7 @@ def _writers(values: np.ndarray, quick: bool) -> dict:
         "h5py": lambda p: write_h5(p.with_suffix(".h5"), values),
         "h5py+fsync": lambda p: write_h5(p.with_suffix(".h5"), values, fsync=True),
         "store, fsyncs one by one": lambda p: write_store(p, values, threads=1),
+        "store without fsync (measurement only)": lambda p: write_store(p, values, fsync=False),
     }
     if not quick:
         writers["store, chunks of 32"] = lambda p: write_store(p, values, chunk=32)
@@ -147,6 +161,14 @@ def measure(quick: bool, workdir: Path) -> list[Result]:
             stat=best["store"][1],
             reference=speed["h5py+fsync"],
             reference_label="h5py as above, then fsync of the file",
+        ),
+        Result(
+            name="store write with fsync vs the same without (what durability costs)",
+            value=speed["store"],
+            unit="MB/s",
+            stat=best["store"][1],
+            reference=speed["store without fsync (measurement only)"],
+            reference_label="the store's writes with fsync switched off in the benchmark",
         ),
         Result(
             name="a block's fsyncs together vs one after another",

@@ -28,7 +28,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from pdeflow.storage.errors import NonFiniteData, StoreDamaged
-from pdeflow.storage.fsio import FileEntry, file_entry, fsync_dir, iter_files, write_temp
+from pdeflow.storage.fsio import (
+    FileEntry,
+    file_entry,
+    fsync_dir,
+    fsync_file,
+    iter_files,
+    write_temp,
+)
 from pdeflow.storage.manifest import BlockEntry
 
 FIELD = "u"
@@ -179,16 +186,17 @@ def _remove_stale(root: Path, new: dict[str, Path], fields: tuple[str, ...]) -> 
 
 
 def write_block(
-    root: Path, layout: Layout, block: int, values: np.ndarray, seconds: float
+    root: Path, layout: Layout, block: int, values: np.ndarray, seconds: float, manifest: Path
 ) -> BlockEntry:
-    """Write ``values`` as block ``block``'s chunk files, each durable, and return its entry.
+    """Write ``values`` as block ``block``'s chunk files, then its manifest entry ``manifest``.
 
-    The caller records the entry in the manifest after this returns: a block is complete only
-    once every one of its files is durable.
+    The entry is renamed into place only once every chunk file and its directory entry are
+    durable, so a block killed at any point has no entry and is recomputed.
 
     Args:
         values: trajectories ``(n, time, channel, *space)``, channels in ``layout.fields``
             order, ``n`` the block's sample count.
+        manifest: the block's manifest entry file.
 
     Raises:
         ValueError: wrong shape for the block.
@@ -212,34 +220,56 @@ def write_block(
                 padded[: rows.shape[0]] = rows
                 rows = padded
             items.append((layout.chunk_file(name, chunk), rows))
-    files = _write_files(root, items)
-    return BlockEntry(
-        block=block, start=start, stop=stop, seconds=seconds, key=layout.key, files=files
-    )
-
-
-def _write_files(root: Path, items: list[tuple[str, np.ndarray]]) -> dict[str, tuple[int, int]]:
-    """Write every file to a temporary name and fsync it, in threads; then rename them all.
-
-    The fsyncs of one block run concurrently, so the file system commits them together
-    (measured in benchmarks/storage_io.py against one fsync after another).
-    """
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as pool:
-        futures = [pool.submit(write_temp, root / rel, rows) for rel, rows in items]
+        written = _write_chunks(pool, root, items)
+        files = {rel: tuple(entry) for (rel, _), (_, entry) in zip(items, written, strict=True)}
+        entry = BlockEntry(
+            block=block, start=start, stop=stop, seconds=seconds, key=layout.key, files=files
+        )
+        text = json.dumps(entry.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        _commit(pool, root, items, [tmp for tmp, _ in written], manifest, text.encode())
+    return entry
+
+
+def _write_chunks(pool, root: Path, items: list) -> list[tuple[Path, FileEntry]]:
+    """Each chunk to a temporary file whose writeback starts at once; its CRC32 is computed
+    while the disk works. Returns (temporary path, entry) per item."""
+
+    def one(item):
+        rel, rows = item
+        return write_temp(root / rel, rows, fsync=False), FileEntry.of_bytes(rows)
+
+    futures = [pool.submit(one, item) for item in items]
     failed = [f.exception() for f in futures if f.exception() is not None]
     if failed:  # a full disk: remove the block's other temporary files, mark nothing
         for f in futures:
             if f.exception() is None:
                 f.result()[0].unlink(missing_ok=True)
         raise failed[0]
-    written = [f.result() for f in futures]
-    dirs = set()
-    for (rel, _), (tmp, _) in zip(items, written, strict=True):
+    return [f.result() for f in futures]
+
+
+def _commit(pool, root: Path, items: list, temps: list[Path], manifest: Path, data: bytes):
+    """fsync the chunks and write the manifest entry's temporary file, all together; rename the
+    chunks into place and fsync their directories, together; then rename the entry.
+
+    A block's fsyncs run concurrently, so the file system commits them together (measured in
+    benchmarks/storage_io.py against one fsync after another), and the entry is visible only
+    once every chunk file and its name are durable.
+    """
+    entry_tmp = pool.submit(write_temp, manifest, data)
+    try:
+        list(pool.map(fsync_file, temps))
+        entry_tmp = entry_tmp.result()
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise
+    for (rel, _), tmp in zip(items, temps, strict=True):
         os.replace(tmp, root / rel)
-        dirs.add((root / rel).parent)
-    for d in dirs:
-        fsync_dir(d)
-    return {rel: tuple(entry) for (rel, _), (_, entry) in zip(items, written, strict=True)}
+    list(pool.map(fsync_dir, {(root / rel).parent for rel, _ in items}))
+    os.replace(entry_tmp, manifest)
+    fsync_dir(manifest.parent)
 
 
 def read_chunk(root: Path, layout: Layout, rel: str, expected: FileEntry) -> np.ndarray:

@@ -9,6 +9,7 @@ which releases the GIL and streams at GB/s) over a file's exact bytes, with its 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -54,11 +55,38 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_temp(target: Path, data, fsync: bool = True) -> tuple[Path, FileEntry]:
+def _start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting (Linux
+    ``sync_file_range``), so that the fsync that follows later finds most of it done."""
+    libc = _libc()
+    if libc is not None:
+        libc.sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_LIBC: list = []
+
+
+def _libc():
+    if not _LIBC:
+        try:
+            lib = ctypes.CDLL(None, use_errno=True)
+            lib.sync_file_range  # noqa: B018 (Linux only)
+            _LIBC.append(lib)
+        except (OSError, AttributeError):
+            _LIBC.append(None)
+    return _LIBC[0]
+
+
+def write_temp(target: Path, data, fsync: bool = True) -> Path:
     """Write ``data`` (bytes-like) to a temporary file beside ``target``; not renamed yet.
 
+    Args:
+        fsync: fsync the file before returning; False starts its writeback only (the caller
+            fsyncs it later with ``fsync_file``, after other work overlapped the disk).
+
     Returns:
-        The temporary path and the entry (size, CRC32) of what was written.
+        The temporary path.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(target)
@@ -66,18 +94,29 @@ def write_temp(target: Path, data, fsync: bool = True) -> tuple[Path, FileEntry]
     try:
         with open(tmp, "wb") as fh:
             fh.write(view)
+            fh.flush()
             if fsync:
-                fh.flush()
                 os.fsync(fh.fileno())
+            else:
+                _start_writeback(fh.fileno())
     except BaseException:  # a full disk: leave no half-written temporary file behind
         tmp.unlink(missing_ok=True)
         raise
-    return tmp, FileEntry(view.nbytes, zlib.crc32(view))
+    return tmp
+
+
+def fsync_file(path: Path) -> None:
+    """Make ``path``'s contents durable (its writeback may have started already)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_durable(target: Path, data) -> FileEntry:
     """Atomically and durably replace ``target`` with ``data``; returns its entry."""
-    tmp, entry = write_temp(target, data)
+    tmp, entry = write_temp(target, data), FileEntry.of_bytes(data)
     try:
         os.replace(tmp, target)
     except BaseException:

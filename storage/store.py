@@ -271,9 +271,10 @@ class RunStore(StageFiles):
         layout = self.layout()
         if layout is None:
             raise StoreError(f"store {self.name!r} has no complete dataset template")
-        entry = data.write_block(self.path, layout, block, values, seconds)
-        self.manifest.write(entry)
-        return entry
+        self.manifest.dir.mkdir(parents=True, exist_ok=True)
+        return data.write_block(
+            self.path, layout, block, values, seconds, self.manifest.path(block)
+        )
 
     def reopen_blocks(self, blocks) -> None:
         """Mark blocks incomplete: the next generate run recomputes them."""
