@@ -194,9 +194,12 @@ def _training_section(rec) -> list[str]:
     if hist:
         last = hist[-1]
         lines.append(
-            f"- final train loss {_fmt(last['train_loss'])}, val loss {_fmt(last['val_loss'])}"
+            f"- final train loss {_fmt(last['train_loss'])}, val loss "
+            f"{_fmt(last['val_loss']) if last['val_loss'] is not None else 'not measured'}"
         )
-        vals = [(h["val_loss"], h["epoch"]) for h in hist if np.isfinite(h["val_loss"])]
+        # A record stores a loss that was not measured (no validation split) as null.
+        vals = [(h["val_loss"], h["epoch"]) for h in hist if h["val_loss"] is not None]
+        vals = [(v, e) for v, e in vals if np.isfinite(v)]
         if vals:
             best = min(vals)
             lines.append(f"- best val loss {_fmt(best[0])} at epoch {best[1]}")

@@ -57,3 +57,16 @@ def test_training_beats_persistence(data_store, runs_dir):
     # in the closing measurements on the full demo config.
     assert m["nrmse_one_step"] < 0.5 * m["nrmse_persist_one_step"]
     assert m["nrmse_rollout"] < m["nrmse_persist_rollout"]
+
+
+def test_without_a_validation_split_the_loss_is_not_measured_not_made_up(client):
+    from pdeflow.tasks.report import _training_section
+
+    over = ["store=train-no-val", "generate.split.val=0", "generate.split.train=0.7"]
+    cfg = load_config(TINY, [*over, "train.epochs=2"])
+    generate(cfg, client)
+    assert train(cfg).computed == 2
+    rec = RunStore.named(cfg.store).record("train")
+    # Not measured: null in the record (NaN in memory), never a loss of 0.
+    assert [h["val_loss"] for h in rec.details["history"]] == [None, None]
+    assert "val loss not measured" in "\n".join(_training_section(rec))

@@ -100,12 +100,16 @@ class Generate(Stage):
             _check_extendable(gen, have.n_samples)
             store.write_template(datasets.template(gen))
             run.details["extended_from"] = have.n_samples
-        elif run.previous is not None and run.previous.status == "complete":
-            run.details["extended_from"] = None  # a later run that grows nothing
-        elif have is None or (problems := store.template_problems()):
-            if have is not None:
-                run.warn(f"generate: {problems[0]}; the template was rebuilt (blocks kept)")
-            store.write_template(datasets.template(gen))
+        else:
+            if run.previous is not None and run.previous.status == "complete":
+                run.details["extended_from"] = None  # a later run that grows nothing
+            problems = store.template_problems()
+            if problems:
+                if run.previous is not None:  # not a new store: say what was wrong
+                    run.warn(f"generate: {problems[0]}; the template was rebuilt (blocks kept)")
+                store.write_template(datasets.template(gen))
+                # Its attributes (normalisation statistics) come from the stage's finish.
+                run.state["rebuilt"] = True
         complete = store.complete_blocks()
         bad = store.block_problems(complete, deep=True)
         if bad:
@@ -117,6 +121,8 @@ class Generate(Stage):
 
     def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
         store = run.store
+        if run.state.get("rebuilt"):
+            return ["its template was rebuilt"]
         out = store.template_problems(deep=deep)
         layout = store.layout()
         if out or layout is None:

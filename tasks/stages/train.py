@@ -218,7 +218,7 @@ class Train(Stage):
                 raise _stopped(epoch + 1, err.batch, err.loss, epoch) from None
             st["scheduler"].step()
             val = _validate(st, store, idx, p_all, tc, dtype)
-            if not np.isfinite(val):
+            if len(idx["val"]) and not np.isfinite(val):
                 raise _stopped(epoch + 1, None, val, epoch)
             history.append({"epoch": epoch + 1, "train_loss": loss, "val_loss": val})
             state = training_state(
@@ -272,8 +272,9 @@ def _hash(run: StageRun) -> str:
 
 
 def _validate(st, store, idx, p_all, tc, dtype) -> float:
+    """Mean validation loss; NaN without a validation split (nothing was measured)."""
     if not len(idx["val"]):
-        return 0.0
+        return float("nan")
     batches = iter_batches(
         store, idx["val"], p_all[idx["val"]], tc.batch_size, tc.shuffle_chunks, None, dtype
     )

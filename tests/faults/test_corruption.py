@@ -114,6 +114,25 @@ def test_a_missing_manifest_means_nothing_is_complete(reference, runs_dir, clien
     assert block_files(path) == block_files(reference)
 
 
+@pytest.mark.parametrize("fault", ["coordinate", "marker"])
+def test_a_damaged_template_of_a_finished_store_is_rebuilt_without_solving(
+    reference, runs_dir, client, fault
+):
+    cfg, path = _copy(reference, runs_dir, f"corrupt-template-{fault}")
+    if fault == "coordinate":
+        with open(path / "nu" / "c" / "0", "r+b") as fh:  # a stored parameter changed
+            fh.write(b"\x00\x00\x00\x00")
+    else:
+        (path / "_pdeflow" / "store.json").unlink()  # the marker lost
+    summary = generate(cfg, client)
+    assert summary.computed == 0, "the blocks verify: none is solved again"
+    if fault == "coordinate":
+        assert any("template file nu/c/0" in note for note in summary.notes)
+    store = RunStore(path)
+    assert store.template_problems() == [] and store.verify() == {}
+    xr.testing.assert_identical(xr.open_zarr(path), xr.open_zarr(reference))
+
+
 class Crash(BaseException):
     """What a kill does to the code after it: nothing more runs."""
 
