@@ -35,6 +35,9 @@ def _global(
 
 
 class Stage(StrEnum):
+    """The stages (``pdeflow.tasks.stages.STAGES``, not imported here to keep ``--help`` fast;
+    tests/test_layout.py checks the two agree) and the pipeline."""
+
     generate = "generate"
     train = "train"
     reduce = "reduce"
@@ -84,22 +87,9 @@ def _quiet_logs() -> None:
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
-def _flow(stage: str):
-    from pdeflow.flows import stages
-    from pdeflow.flows.pipeline import pipeline
-
-    return {
-        "generate": stages.data_generation,
-        "train": stages.surrogate_training,
-        "reduce": stages.reduced_order_model,
-        "quantify": stages.uncertainty_quantification,
-        "pipeline": pipeline,
-    }[stage]
-
-
 def _precheck(cfg, stage: str, overwrite: bool) -> None:
-    """Refuse a store of another config, a busy or nested store, or a stage whose upstream is
-    not ready, before any server, cluster or compute starts."""
+    """Refuse a store of another config, a nested store name, or a stage whose upstream is not
+    ready, before any server, cluster or compute starts (the lock is taken right after)."""
     from pdeflow.tasks.stages import require_ready
 
     for warning in cfg.generate.resolution_warnings():
@@ -132,7 +122,9 @@ def run(
             held.enter_context(RunStore.named(cfg.store).lock(f"pdeflow run {stage.value}"))
         except (*_refusals(), ValueError) as err:
             _fail(str(err))
-        flow = _flow(stage.value)  # imports Prefect, Dask and torch
+        from pdeflow.flows.serve import load_flow
+
+        flow = load_flow(stage.value)  # imports Prefect, Dask and torch
         from pdeflow.tasks.orchestration import set_reporter
 
         if not _OPTIONS["debug"]:

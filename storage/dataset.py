@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import warnings
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -278,8 +279,6 @@ def read_chunk(root: Path, layout: Layout, rel: str, expected: FileEntry) -> np.
     Raises:
         StoreDamaged: the file is missing, or its size or CRC32 differ from the manifest.
     """
-    import zlib
-
     buf = np.empty(layout.chunk_nbytes, dtype=np.uint8)
     try:
         with open(root / rel, "rb", buffering=0) as fh:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pdeflow.storage.errors import StoreDamaged
 from pdeflow.storage.fsio import check_file
 from pdeflow.storage.manifest import BlockEntry
 
@@ -46,7 +47,6 @@ def dask_rows(root: Path, layout, entries: dict[int, BlockEntry], indices: np.nd
     import dask.array as da
 
     from pdeflow.storage.dataset import read_rows
-    from pdeflow.storage.errors import StoreDamaged
 
     owners = indices // layout.chunk_size
     lay = layout.model_dump(mode="json")

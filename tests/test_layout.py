@@ -122,6 +122,14 @@ def test_stage_wrappers_are_thin_tasks(stage):
     )
 
 
+def test_the_cli_offers_the_stages_in_their_order_and_the_pipeline():
+    from pdeflow.flows.cli import Stage
+    from pdeflow.flows.serve import FLOWS
+    from pdeflow.tasks.stages import STAGES as ORDER
+
+    assert [s.value for s in Stage] == [*ORDER, "pipeline"] and set(FLOWS) == set(Stage)
+
+
 def test_the_stage_order_is_written_once():
     order = ", ".join(f'"{s}"' for s in STAGES)
     hits = [_rel(p) for p in SOURCE if f"({order})" in p.read_text().replace("\n", "")]

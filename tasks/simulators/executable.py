@@ -197,7 +197,8 @@ class ExecutableSimulator(Simulator):
 
 
 def _shown_command(command: Sequence[str]) -> str:
-    """The command template as a shell would read it, in backticks; placeholders left bare."""
+    """The command template in backticks, each token shell-quoted except ``{params}`` and
+    ``{output}``, which are shown as written (they are the per-sample paths)."""
     text = " ".join(tok if tok in PLACEHOLDERS else shlex.quote(tok) for tok in command)
     if len(text) > _COMMAND_CHARS:
         text = text[: _COMMAND_CHARS - 3] + "..."

@@ -84,8 +84,8 @@ def test_a_failing_simulator_is_explained_in_under_15_lines(tmp_path, prefect_ap
 
 def test_overwrite_removes_every_file_of_the_replaced_stages(client, runs_dir):
     cfg = load_config(TINY, ["store=overwrite-all"])
-    for step in (lambda: generate(cfg, client), lambda: train(cfg)):
-        step()
+    generate(cfg, client)
+    train(cfg)
     reduce(cfg, client)
     quantify(cfg, client)
     store = RunStore.named(cfg.store)
