@@ -102,7 +102,11 @@ def _dealiasing_fraction(n: int) -> float:
 
 
 def _smooth_1d(batch: int, n: int, length: float, n_modes: int, seed: int) -> torch.Tensor:
-    """Random sums of the first ``n_modes`` Fourier modes, each sample scaled to max|u| = 1."""
+    """Random sums of the first ``n_modes`` Fourier modes, each sample scaled to max|u| = 1.
+
+    Returns:
+        States of shape (batch, 1, n), float32.
+    """
     rng = np.random.default_rng(seed)
     x = np.arange(n) * (length / n)
     m = np.arange(1, n_modes + 1)[:, None]
@@ -110,17 +114,19 @@ def _smooth_1d(batch: int, n: int, length: float, n_modes: int, seed: int) -> to
     phase = rng.uniform(0, 2 * math.pi, size=(batch, n_modes, 1))
     u = (amp * np.sin(2 * math.pi * m * x / length + phase)).sum(axis=1)
     u /= np.abs(u).max(axis=1, keepdims=True)
-    return torch.from_numpy(u).to(torch.float32)
+    return torch.from_numpy(u[:, None]).to(torch.float32)
 
 
 def cases(quick: bool) -> list[Case]:
     """Burgers and KS at batch 256, n = 1024, 200 steps; NS at 128^2 (smaller with ``quick``)."""
+    from pdeflow.tasks.pdes.base import Grid
     from pdeflow.tasks.pdes.burgers import Burgers
 
     batch_1d, n_1d, batch_2d = (64, 256, 4) if quick else (256, 1024, 16)
     frames_1d = (11, 20)  # 200 steps, a frame every 20
     frames_2d = (6, 4) if quick else (11, 10)
-    burgers_dt = 0.9 * Burgers.max_stable_dt(n_1d, 2 * math.pi, 1.0)
+    grid = Grid.uniform(n_1d, 2 * math.pi, 1)
+    burgers_dt = 0.9 * Burgers.max_stable_dt(grid, {"nu": 0.01}, 1.0)
     return [
         Case(
             "Burgers 1D",
@@ -150,7 +156,8 @@ def cases(quick: bool) -> list[Case]:
 
 
 def _ours(case: Case) -> tuple[Callable, torch.Tensor]:
-    """pdeflow's float32 rollout and the initial state: (batch, n) in 1D, (batch, 1, n, n) in 2D."""
+    """pdeflow's float32 rollout and the initial state, (batch, 1, *space)."""
+    from pdeflow.tasks.pdes.base import Grid
     from pdeflow.tasks.pdes.burgers import Burgers
     from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
     from pdeflow.tasks.pdes.navier_stokes2d import NavierStokes2D
@@ -164,7 +171,8 @@ def _ours(case: Case) -> tuple[Callable, torch.Tensor]:
         u0 = _smooth_1d(case.batch, case.n, s["length"], 8, seed=1)
     else:
         pde = NavierStokes2D(case.n, nu=s["nu"], dt=case.dt, length=s["length"], dtype=f32)
-        u0 = NavierStokes2D.initial_condition(case.n, s["length"], range(case.batch), dtype=f32)
+        grid = Grid.uniform(case.n, s["length"], 2)
+        u0 = NavierStokes2D.initial_condition(grid, np.arange(case.batch), dtype=f32)
     return (lambda u: pde.rollout(u, case.n_frames, case.steps_per_frame)), u0
 
 
@@ -191,7 +199,7 @@ def _theirs(case: Case) -> Callable:
             vorticity_convection_scale=-1.0, **common,
         )  # fmt: skip
     rollout = _exponax_rollout(case, ref)
-    return lambda u: rollout(jnp.asarray(u.numpy() if u.ndim == 4 else u.numpy()[:, None]))
+    return lambda u: rollout(jnp.asarray(u.numpy()))
 
 
 def _exponax_rollout(case: Case, stepper: object) -> Callable:
@@ -278,7 +286,7 @@ def _row(case: Case, u0: torch.Tensor, diff: float, worst: float, threads: int) 
     times = _isolated_times(case, threads)
     wall = {name: statistics.median(w for w, _ in runs) for name, runs in times.items()}
     cpu = {name: statistics.median(c for _, c in runs) for name, runs in times.items()}
-    space = f"{case.n}" if u0.ndim == 2 else f"{case.n}^2"
+    space = f"{case.n}" if u0.ndim == 3 else f"{case.n}^2"
     return Result(
         name=(
             f"{case.name} vs exponax, n={space}, B={case.batch}, {case.n_steps} steps, "
@@ -302,7 +310,7 @@ def _row(case: Case, u0: torch.Tensor, diff: float, worst: float, threads: int) 
         details={
             "batch": case.batch,
             "n": case.n,
-            "dims": u0.ndim - 1 if u0.ndim == 2 else 2,
+            "dims": u0.ndim - 2,
             "dt": case.dt,
             "steps": case.n_steps,
             "n_frames": case.n_frames,

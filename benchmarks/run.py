@@ -24,7 +24,17 @@ import traceback
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-SECTIONS = ("solver", "exponax", "io", "verify", "scaling", "memory", "pipeline")
+SECTIONS = (
+    "solver",
+    "exponax",
+    "ns3d",
+    "io",
+    "verify",
+    "scaling",
+    "memory",
+    "throughput",
+    "pipeline",
+)
 # Wall-time budgets (s) of a whole run: the pipeline section repeats its comparison only while
 # the repeat would still end inside the budget (make bench: ~13 min, --quick: ~3 min).
 BUDGET_S = {"full": 720.0, "quick": 180.0}
@@ -75,8 +85,10 @@ def sections(args: argparse.Namespace, scratch: Path, deadline: float) -> dict:
     from benchmarks import (
         exponax_compare,
         memory,
+        ns3d,
         pipeline,
         scaling,
+        server_throughput,
         solver,
         storage_io,
         verify_cost,
@@ -91,10 +103,12 @@ def sections(args: argparse.Namespace, scratch: Path, deadline: float) -> dict:
         "solver": lambda: solver.measure(args.quick),
         # Needs the bench extra (exponax, JAX): make bench installs it.
         "exponax": lambda: exponax_compare.measure(args.quick),
+        "ns3d": lambda: ns3d.measure(args.quick),
         "io": lambda: storage_io.measure(args.quick, scratch / "io"),
         "verify": lambda: verify_cost.measure(args.quick),
         "scaling": lambda: scaling.measure(args.quick),
         "memory": lambda: memory.measure(args.quick),
+        "throughput": lambda: server_throughput.measure(args.quick),
         # Last: the ephemeral server keeps running services that would disturb later sections.
         "pipeline": prefect,
     }

@@ -8,6 +8,7 @@ import torch
 
 from benchmarks.common import Result, repeat, summarise
 from pdeflow.tasks.pdes import Burgers
+from pdeflow.tasks.pdes.base import Grid
 
 # NOTES.md: a plain eager torch ETDRK2 Burgers solver, B=256, N=1024, 200 steps, float32, on the
 # 2-core development machine. pdeflow's solver is ETDRK4 (four nonlinear evaluations per step
@@ -25,16 +26,16 @@ def solver_throughput(n_x: int, batch: int, repeats: int = 3) -> tuple[float, st
 
     Args:
         n_x: Grid points.
-        batch: Samples solved together, shape of the state (batch, n_x).
+        batch: Samples solved together, shape of the state (batch, 1, n_x).
         repeats: Timed calls (fewer if they take over 6 s together); the best is reported.
 
     Returns:
         (samples/s of the best call, how it was reduced, all wall times in seconds).
     """
     length = 2 * math.pi
-    dt = 0.9 * Burgers.max_stable_dt(n_x, length, 1.0)
+    dt = 0.9 * Burgers.max_stable_dt(Grid.uniform(n_x, length, 1), {"nu": 0.01}, 1.0)
     pde = Burgers(n_x, nu=[0.01] * batch, dt=dt, length=length, dtype=torch.float32)
-    u0 = torch.sin(pde.x)[None].repeat(batch, 1)
+    u0 = torch.sin(pde.x)[None, None].repeat(batch, 1, 1)
     steps_per_frame = N_STEPS // (N_FRAMES - 1)
     # The first FFTs of a new shape are far slower than steady state (NOTES.md).
     pde.rollout(u0, N_FRAMES, steps_per_frame)

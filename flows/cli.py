@@ -283,28 +283,42 @@ app.add_typer(list_app, name="list")
 def list_pdes(
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
-    """The PDE registry: name, dimension, fields, boundary conditions, description."""
-    from pdeflow.tasks.problems import all_entries
+    """The PDE registry: dimension, fields, boundaries, own defaults and coefficient ranges."""
+    from pdeflow.tasks.problems import all_problems
 
-    rows = [entry.describe() for entry in all_entries()]
+    rows = [problem.describe() for problem in all_problems()]
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
-    table = Table(title="pdeflow PDEs (generate.pde)")
-    for column in ("name", "dim", "fields", "boundary", "parameters", "description"):
+    table = Table(title=f"pdeflow PDEs (generate.pde): {len(rows)}")
+    for column in ("name", "dim", "fields", "boundary", "defaults", "coefficients"):
         table.add_column(column)
     for r in rows:
-        fixed = r["one_value_per_run"]
-        params = ", ".join(
-            f"{k} in [{lo:g}, {hi:g}]"
-            + (f" (constant, default {fixed[k]:g})" if k in fixed else "")
-            for k, (lo, hi) in r["parameters"].items()
-        )
-        dim = f"{r['dim']}D" + (" steady" if r["stationary"] else "")
         table.add_row(
-            r["name"], dim, ", ".join(r["fields"]), r["boundary"], params, r["description"]
+            r["name"],
+            f"{r['dim']}D" + (" steady" if r["stationary"] else ""),
+            ", ".join(r["fields"]),
+            r["boundary"],
+            _defaults_text(r["defaults"], r["stationary"]),
+            "\n".join(_coefficient_text(k, c) for k, c in r["coefficients"].items()),
         )
     Console().print(table)
+
+
+def _defaults_text(d: dict, stationary: bool) -> str:
+    grid = "x".join(str(n) for n in d["grid"])
+    time = "" if stationary else f", t_end {d['t_end']:g}, dt {d['dt']:g}, {d['n_frames']} frames"
+    return f"grid {grid}, L {d['length']:.4g}{time}, u0 {d['initial_condition']}"
+
+
+def _coefficient_text(name: str, c: dict) -> str:
+    lo, hi = c["range"]
+    d = c["default"]
+    if "constant" in d:
+        default = f"= {d['constant']:g}" + (" per run" if c.get("one_value_per_run") else "")
+    else:
+        default = f"~ {d['distribution']}[{d['low']:g}, {d['high']:g}]"
+    return f"{name} {default} (valid [{lo:g}, {hi:g}])"
 
 
 @list_app.command("presets")
@@ -335,7 +349,14 @@ class ExportFormat(StrEnum):
 @app.command()
 def export(
     store: Annotated[str, typer.Argument(help="Store path, or a name under the runs directory.")],
-    out: Annotated[Path, typer.Argument(help="Output file (.h5 / .hdf5).")],
+    out: Annotated[
+        Path,
+        typer.Argument(
+            help="Output file: .hdf5 for 1D and Darcy stores, .h5 for 2D time-dependent ones "
+            "(PDEBench's loaders read a name ending in h5 as per-sample groups, any other as "
+            "one tensor); other names are refused."
+        ),
+    ],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Target layout.")] = (
         ExportFormat.pdebench
     ),
@@ -344,7 +365,10 @@ def export(
 ) -> None:
     """Write STORE in another tool's layout (PDEBench's HDF5) for existing baselines.
 
-    Only a complete, intact dataset is exported: its blocks are verified first.
+    Only a complete, intact dataset is exported: its blocks are verified first. Coefficients
+    carry PDEBench's names and scaling (Burgers Nu = pi * nu), pdeflow's own in
+    pdeflow_parameters; periodic grids get PDEBench's cell-centre coordinates; each sample's
+    split is kept.
     """
     from pdeflow.storage.export import export_pdebench
     from pdeflow.tasks.stages.verify import verify_store

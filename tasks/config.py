@@ -27,10 +27,11 @@ from pdeflow.tasks.config_io import (
     set_dotted,
     yaml_problem,
 )
-from pdeflow.tasks.custom import SimulatorConfig, check_custom
+from pdeflow.tasks.custom import SimulatorConfig
 from pdeflow.tasks.pdes import PDES
+from pdeflow.tasks.pdes.base import Grid
 from pdeflow.tasks.presets import PRESETS, apply_preset
-from pdeflow.tasks.problems import PdeEntry, check_pde, get_entry
+from pdeflow.tasks.problems import problem_for
 from pdeflow.tasks.sampling import DESIGNS, split_codes
 
 # Literal types are built from the registries so the UI shows dropdowns and errors list names.
@@ -132,7 +133,12 @@ class InitialConditionConfig(_Frozen):
 
 
 class GenerateConfig(_Frozen):
-    """Stage 1: sample parameters, solve the PDE in blocks, write the run's Zarr store."""
+    """Stage 1: sample parameters, solve the PDE in blocks, write the run's Zarr store.
+
+    The grid, domain, horizon, step, frames and initial state default to the PDE's own
+    (``pdeflow list pdes``): ``{pde: NAME, n_samples: 16, design: random}`` runs for every
+    registered PDE. An explicit value wins and is checked the same way.
+    """
 
     preset: PresetName | None = Field(
         None,
@@ -153,18 +159,42 @@ class GenerateConfig(_Frozen):
         description="Samples solved as one batch by one Dask task; "
         "a whole multiple of chunk_size so every writer owns whole chunks.",
     )
-    n_x: int = Field(256, ge=8, le=65_536, description="Grid points per spatial dimension (even).")
-    length: float | None = Field(
-        None, gt=0, le=1e6, description="Domain side length L; default: the PDE's own."
+    grid: tuple[int, ...] | None = Field(
+        None,
+        min_length=1,
+        max_length=3,
+        description="Grid points per spatial axis, e.g. [128] or [64, 64]; one value applies "
+        "to every axis; default: the PDE's own.",
     )
-    t_end: float = Field(2.0, gt=0, le=1e6, description="Final time of every trajectory.")
-    n_frames: int = Field(41, ge=2, le=100_000, description="Saved frames, t = 0 included.")
-    dt: float = Field(
-        0.005,
+    n_x: int | None = Field(
+        None,
+        ge=8,
+        le=65_536,
+        description="Alias of grid: n_x N means N points on every axis (grid [N] in 1D, [N, N] "
+        "in 2D, [N, N, N] in 3D). Give grid or n_x, not both.",
+    )
+    length: float | None = Field(
+        None,
+        gt=0,
+        le=1e6,
+        description="Domain side length L on every axis; default: the PDE's own.",
+    )
+    t_end: float | None = Field(
+        None,
+        ge=0,
+        le=1e6,
+        description="Final time of every trajectory (> 0; 0 for a steady PDE); default: the "
+        "PDE's own.",
+    )
+    n_frames: int | None = Field(
+        None, ge=1, le=100_000, description="Saved frames, t = 0 included; default: the PDE's own."
+    )
+    dt: float | None = Field(
+        None,
         gt=0,
         le=10.0,
-        description="Largest internal time step; the solver takes the "
-        "smallest number of equal steps per saved frame that keeps the step at most dt.",
+        description="Largest internal time step; the solver takes the smallest number of equal "
+        "steps per saved frame that keeps the step at most dt; default: the PDE's own.",
     )
     parameters: dict[str, ParameterSpec] | None = Field(
         None,
@@ -174,8 +204,13 @@ class GenerateConfig(_Frozen):
     constants: dict[str, float] = Field(
         {}, description="PDE coefficients held fixed for every sample (not sampled)."
     )
-    initial_condition: InitialConditionConfig = Field(
-        InitialConditionConfig(), description="Initial states."
+    initial_condition: InitialConditionConfig | None = Field(
+        None, description="Initial states; default: the PDE's own family (none for pde custom)."
+    )
+    solver_options: dict[str, float | int | str | bool] = Field(
+        {},
+        description="Keyword options of the PDE's solver (pdeflow list pdes shows each PDE's), "
+        "e.g. boundary: outflow for compressible_euler_1d, method: cg for darcy_2d.",
     )
     simulator: SimulatorConfig | None = Field(
         None, description="pde 'custom' only: your own simulator (Python callable or executable)."
@@ -186,16 +221,19 @@ class GenerateConfig(_Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") is not None:
-            return apply_preset(data)
-        return data
+    def _fill_defaults(cls, data: Any) -> Any:
+        """Apply the preset, then the PDE's own defaults to every setting left out."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("preset") is not None:
+            data = apply_preset(data)
+        return own_defaults(data)
 
-    @field_validator("n_x")
+    @field_validator("grid")
     @classmethod
-    def _even_grid(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError(f"must be even for the real FFT (got {v})")
+    def _positive_grid(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and any(n < 1 for n in v):
+            raise ValueError(f"points per axis must be >= 1 (got {list(v)})")
         return v
 
     @model_validator(mode="after")
@@ -205,44 +243,44 @@ class GenerateConfig(_Frozen):
                 f"block_size ({self.block_size}) must be a whole multiple of chunk_size "
                 f"({self.chunk_size}) so that each block writes whole chunks"
             )
-        if self.pde == "custom":
-            check_custom(self)
-        else:
-            check_pde(self)
+        if not self.problem.stationary and (self.n_frames < 2 or self.t_end <= 0):
+            raise ValueError(
+                f"n_frames must be >= 2 and t_end > 0 for the time-dependent {self.pde} "
+                f"(got n_frames={self.n_frames}, t_end={self.t_end:g})"
+            )
+        self.problem.check(self)
         return self
 
     @property
-    def is_custom(self) -> bool:
-        return self.pde == "custom"
+    def problem(self):
+        """The problem (``pdeflow.tasks.problems``): a registered PDE or the user's simulator."""
+        return problem_for(self.pde, self.simulator)
 
     @property
-    def entry(self) -> PdeEntry:
-        """The registry facts of the PDE (not available for ``pde: custom``)."""
-        return get_entry(self.pde)
+    def grid_spec(self) -> Grid:
+        """Points and side per axis."""
+        return Grid(self.grid, (self.domain_length,) * len(self.grid))
 
     @property
     def domain_length(self) -> float:
-        if self.length is not None:
-            return self.length
-        return 1.0 if self.is_custom else self.entry.default_length
+        return self.length
 
     @property
     def dim(self) -> int:
-        return len(self.simulator.grid) if self.is_custom else self.entry.dim
+        return len(self.grid)
 
     @property
     def fields(self) -> tuple[str, ...]:
-        return tuple(self.simulator.fields) if self.is_custom else self.entry.fields
+        return self.problem.fields
 
     @property
     def coefficient_specs(self) -> dict[str, ParameterSpec]:
         """Sampled PDE coefficients and their marginals, in the PDE's order."""
         if self.parameters is not None:
             return dict(self.parameters)
-        entry = self.entry
         return {
             name: ParameterSpec(distribution=d, low=lo, high=hi)
-            for name, (d, lo, hi) in entry.default_parameters.items()
+            for name, (d, lo, hi) in self.problem.info.default_parameters.items()
             if name not in self.constants
         }
 
@@ -250,18 +288,21 @@ class GenerateConfig(_Frozen):
     def sampled_specs(self) -> dict[str, ParameterSpec]:
         """Every design dimension: coefficients, then mode amplitudes ``a<k>``."""
         specs = self.coefficient_specs
-        if self.initial_condition.kind == "modes" and not self.is_custom:
-            specs.update({f"a{k}": self.initial_condition.amplitude for k in self.modes})
+        ic = self.initial_condition
+        if ic is not None and ic.kind == "modes":
+            specs.update({f"a{k}": ic.amplitude for k in ic.modes})
         return specs
 
     @property
     def modes(self) -> tuple[int, ...]:
-        return self.initial_condition.modes
+        return () if self.initial_condition is None else self.initial_condition.modes
 
     @property
     def u_max(self) -> float | None:
         """Bound on max|u0| when the initial family gives one (used for the stable step)."""
         ic = self.initial_condition
+        if ic is None:
+            return None
         bound = max(abs(ic.amplitude.low), abs(ic.amplitude.high))
         if ic.kind == "modes":
             return bound * len(ic.modes)
@@ -281,11 +322,15 @@ class GenerateConfig(_Frozen):
 
     @property
     def steps_per_frame(self) -> int:
+        if self.n_frames < 2:
+            return 1
         return max(1, math.ceil(self.t_end / (self.n_frames - 1) / self.dt - 1e-9))
 
     @property
     def internal_dt(self) -> float:
         """The solver's step: the save interval split into ``steps_per_frame`` equal steps."""
+        if self.n_frames < 2:
+            return self.dt
         return self.t_end / (self.n_frames - 1) / self.steps_per_frame
 
     @property
@@ -294,18 +339,47 @@ class GenerateConfig(_Frozen):
 
     def resolution_warnings(self) -> list[str]:
         """Warnings (not errors) about a grid too coarse for the sampled coefficients."""
-        if self.is_custom:
-            return []
-        ranges = {k: (s.low, s.high) for k, s in self.coefficient_specs.items()}
-        ranges.update({k: (v, v) for k, v in self.constants.items()})
-        msg = self.entry.resolution(self.n_x, self.domain_length, self.u_max, ranges)
-        return [f"generate.n_x: {msg}"] if msg else []
+        return self.problem.resolution_warnings(self)
+
+
+def own_defaults(data: dict) -> dict:
+    """``data`` (a generate section) with the PDE's own settings for every one left out.
+
+    ``n_x`` is an alias: it becomes ``grid`` (the same count on every axis) and is cleared.
+    """
+    data = dict(data)
+    pde = data.get("pde", "burgers")
+    try:
+        problem = problem_for(pde, _simulator(data.get("simulator")))
+    except (ValueError, TypeError):
+        return data  # the field validators name the bad pde or simulator
+    own = problem.defaults()
+    n_x = data.pop("n_x", None)
+    if n_x is not None:
+        if data.get("grid") is not None:
+            raise ValueError("give generate.grid or its alias generate.n_x, not both")
+        data["grid"] = (n_x,)
+    grid = data.get("grid")
+    if grid is None:
+        data["grid"] = own["grid"]
+    elif isinstance(grid, list | tuple) and len(grid) == 1 and problem.dim > 1:
+        data["grid"] = tuple(grid) * problem.dim
+    for key in ("length", "t_end", "n_frames", "dt", "initial_condition"):
+        if data.get(key) is None and key in own:
+            data[key] = own[key]
+    return data
+
+
+def _simulator(raw: Any) -> SimulatorConfig | None:
+    if raw is None or isinstance(raw, SimulatorConfig):
+        return raw
+    return SimulatorConfig.model_validate(raw)
 
 
 class TrainConfig(_Frozen):
     """Stage 2: train a neural operator to advance the state by one saved frame."""
 
-    surrogate: Literal["auto", "fno1d", "fno2d"] = Field(
+    surrogate: Literal["auto", "fno1d", "fno2d", "fno3d"] = Field(
         "auto", description="Surrogate architecture; auto: the FNO of the data's dimension."
     )
     width: int = Field(32, ge=4, le=1024, description="Channels of the hidden layers.")
@@ -396,11 +470,9 @@ class PipelineConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_cross_stage(self) -> PipelineConfig:
-        if self.train.modes > self.generate.n_x // 2 + 1:
-            raise ValueError(
-                f"train.modes ({self.train.modes}) must be <= n_x/2+1 "
-                f"= {self.generate.n_x // 2 + 1}"
-            )
+        n = min(self.generate.grid)
+        if self.train.modes > n // 2 + 1:
+            raise ValueError(f"train.modes ({self.train.modes}) must be <= grid/2+1 = {n // 2 + 1}")
         return self
 
     def check_stages(self, stages: tuple[str, ...] | list[str]) -> None:

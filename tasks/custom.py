@@ -16,6 +16,7 @@ Worked examples live in ``tasks/simulators/examples``.
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -81,18 +82,31 @@ class SimulatorConfig(BaseModel):
 
 
 def check_custom(gen) -> None:
-    """Cross-field checks of ``pde: custom``; ValueError naming the field."""
+    """Cross-field checks of ``pde: custom``; ValueError naming the field.
+
+    Nothing of the user's is imported or run here: a Python target's top-level package is
+    looked up (``importlib.util.find_spec``, which executes nothing), an executable's program
+    on PATH. The module itself is imported where the simulator first solves, on the worker,
+    and an import error there fails the blocks with its message.
+    """
     if gen.simulator is None:
         raise ValueError("pde 'custom' needs a simulator section (kind, target or command)")
     if not gen.parameters:
         raise ValueError("pde 'custom' needs parameters: the marginal of each sampled input")
-    # Compared with the default, not model_fields_set: a config re-validated from its own dump
-    # (as every Dask task does) has every field set.
-    if gen.initial_condition != type(gen.initial_condition)():
+    if gen.initial_condition is not None:
         raise ValueError("initial_condition does not apply to pde 'custom'")
-    # Constructing the simulator checks the target or command (importable, on PATH, known
-    # placeholders) before any block runs.
-    build_simulator(gen)
+    sim = gen.simulator
+    if sim.kind == "python":
+        module = sim.target.partition(":")[0]
+        top = module.partition(".")[0]
+        if not module or importlib.util.find_spec(top) is None:
+            raise ValueError(
+                f"simulator.target: no module {top!r} is importable here (target {sim.target!r})"
+            )
+        return
+    from pdeflow.tasks.simulators.executable import check_command
+
+    check_command(list(sim.command))
 
 
 def build_simulator(gen, workdir: str | None = None):

@@ -53,34 +53,36 @@ def coords(gen: GenerateConfig) -> dict:
     out = sample_coords(gen)
     frames = 1 if _stationary(gen) else gen.n_frames
     out["time"] = ("time", np.linspace(0.0, gen.t_end if frames > 1 else 0.0, frames))
+    points = _grid_points(gen)
     for dim, values in zip(SPACE_DIMS, grid_coords(gen), strict=False):
-        out[dim] = (dim, values, {"units": "length"})
+        out[dim] = (dim, values, {"units": "length", "grid_points": points})
     return out
 
 
+def _grid_points(gen: GenerateConfig) -> str:
+    """Where the stored values sit: ``periodic nodes`` (``i dx`` on a periodic domain, the
+    spectral PDEs) or ``cell centres`` (finite volumes); exports convert between the two."""
+    info = getattr(gen.problem, "info", None)
+    if info is not None and info.coordinate_offset == 0.5:
+        return "cell centres"
+    if info is not None and info.boundary == "periodic":
+        return "periodic nodes"
+    return "nodes"
+
+
 def _stationary(gen: GenerateConfig) -> bool:
-    return not gen.is_custom and gen.entry.stationary
+    return gen.problem.stationary
 
 
 def field_units(gen: GenerateConfig) -> dict[str, str]:
-    if gen.is_custom:
-        units = gen.simulator.units or ("arbitrary",) * len(gen.fields)
-        return dict(zip(gen.fields, units, strict=True))
-    return dict(gen.entry.field_units)
+    return dict(gen.problem.units)
 
 
 def dataset_card(gen: GenerateConfig) -> str:
     """A markdown card: equation, domain, BCs, parameters, grid, step, solver, citation."""
-    if gen.is_custom:
-        sim = gen.simulator
-        what = sim.target if sim.kind == "python" else " ".join(sim.command)
-        head = [f"# pdeflow dataset: custom simulator ({sim.kind})", "", f"Simulator: `{what}`."]
-        boundary, solver = "set by the simulator", f"user simulator `{what}`"
-    else:
-        entry = gen.entry
-        head = [f"# pdeflow dataset: {entry.name}", "", f"Equation: {entry.description}."]
-        boundary = entry.boundary
-        solver = f"{entry.cls.__name__} ({entry.cls.__module__}), {gen.dtype} on {gen.device}"
+    card = gen.problem.card(gen)
+    head = [f"# pdeflow dataset: {card['title']}", "", f"Equation: {card['equation']}."]
+    boundary, solver = card["boundary"], card["solver"]
     dims = " x ".join(str(n) for n in space_shape(gen))
     units = field_units(gen)
     lines = [
@@ -91,7 +93,9 @@ def dataset_card(gen: GenerateConfig) -> str:
         f"{gen.internal_dt:.4g} ({gen.steps_per_frame} per frame).",
         f"Fields (channel order): {', '.join(f'{f} [{units[f]}]' for f in gen.fields)}.",
         f"Solver: {solver}.",
-        f"Initial condition: {gen.initial_condition.kind}.",
+        "Initial condition: "
+        + ("set by the simulator" if gen.initial_condition is None else gen.initial_condition.kind)
+        + ".",
         f"Design: {gen.design}, seed {gen.seed}, {gen.n_samples} samples; per-sample seeds in "
         "coordinate `seed`, splits in `split` (train/val/test/calibration).",
         "Sampled parameters:",

@@ -101,21 +101,26 @@ def sample_comparison(
 
     1D fields: space-time images, one row per channel: truth, each prediction, then each
     prediction's error (prediction - truth). 2D fields: the final frame, one row per model
-    (truth first), one column per channel, then the final-frame error per channel.
+    (truth first), one column per channel, then the final-frame error per channel. 3D fields:
+    as 2D, on the mid-plane of the last axis (z = n_z / 2).
 
     Args:
         truth: reference trajectory, (time, *space) or (time, channel, *space).
         predictions: model name -> trajectory of the same shape as ``truth``.
-        space_ndim: number of space dimensions, 1 or 2.
+        space_ndim: number of space dimensions, 1, 2 or 3.
         channel_names: one name per channel; default ``c0, c1, ...``.
         time: frame times, shape (time,), for the time axis of 1D images; default frame index.
         x: grid coordinates, shape (n_x,), for the space axis of 1D images; default grid index.
         title: figure title.
     """
-    if space_ndim not in (1, 2):
-        raise ValueError(f"space_ndim must be 1 or 2, got {space_ndim}")
+    if space_ndim not in (1, 2, 3):
+        raise ValueError(f"space_ndim must be 1, 2 or 3, got {space_ndim}")
     truth = _with_channel(truth, space_ndim, "truth")
     preds = {k: _with_channel(v, space_ndim, f"prediction {k!r}") for k, v in predictions.items()}
+    if space_ndim == 3:
+        mid = truth.shape[-1] // 2
+        truth, preds = truth[..., mid], {k: v[..., mid] for k, v in preds.items()}
+        title = f"{title} (mid-plane z = n_z / 2)" if title else "mid-plane z = n_z / 2"
     for name, pred in preds.items():
         if pred.shape != truth.shape:
             raise ValueError(f"prediction {name!r} has shape {pred.shape}, truth {truth.shape}")

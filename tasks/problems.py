@@ -1,11 +1,12 @@
-"""What the generate stage needs to know about each registered PDE, and one batched solve.
+"""One contract for everything that produces trajectories: registered PDEs and user simulators.
 
-The solver classes in ``pdeflow.tasks.pdes`` are plain numerical objects. This module adds, per
-registry name, the facts a data campaign needs: spatial dimension, fields and their units, boundary
-conditions, the valid range and default distribution of each coefficient, the stable step of the
-scheme for a grid, and whether the grid resolves the coefficients' smallest scale. The 2D
-classes carry these facts as class attributes; the 1D spectral solvers predate that contract, so
-their entries are written out here.
+A ``Problem`` answers all that generation, export and the dataset card ask: its fields and
+units, dimension and grid, boundary conditions, the parameter space and valid ranges, the
+initial-state families it accepts, ``check(gen)`` (ranges, stability, resolution warnings),
+``solve(gen, params, seeds)`` and its card. ``problem_for(gen)`` builds it from the config
+with no imports of user code and no side effects: a Python simulator's module is imported
+where it first solves, on the worker. The problem is small and picklable; Dask tasks receive
+the validated config object itself (pickled, never revalidated) and ask it for its problem.
 
 Trajectories leave ``solve`` as ``(sample, time, channel, *space)``.
 """
@@ -14,356 +15,417 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from pdeflow.tasks.pdes import PDES, Burgers, get_pde
-from pdeflow.tasks.pdes.allen_cahn import AllenCahn
-from pdeflow.tasks.pdes.fisher_kpp import FisherKPP
-from pdeflow.tasks.pdes.kdv import KdV
-from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
+from pdeflow.tasks.pdes import PDES, get_pde
+from pdeflow.tasks.pdes.base import Grid, PDEInfo
 
-Range = tuple[float, float]
-# (n, length, u_max or None, {coefficient: (low, high)}) -> largest stable dt
-StableDt = Callable[[int, float, float | None, dict[str, Range]], float]
-# (n, length, u_max or None, {coefficient: (low, high)}) -> warning or None
-Resolution = Callable[[int, float, float | None, dict[str, Range]], str | None]
+GENERIC_INITIAL_KINDS = ("modes", "fourier", "grf", "steps")
 
 
-def _unlimited(n, length, u_max, coeffs) -> float:
-    return math.inf
+class Problem(Protocol):
+    """What the generate stage needs of a source of trajectories."""
 
+    name: str
+    dim: int
+    fields: tuple[str, ...]
+    units: dict[str, str]
+    boundary: str
+    description: str
+    stationary: bool
+    # Whether initial states can be drawn without solving (the surrogate starts from them).
+    draws_initial_states: bool
+    # Whether failed samples' working directories are kept (executable simulators).
+    keep_failed: bool
 
-def _no_warning(n, length, u_max, ranges) -> None:
-    return None
+    def check(self, gen) -> None: ...
+
+    def resolution_warnings(self, gen) -> list[str]: ...
+
+    def coordinates(self, gen) -> list[np.ndarray]: ...
+
+    def solve(self, gen, params, seeds, sample_ids=None, workdir=None) -> np.ndarray: ...
+
+    def card(self, gen) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
-class PdeEntry:
-    """One registered PDE as the generate stage sees it."""
+class PdeProblem:
+    """A registered PDE as a problem: its facts come from the class's ``info``."""
 
-    name: str
-    cls: type
-    dim: int
-    fields: tuple[str, ...]
-    field_units: dict[str, str]
-    boundary: str
-    description: str
-    parameter_ranges: dict[str, Range]
-    default_parameters: dict[str, tuple[str, float, float]]
-    default_length: float
-    stationary: bool = False
-    stable_dt: StableDt = _unlimited
-    resolution: Resolution = _no_warning
-    # Coefficients the solver accepts only through its constructor defaults (not sampled).
-    notes: dict[str, str] = field(default_factory=dict)
-    # Coefficients that take one value per run: constants only, the solver's default if unset.
-    batch_constants: dict[str, float] = field(default_factory=dict)
+    pde: str
 
     @property
-    def parameter_names(self) -> tuple[str, ...]:
-        return tuple(self.parameter_ranges)
+    def cls(self) -> type:
+        return get_pde(self.pde)
+
+    @property
+    def info(self) -> PDEInfo:
+        return self.cls.info
+
+    name = property(lambda self: self.info.name)
+    dim = property(lambda self: self.info.dim)
+    fields = property(lambda self: tuple(self.info.fields))
+    units = property(lambda self: dict(self.info.units))
+    boundary = property(lambda self: self.info.boundary)
+    description = property(lambda self: self.info.description)
+    stationary = property(lambda self: self.info.stationary)
+    draws_initial_states = True
+    keep_failed = False
+
+    def initial_kinds(self) -> tuple[str, ...]:
+        """Initial-state families this PDE accepts (generic ones need one field, in time)."""
+        own = ("pde",) if hasattr(self.cls, "initial_condition") else ()
+        if len(self.fields) > 1 or self.stationary:
+            return own
+        return (*GENERIC_INITIAL_KINDS, *own)
+
+    def initial_options(self) -> list[str]:
+        """Keyword options of the PDE's own ``initial_condition``, coefficients aside."""
+        if not hasattr(self.cls, "initial_condition"):
+            return []
+        params = inspect.signature(self.cls.initial_condition).parameters
+        skip = {"grid", "seeds", "dtype", "device", *self.info.parameter_names}
+        return [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in skip]
+
+    def solver_options(self) -> dict[str, Any]:
+        """Keyword options of the solver's constructor (not coefficients) and their defaults."""
+        params = inspect.signature(self.cls.__init__).parameters
+        skip = {"self", "grid", "dt", "length", "device", "dtype", "cfl_max"}
+        return {
+            k: p.default
+            for k, p in params.items()
+            if p.kind is p.KEYWORD_ONLY and k not in skip and k not in self.info.coefficients
+        }
+
+    def _check_solver_options(self, gen) -> None:
+        valid = self.solver_options()
+        unknown = sorted(set(gen.solver_options) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"solver_options: {self.name} has no option {unknown}; valid: {sorted(valid)}"
+            )
+        hints = typing.get_type_hints(self.cls.__init__)
+        for name, value in gen.solver_options.items():
+            choices = typing.get_args(hints.get(name))
+            if typing.get_origin(hints.get(name)) is typing.Literal and value not in choices:
+                raise ValueError(f"solver_options.{name}: {value!r} is not one of {list(choices)}")
+
+    def defaults(self) -> dict[str, Any]:
+        """The generate settings a config naming only this PDE gets."""
+        d = self.info.defaults
+        return {
+            "grid": (d.n,) * self.dim,
+            "length": d.length,
+            "t_end": d.t_end,
+            "n_frames": 1 if self.stationary else d.n_frames,
+            "dt": d.dt,
+            "initial_condition": dict(d.initial_condition),
+        }
+
+    def bounds(self, gen) -> dict[str, tuple[float, float]]:
+        """Every coefficient's (low, high) over the run: sampled ranges, constants, defaults."""
+        out = {k: (v, v) for k, v in self.info.default_constants.items()}
+        out.update({k: (s.low, s.high) for k, s in gen.coefficient_specs.items()})
+        out.update({k: (v, v) for k, v in gen.constants.items()})
+        return out
+
+    def check(self, gen) -> None:
+        """Cross-field checks of a generate config; ValueError naming the field."""
+        if gen.simulator is not None:
+            raise ValueError("simulator is only used with pde: custom")
+        if len(gen.grid) != self.dim:
+            raise ValueError(f"grid: {self.name} is {self.dim}D; got {len(gen.grid)} axes")
+        if len(set(gen.grid)) != 1:
+            raise ValueError(f"grid: {self.name} needs the same points on every axis")
+        cls, n = self.cls, gen.grid[0]
+        if n < cls.min_points or (cls.even_grid and n % 2):
+            parity = "even and " if cls.even_grid else ""
+            raise ValueError(
+                f"grid: {self.name} needs {parity}>= {cls.min_points} points per axis (got {n})"
+            )
+        _check_coefficients(gen, self.info)
+        self._check_initial_condition(gen)
+        self._check_solver_options(gen)
+        if self.stationary:
+            return
+        limit = self.cls.max_stable_dt(gen.grid_spec, self.bounds(gen), gen.u_max)
+        if gen.dt > limit:
+            bound = "" if gen.u_max is None else f" and max|u0|={gen.u_max:g}"
+            passing = _round_down(limit)
+            raise ValueError(
+                f"dt={gen.dt:g} exceeds the stability limit {limit:.4g} of the {self.name} "
+                f"solver for grid {list(gen.grid)}, length={gen.domain_length:g}{bound}; set "
+                f"generate.dt <= {passing:g} (or coarsen generate.grid)"
+            )
+
+    def _check_initial_condition(self, gen) -> None:
+        ic, kinds = gen.initial_condition, self.initial_kinds()
+        if ic is None or ic.kind not in kinds:
+            got = "none" if ic is None else repr(ic.kind)
+            raise ValueError(
+                f"initial_condition.kind: {got} does not apply to {self.name}; valid: {list(kinds)}"
+            )
+        if ic.options and ic.kind != "pde":
+            raise ValueError("initial_condition.options apply to kind 'pde' only")
+        unknown = sorted(set(ic.options) - set(self.initial_options()))
+        if unknown:
+            raise ValueError(
+                f"initial_condition.options: {self.name} has no option {unknown}; valid: "
+                f"{self.initial_options()}"
+            )
+        if ic.kind == "modes" and max(ic.modes) > min(gen.grid) // 3:
+            raise ValueError(
+                f"initial_condition.modes must be <= grid/3 = {min(gen.grid) // 3} to be resolved"
+            )
+
+    def resolution_warnings(self, gen) -> list[str]:
+        msg = self.cls.resolution_warning(gen.grid_spec, self.bounds(gen), gen.u_max)
+        return [f"generate.grid: {msg}"] if msg else []
+
+    def coordinates(self, gen) -> list[np.ndarray]:
+        return [np.asarray(c, dtype=np.float64) for c in self.cls.coordinates(gen.grid_spec)]
+
+    def initial_state(self, gen, params, seeds, device, dtype):
+        """Initial states (n, channel, *space) of a batch; see ``pdeflow.tasks.solve``."""
+        from pdeflow.tasks.solve import initial_state
+
+        return initial_state(gen, params, seeds, device, dtype)
+
+    def own_initial_state(self, gen, seeds, coefficients: Mapping[str, np.ndarray], device, dtype):
+        """The PDE's own initial states (kind ``pde``), shape (n, channel, *space).
+
+        Coefficients the initial state depends on (the shallow-water dam radius) are passed
+        on, so a sample's state matches its recorded coefficients; options come from
+        ``initial_condition.options``. Every ``initial_condition`` builds sample ``i`` from
+        ``seeds[i]`` (and its own coefficients) alone, so a sample is bitwise the same in any
+        batch.
+        """
+        params = inspect.signature(self.cls.initial_condition).parameters
+        used = {k: np.asarray(v) for k, v in coefficients.items() if k in params}
+        options = dict(gen.initial_condition.options)
+        return self.cls.initial_condition(
+            gen.grid_spec, seeds, dtype=dtype, device=device, **used, **options
+        )
+
+    def solve(self, gen, params, seeds, sample_ids=None, workdir=None) -> np.ndarray:
+        """Solve one batch: (n, n_frames, channel, *space) in ``gen.dtype``.
+
+        Raises:
+            BlowUpError: non-finite values or a CFL violation, naming the batch rows.
+        """
+        import torch
+
+        from pdeflow.tasks.solve import coefficients
+
+        dtype, device = getattr(torch, gen.dtype), torch.device(gen.device)
+        u0 = self.initial_state(gen, params, seeds, device, dtype)
+        coefs = {k: np.asarray(v, dtype=np.float64) for k, v in coefficients(gen, params).items()}
+        for name in self.info.per_run:
+            if name in coefs:
+                coefs[name] = coefs[name][:1]
+        pde = self.cls(
+            gen.grid_spec,
+            dt=gen.internal_dt,
+            device=device,
+            dtype=dtype,
+            **dict(gen.solver_options),
+            **coefs,
+        )
+        frames, steps = (1, 1) if self.stationary else (gen.n_frames, gen.steps_per_frame)
+        return pde.rollout(u0, frames, steps).cpu().numpy()
+
+    def card(self, gen) -> dict[str, str]:
+        cls = self.cls
+        return {
+            "title": self.name,
+            "equation": self.description,
+            "boundary": self.boundary,
+            "solver": f"{cls.__name__} ({cls.__module__}), {gen.dtype} on {gen.device}",
+        }
 
     def describe(self) -> dict:
         """A JSON-ready summary, as ``pdeflow list pdes --json`` prints it."""
+        info = self.info
+        coefs = {}
+        for name, c in info.coefficients.items():
+            row: dict[str, Any] = {"range": list(c.range), "unit": c.unit}
+            if c.sample is not None:
+                row["default"] = {
+                    "distribution": c.sample[0],
+                    "low": c.sample[1],
+                    "high": c.sample[2],
+                }
+            else:
+                row["default"] = {"constant": c.value}
+            if c.per_run:
+                row["one_value_per_run"] = True
+            coefs[name] = row
+        d = self.defaults()
         return {
             "name": self.name,
             "dim": self.dim,
             "fields": list(self.fields),
-            "units": self.field_units,
+            "units": self.units,
             "boundary": self.boundary,
             "stationary": self.stationary,
-            "parameters": {k: list(v) for k, v in self.parameter_ranges.items()},
-            "one_value_per_run": dict(self.batch_constants),
+            "coefficients": coefs,
+            "defaults": {
+                "grid": list(d["grid"]),
+                "length": d["length"],
+                "t_end": d["t_end"],
+                "dt": d["dt"],
+                "n_frames": d["n_frames"],
+                "initial_condition": d["initial_condition"]["kind"],
+            },
+            "initial_conditions": list(self.initial_kinds()),
+            "solver_options": {k: _jsonable(v) for k, v in self.solver_options().items()},
             "description": self.description,
         }
 
 
-def _burgers_resolution(n, length, u_max, ranges) -> str | None:
-    # A viscous shock u = -U tanh(U x / (2 nu)) has width ~ 2 nu / U; the pseudo-spectral
-    # solution stays free of Gibbs ripples when dx is at most about that width.
-    nu_min = ranges["nu"][0]
-    if not u_max:
-        return None
-    needed = math.ceil(length * u_max / (2 * nu_min))
-    if n < needed:
-        return (
-            f"n_x={n} may not resolve shocks of width 2 nu / max|u| = {2 * nu_min / u_max:.3g} "
-            f"at nu={nu_min:g}; estimated n_x >= {needed + needed % 2} needed"
-        )
-    return None
+@dataclass(frozen=True)
+class SimulatorProblem:
+    """A user simulator (``pde: custom``): Python callable or external executable.
 
-
-_1D: dict[str, dict] = {
-    "burgers": {
-        "description": "viscous Burgers u_t + (u^2/2)_x = nu u_xx",
-        "units": "velocity",
-        "ranges": {"nu": (1e-5, 100.0)},
-        "defaults": {"nu": ("loguniform", 0.02, 0.2)},
-        "length": 2 * math.pi,
-        "stable_dt": lambda n, length, u, c: Burgers.max_stable_dt(n, length, u or 1.0),
-        "resolution": _burgers_resolution,
-    },
-    "advection": {
-        "description": "linear advection u_t + c u_x = 0 (exact propagator)",
-        "units": "concentration",
-        "ranges": {"c": (-100.0, 100.0)},
-        "defaults": {"c": ("uniform", 0.1, 4.0)},
-        "length": 1.0,
-    },
-    "heat": {
-        "description": "diffusion u_t = nu u_xx (exact propagator)",
-        "units": "temperature",
-        "ranges": {"nu": (1e-8, 1e3)},
-        "defaults": {"nu": ("loguniform", 0.01, 1.0)},
-        "length": 2 * math.pi,
-    },
-    "kdv": {
-        "description": "Korteweg-de Vries u_t + 6 u u_x + beta u_xxx = 0",
-        "units": "amplitude",
-        "ranges": {"beta": (1e-4, 100.0)},
-        "defaults": {"beta": ("loguniform", 0.5, 2.0)},
-        "length": 2 * math.pi,
-        "stable_dt": lambda n, length, u, c: KdV.max_stable_dt(n, length, u or 1.0),
-    },
-    "ks": {
-        "description": "Kuramoto-Sivashinsky u_t + u u_x + u_xx + nu u_xxxx = 0",
-        "units": "amplitude",
-        "ranges": {"nu": (1e-3, 100.0)},
-        "defaults": {"nu": ("uniform", 0.5, 1.5)},
-        "length": 22.0,
-        # KS grows any state to an O(3) attractor: bound |u| by that, not by u0.
-        "stable_dt": lambda n, length, u, c: KuramotoSivashinsky.max_stable_dt(
-            n, length, max(u or 0.0, 4.0), list(c["nu"])
-        ),
-    },
-    "fisher_kpp": {
-        "description": "Fisher-KPP reaction-diffusion u_t = nu u_xx + rho u (1 - u)",
-        "units": "density",
-        "ranges": {"nu": (1e-6, 100.0), "rho": (1e-6, 1e3)},
-        "defaults": {"nu": ("loguniform", 0.5, 5.0), "rho": ("loguniform", 1.0, 10.0)},
-        "length": 1.0,
-        "stable_dt": lambda n, length, u, c: FisherKPP.max_stable_dt(c["rho"][1], u or 1.0),
-    },
-    "allen_cahn": {
-        "description": "Allen-Cahn u_t = eps^2 u_xx + u - u^3",
-        "units": "order parameter",
-        "ranges": {"eps": (1e-4, 10.0)},
-        "defaults": {"eps": ("loguniform", 0.05, 0.2)},
-        "length": 2 * math.pi,
-        "stable_dt": lambda n, length, u, c: AllenCahn.max_stable_dt(u or 1.0),
-    },
-}
-
-
-def _entry_1d(name: str, cls: type) -> PdeEntry:
-    spec = _1D[name]
-    return PdeEntry(
-        name=name,
-        cls=cls,
-        dim=1,
-        fields=("u",),
-        field_units={"u": spec["units"]},
-        boundary="periodic",
-        description=spec["description"],
-        parameter_ranges=spec["ranges"],
-        default_parameters=spec["defaults"],
-        default_length=spec["length"],
-        stable_dt=spec.get("stable_dt", _unlimited),
-        resolution=spec.get("resolution", _no_warning),
-    )
-
-
-def _entry_nd(name: str, cls: type) -> PdeEntry:
-    """Entry of a solver that states its own facts (the 2D classes' contract)."""
-
-    def stable_dt(n, length, u_max, coeffs):
-        # Ranges, not maxima: the bound may grow at the low end (Kolmogorov flow's viscosity).
-        kwargs = {} if u_max is None else {"u_max": u_max}
-        return float(cls.max_stable_dt(n, length, **kwargs, **coeffs))
-
-    def resolution(n, length, u_max, ranges):
-        return cls.resolution_warning(n, length, **ranges)
-
-    return PdeEntry(
-        name=name,
-        cls=cls,
-        dim=int(cls.dim),
-        fields=tuple(cls.fields),
-        field_units=dict(cls.field_units),
-        boundary=cls.boundary,
-        description=cls.description,
-        parameter_ranges={k: tuple(v) for k, v in cls.parameter_ranges.items()},
-        default_parameters=dict(cls.default_parameters),
-        default_length=float(cls.default_length),
-        stationary=bool(getattr(cls, "stationary", False)),
-        stable_dt=stable_dt,
-        resolution=resolution,
-        batch_constants=dict(getattr(cls, "batch_constants", {})),
-    )
-
-
-def get_entry(name: str) -> PdeEntry:
-    """The generate stage's entry for a registered PDE (ValueError listing names if unknown)."""
-    cls = get_pde(name)
-    return _entry_1d(name, cls) if name in _1D else _entry_nd(name, cls)
-
-
-def all_entries() -> list[PdeEntry]:
-    return [get_entry(name) for name in PDES]
-
-
-def solve(
-    entry: PdeEntry,
-    *,
-    n: int,
-    length: float,
-    dt: float,
-    n_frames: int,
-    steps_per_frame: int,
-    coefficients: Mapping[str, np.ndarray],
-    u0: torch.Tensor,
-    device: torch.device,
-    dtype: torch.dtype,
-) -> torch.Tensor:
-    """Solve one batch: ``u0`` (batch, channel, *space) -> (batch, time, channel, *space).
-
-    Args:
-        coefficients: every coefficient of the PDE, each of shape (batch,) or a scalar.
-
-    Raises:
-        BlowUpError: non-finite values or a CFL violation, naming the batch rows.
+    Its module or program is looked up but never imported or run while the config is
+    validated; the first ``solve`` (on a Dask worker) imports it.
     """
-    coeffs = {
-        k: torch.as_tensor(np.asarray(v), dtype=torch.float64) for k, v in coefficients.items()
-    }
-    kwargs = dict(length=length, device=device, dtype=dtype, **coeffs)
-    if entry.stationary:
-        return entry.cls(n, **kwargs).rollout(u0.to(device=device, dtype=dtype), 1, 1)
-    pde = entry.cls(n, dt=dt, **kwargs)
-    if entry.dim == 1:
-        return pde.rollout(u0[:, 0], n_frames, steps_per_frame)[:, :, None]
-    return pde.rollout(u0.to(device=device, dtype=dtype), n_frames, steps_per_frame)
 
+    sim: Any  # SimulatorConfig
 
-def initial_condition_options(entry: PdeEntry) -> list[str]:
-    """Keyword options of a PDE's own ``initial_condition`` (kind ``pde``), coefficients aside."""
-    if not hasattr(entry.cls, "initial_condition"):
+    name = property(lambda self: f"custom ({self.sim.kind})")
+    dim = property(lambda self: len(self.sim.grid))
+    fields = property(lambda self: tuple(self.sim.fields))
+    boundary = "set by the simulator"
+    stationary = False
+    draws_initial_states = False
+
+    @property
+    def units(self) -> dict[str, str]:
+        units = self.sim.units or ("arbitrary",) * len(self.sim.fields)
+        return dict(zip(self.sim.fields, units, strict=True))
+
+    @property
+    def description(self) -> str:
+        return f"user simulator `{self.target}`"
+
+    @property
+    def target(self) -> str:
+        return self.sim.target if self.sim.kind == "python" else " ".join(self.sim.command)
+
+    @property
+    def keep_failed(self) -> bool:
+        return bool(self.sim.keep_failed)
+
+    def defaults(self) -> dict[str, Any]:
+        return {
+            "grid": tuple(self.sim.grid),
+            "length": 1.0,
+            "t_end": 2.0,
+            "n_frames": 41,
+            "dt": 0.005,
+        }
+
+    def check(self, gen) -> None:
+        from pdeflow.tasks.custom import check_custom
+
+        if gen.solver_options:
+            raise ValueError("solver_options apply to the registered PDEs, not to pde 'custom'")
+        if tuple(gen.grid) != tuple(self.sim.grid):
+            raise ValueError(
+                f"grid: {list(gen.grid)} differs from simulator.grid {list(self.sim.grid)}; "
+                "set only simulator.grid"
+            )
+        check_custom(gen)
+
+    def resolution_warnings(self, gen) -> list[str]:
         return []
-    params = inspect.signature(entry.cls.initial_condition).parameters
-    skip = {"n", "length", "seeds", "dtype", "device", *entry.parameter_names}
-    return [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in skip]
+
+    def coordinates(self, gen) -> list[np.ndarray]:
+        return gen.grid_spec.coords()
+
+    def solve(self, gen, params, seeds, sample_ids=None, workdir=None) -> np.ndarray:
+        """Run the simulator on one batch; raises SimulationError naming failed samples."""
+        from pdeflow.tasks.custom import build_simulator
+        from pdeflow.tasks.solve import coefficients
+
+        ids = np.arange(len(params)) if sample_ids is None else sample_ids
+        return build_simulator(gen, workdir=workdir).run(coefficients(gen, params), seeds, ids)
+
+    def card(self, gen) -> dict[str, str]:
+        return {
+            "title": f"custom simulator ({self.sim.kind})",
+            "equation": f"Simulator: `{self.target}`",
+            "boundary": self.boundary,
+            "solver": f"user simulator `{self.target}`",
+        }
 
 
-def pde_initial_state(
-    entry: PdeEntry,
-    n: int,
-    length: float,
-    seeds: np.ndarray,
-    coefficients: Mapping[str, np.ndarray],
-    options: Mapping[str, object],
-    *,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> torch.Tensor:
-    """The PDE's own initial states (kind ``pde``), shape (batch, channel, *space).
-
-    Coefficients the initial state depends on (the shallow-water dam radius) are passed on, so
-    a sample's state matches its recorded coefficients; ``options`` are the config's
-    ``initial_condition.options`` (e.g. Darcy's permeability ``levels``). Nothing here mixes
-    samples, and every ``initial_condition`` builds sample ``i`` from ``seeds[i]`` (and its own
-    coefficients) alone, so a sample is bitwise the same in any batch.
-    """
-    params = inspect.signature(entry.cls.initial_condition).parameters
-    used = {k: np.asarray(v) for k, v in coefficients.items() if k in params}
-    return entry.cls.initial_condition(
-        n, length, seeds, dtype=dtype, device=device, **used, **dict(options)
-    )
+def problem_for(pde: str, simulator=None) -> PdeProblem | SimulatorProblem:
+    """The problem of a generate config's ``pde`` (and ``simulator`` for ``custom``)."""
+    if pde == "custom":
+        if simulator is None:
+            raise ValueError("pde 'custom' needs a simulator section (kind, target or command)")
+        return SimulatorProblem(simulator)
+    get_pde(pde)  # ValueError listing the names
+    return PdeProblem(pde)
 
 
-def _check_coefficients(gen, entry: PdeEntry) -> None:
-    valid = entry.parameter_names
+def all_problems() -> list[PdeProblem]:
+    """Every registered PDE as a problem, in registry order."""
+    return [PdeProblem(name) for name in PDES]
+
+
+def _jsonable(value: Any) -> Any:
+    return value if isinstance(value, bool | int | float | str | type(None)) else repr(value)
+
+
+def _round_down(limit: float) -> float:
+    """A round step just below ``limit`` (two significant digits), for messages."""
+    scale = 10 ** (math.floor(math.log10(limit)) - 1)
+    return math.floor(limit / scale * (1 - 1e-9)) * scale
+
+
+def _check_coefficients(gen, info: PDEInfo) -> None:
+    valid = info.parameter_names
     sampled = gen.coefficient_specs
-    fixed = sorted(set(sampled) & set(entry.batch_constants))
+    fixed = sorted(set(sampled) & set(info.per_run))
     if fixed:
         raise ValueError(
-            f"parameters: {fixed} of {entry.name} take one value per run; set them under constants"
+            f"parameters: {fixed} of {info.name} take one value per run; set them under constants"
         )
     for where, names in (("parameters", sampled), ("constants", gen.constants)):
         unknown = sorted(set(names) - set(valid))
         if unknown:
             raise ValueError(
-                f"{where}: {entry.name} has no coefficient {unknown}; valid: {list(valid)}"
+                f"{where}: {info.name} has no coefficient {unknown}; valid: {list(valid)}"
             )
     both = sorted(set(sampled) & set(gen.constants))
     if both:
         raise ValueError(f"{both} are both sampled (parameters) and fixed (constants)")
-    missing = [
-        n
-        for n in valid
-        if n not in sampled and n not in gen.constants and n not in entry.batch_constants
-    ]
+    have = set(sampled) | set(gen.constants) | set(info.default_constants)
+    missing = [n for n in valid if n not in have]
     if missing:
-        raise ValueError(f"{entry.name} needs {missing} in parameters or constants")
+        raise ValueError(f"{info.name} needs {missing} in parameters or constants")
     for name, spec in sampled.items():
-        _check_range(entry, f"parameters.{name}", name, spec.low, spec.high)
+        _check_range(info, f"parameters.{name}", name, spec.low, spec.high)
     for name, value in gen.constants.items():
-        _check_range(entry, f"constants.{name}", name, value, value)
+        _check_range(info, f"constants.{name}", name, value, value)
 
 
-def _check_range(entry: PdeEntry, field_name: str, name: str, low: float, high: float) -> None:
-    lo, hi = entry.parameter_ranges[name]
+def _check_range(info: PDEInfo, field_name: str, name: str, low: float, high: float) -> None:
+    lo, hi = info.coefficients[name].range
     if low < lo or high > hi:
         raise ValueError(
             f"{field_name}: [{low:g}, {high:g}] is outside the valid range [{lo:g}, {hi:g}] "
-            f"of {name} for {entry.name}"
+            f"of {name} for {info.name}"
         )
 
 
-def _check_initial_condition(gen, entry: PdeEntry) -> None:
-    ic = gen.initial_condition
-    if ic.kind == "pde" and not hasattr(entry.cls, "initial_condition"):
-        raise ValueError(
-            f"initial_condition.kind: {entry.name} has no initial state of its own; "
-            "use modes, fourier, grf or steps"
-        )
-    if ic.kind != "pde" and (len(entry.fields) > 1 or entry.stationary):
-        raise ValueError(
-            f"initial_condition.kind: {entry.name} has fields {list(entry.fields)}"
-            f"{' and is stationary' if entry.stationary else ''}; only kind 'pde' applies"
-        )
-    if ic.options and ic.kind != "pde":
-        raise ValueError("initial_condition.options apply to kind 'pde' only")
-    unknown = sorted(set(ic.options) - set(initial_condition_options(entry)))
-    if unknown:
-        raise ValueError(
-            f"initial_condition.options: {entry.name} has no option {unknown}; valid: "
-            f"{initial_condition_options(entry)}"
-        )
-    if ic.kind == "modes" and max(ic.modes) > gen.n_x // 3:
-        raise ValueError(
-            f"initial_condition.modes must be <= n_x/3 = {gen.n_x // 3} to be resolved"
-        )
-
-
-def check_pde(gen) -> None:
-    """Cross-field checks of a built-in PDE's generate config; ValueError naming the field."""
-    if gen.simulator is not None:
-        raise ValueError("simulator is only used with pde: custom")
-    entry = gen.entry
-    _check_coefficients(gen, entry)
-    _check_initial_condition(gen, entry)
-    if entry.stationary:
-        return
-    ranges = {k: (s.low, s.high) for k, s in gen.coefficient_specs.items()}
-    ranges.update({k: (v, v) for k, v in gen.constants.items()})
-    limit = entry.stable_dt(gen.n_x, gen.domain_length, gen.u_max, ranges)
-    if gen.dt > limit:
-        bound = "" if gen.u_max is None else f" and max|u0|={gen.u_max:g}"
-        raise ValueError(
-            f"dt={gen.dt:g} exceeds the stability limit {limit:.4g} of the {entry.name} "
-            f"solver for n_x={gen.n_x}, length={gen.domain_length:g}{bound}"
-        )
+__all__ = ["Grid", "PdeProblem", "Problem", "SimulatorProblem", "all_problems", "problem_for"]

@@ -1,7 +1,8 @@
 """One batch of a generate config: initial states, coefficients, and the solve itself.
 
 Used by the generate stage (a block per Dask task) and by quantify (the solver's Monte Carlo and
-Sobol' samples). Trajectories are ``(sample, time, channel, *space)`` in ``gen.dtype``.
+Sobol' samples). Trajectories are ``(sample, time, channel, *space)`` in ``gen.dtype``. The
+config's problem (``gen.problem``: a registered PDE or the user's simulator) does the solving.
 """
 
 from __future__ import annotations
@@ -11,26 +12,16 @@ import torch
 
 from pdeflow.tasks import fields
 from pdeflow.tasks.config import GenerateConfig
-from pdeflow.tasks.custom import build_simulator
-from pdeflow.tasks.problems import pde_initial_state, solve
 
 
 def grid_coords(gen: GenerateConfig) -> list[np.ndarray]:
-    """Coordinates of each spatial axis: ``i * L / n`` (periodic) or the PDE's own points."""
-    if gen.is_custom:
-        return [np.arange(n) * gen.domain_length / n for n in gen.simulator.grid]
-    cls = gen.entry.cls
-    if gen.entry.dim > 1 or gen.entry.stationary:
-        kwargs = {} if gen.entry.stationary else {"dt": gen.internal_dt}
-        coefs = {k: s.low for k, s in gen.coefficient_specs.items()} | dict(gen.constants)
-        pde = cls(gen.n_x, length=gen.domain_length, **kwargs, **coefs)
-        return [np.asarray(pde.x, dtype=np.float64), np.asarray(pde.y, dtype=np.float64)]
-    return [np.arange(gen.n_x) * gen.domain_length / gen.n_x]
+    """Coordinates of each spatial axis, as the problem places its grid points."""
+    return gen.problem.coordinates(gen)
 
 
 def space_shape(gen: GenerateConfig) -> tuple[int, ...]:
     """Grid points per spatial axis of every stored field."""
-    return tuple(gen.simulator.grid) if gen.is_custom else (gen.n_x,) * gen.dim
+    return tuple(gen.grid)
 
 
 def coefficients(gen: GenerateConfig, params: np.ndarray) -> dict[str, np.ndarray]:
@@ -48,13 +39,10 @@ def initial_state(
     Every operation is per sample (elementwise, or a reduction over one sample's own values),
     so a sample's state does not depend on the batch it is computed in.
     """
-    ic, entry, length = gen.initial_condition, gen.entry, gen.domain_length
-    shape = (gen.n_x,) * entry.dim
+    ic, length, shape = gen.initial_condition, gen.domain_length, tuple(gen.grid)
     if ic.kind == "pde":
         coefs = coefficients(gen, params)
-        return pde_initial_state(
-            entry, gen.n_x, length, seeds, coefs, ic.options, dtype=dtype, device=device
-        )
+        return gen.problem.own_initial_state(gen, seeds, coefs, device, dtype)
     if ic.kind == "modes":
         # numpy's sin on the grid: the same bits whatever torch's thread count; each sample's
         # state is then a sum of its own amplitudes times these waves, in the same order.
@@ -65,7 +53,7 @@ def initial_state(
             wave = np.ones(shape)
             for axis in axes:
                 wave = wave * np.sin(2 * np.pi * k * axis / length)
-            values += amp[:, j].reshape(-1, *([1] * entry.dim)) * wave
+            values += amp[:, j].reshape(-1, *([1] * len(shape))) * wave
     else:
         values = _random_field(gen, shape, seeds)
     if ic.rescale == "unit":
@@ -108,22 +96,4 @@ def solve_parameters(
         BlowUpError: non-finite values or a CFL violation, naming the batch rows.
         SimulationError: a user simulator failed for some samples (``pde: custom``).
     """
-    if gen.is_custom:
-        ids = np.arange(len(params)) if sample_ids is None else sample_ids
-        return build_simulator(gen, workdir=workdir).run(coefficients(gen, params), seeds, ids)
-    dtype = getattr(torch, gen.dtype)
-    device = torch.device(gen.device)
-    u0 = initial_state(gen, params, seeds, device, dtype)
-    traj = solve(
-        gen.entry,
-        n=gen.n_x,
-        length=gen.domain_length,
-        dt=gen.internal_dt,
-        n_frames=gen.n_frames,
-        steps_per_frame=gen.steps_per_frame,
-        coefficients=coefficients(gen, params),
-        u0=u0,
-        device=device,
-        dtype=dtype,
-    )
-    return traj.cpu().numpy()
+    return gen.problem.solve(gen, params, seeds, sample_ids, workdir)

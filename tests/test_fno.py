@@ -1,4 +1,4 @@
-"""Tests for the 1D and 2D Fourier neural operators, their training loop and the nRMSE metrics.
+"""Tests for the 1D, 2D and 3D Fourier neural operators, their training loop and the nRMSE metrics.
 
 The 1D learning test uses exact periodic linear advection ``u_t + c u_x = 0`` on ``[0, 1)``, whose
 solution ``u(x, t) = u0(x - c t)`` is known in closed form for a finite Fourier series. The 2D one
@@ -20,9 +20,11 @@ from pdeflow.tasks.surrogates import SURROGATES, get_surrogate
 from pdeflow.tasks.surrogates.fno import (
     FNO1d,
     FNO2d,
+    FNO3d,
     OneStepSurrogate,
     SpectralConv1d,
     SpectralConv2d,
+    SpectralConv3d,
     normalization_stats,
 )
 from pdeflow.tasks.surrogates.training import (
@@ -298,7 +300,8 @@ def test_nrmse_of_persistence_on_a_shift(k):
 
 
 def test_registry():
-    assert get_surrogate("fno1d") is FNO1d and SURROGATES == {"fno1d": FNO1d, "fno2d": FNO2d}
+    assert get_surrogate("fno1d") is FNO1d
+    assert SURROGATES == {"fno1d": FNO1d, "fno2d": FNO2d, "fno3d": FNO3d}
     with pytest.raises(ValueError, match="fno1d"):
         get_surrogate("unet")
 
@@ -560,3 +563,72 @@ def test_fno2d_learns_heat_equation():
     # As in 1D: at most 2x linear accumulation of the one-step error over the rollout.
     assert np.all(err <= 2 * np.arange(1, 6) * err[0]), err
     assert np.all(err * 10 <= persist_err), (err, persist_err)
+
+
+# --- 8. 3D operator ----------------------------------------------------------------------------
+
+N_3D = (8, 10, 6)  # distinct counts per axis, so that swapped axes cannot pass
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding", [0, 2])
+def test_fno3d_shapes_dtypes_and_truncation(device, dtype, padding):
+    g = torch.Generator().manual_seed(50)
+    net = FNO3d(3, 1, width=6, modes=3, n_layers=2, padding=padding, generator=g)
+    net = net.to(device, dtype)
+    assert net.n_dims == 3 and net.spectral[0].weight.shape == (6, 6, 6, 6, 3, 2)
+    u = torch.randn(2, 3, *N_3D, generator=g).to(device, dtype)
+    p = torch.randn(2, 1, generator=g).to(device, dtype)
+    out = net(u, p)
+    assert out.shape == u.shape and out.dtype == dtype and out.device.type == device
+    model = OneStepSurrogate(net, [0.0] * 3, [1.0] * 3, [0.0], [1.0], [0.1] * 3)
+    assert rollout(model, u, p, n_steps=2).shape == (2, 3, 3, *N_3D)
+    with pytest.raises(ValueError, match=r"u must be \(batch, 3, n_x, n_y, n_z\)"):
+        net(u[..., 0], p)
+
+    # The layer keeps k_x, k_y in -3 .. 2 (modes = 3 per sign) and k_z < 3 only.
+    layer = SpectralConv3d(2, 2, modes=3, generator=g).to(dtype)
+    coords = torch.meshgrid(
+        *(torch.arange(n, dtype=torch.float64) / n for n in N_3D), indexing="ij"
+    )
+
+    def wave(k):
+        phase = sum(2 * math.pi * ki * xi for ki, xi in zip(k, coords, strict=True))
+        return torch.cos(phase + 0.3).to(dtype).expand(3, 2, *N_3D)
+
+    for k in ((0, 0, 3), (3, 1, 1), (1, -4, 0), (4, 0, 0)):
+        assert layer(wave(k)).abs().max() < ATOL[dtype], k
+    for k in ((2, -3, 2), (-3, 2, 1), (0, 0, 0)):
+        assert layer(wave(k)).abs().max() > 1e-2, k
+
+
+def test_fno3d_is_shift_equivariant():
+    # As in 2D: periodic FFTs and pointwise maps, no grid channel.
+    g = torch.Generator().manual_seed(51)
+    u = torch.randn(2, 1, *N_3D, generator=g, dtype=torch.float64)
+    p = torch.randn(2, 2, generator=g, dtype=torch.float64)
+    net = FNO3d(1, 2, width=6, modes=3, n_layers=2, generator=g).double()
+    shift, dims = (3, 4, 1), (-3, -2, -1)
+    torch.testing.assert_close(
+        net(torch.roll(u, shift, dims), p), torch.roll(net(u, p), shift, dims), atol=1e-12, rtol=0
+    )
+
+
+def test_fno3d_overfits_a_tiny_batch():
+    # Four 8^3 samples of a 3-field state with a random target increment: a network with more
+    # weights than data points must drive the training loss far below its start.
+    g = torch.Generator().manual_seed(52)
+    u = torch.randn(4, 3, 8, 8, 8, generator=g)
+    p = torch.rand(4, 1, generator=g)
+    u_next = u + 0.1 * torch.randn(u.shape, generator=g)
+    net = FNO3d(3, 1, width=8, modes=4, n_layers=2, generator=g)
+    model = OneStepSurrogate.from_data(net, u, p, u_next)
+    optimizer = make_optimizer(model, lr=1e-2, weight_decay=0.0)
+    batches = [(u, p, u_next)]
+    first = evaluate(model, batches)
+    for _ in range(150):
+        train_epoch(model, optimizer, batches)
+    # Measured: the loss falls to 0.014 of its start in 150 full-batch Adam steps (1.4 s); 0.05
+    # leaves a 3.5x margin.
+    assert evaluate(model, batches) < 0.05 * first

@@ -33,7 +33,7 @@ def _store(cfg) -> xr.Dataset:
 def test_new_presets_load_with_the_published_settings(name):
     gen = load_config(None, [f"generate.preset={name}"]).generate
     preset = PRESETS[name]
-    assert gen.pde == preset["generate"]["pde"] and gen.n_x == 128
+    assert gen.pde == preset["generate"]["pde"] and gen.grid == (128, 128)
     assert gen.parameter_names == [] and not gen.resolution_warnings()
     for coefficient, published in preset["values"].items():
         assert gen.constants[coefficient] in published
@@ -153,7 +153,11 @@ def test_cli_lists_the_2d_pdes_and_presets():
     assert rows["darcy_2d"]["dim"] == 2 and rows["darcy_2d"]["stationary"]
     assert rows["fitzhugh_nagumo_2d"]["fields"] == ["u", "v"]
     assert "Neumann" in rows["fitzhugh_nagumo_2d"]["boundary"]
-    assert rows["kolmogorov_2d"]["one_value_per_run"] == {"forcing_amplitude": 0.1, "drag": 0.1}
+    per_run = {
+        k for k, c in rows["kolmogorov_2d"]["coefficients"].items() if c.get("one_value_per_run")
+    }
+    assert per_run == {"forcing_amplitude", "drag"}
+    assert rows["kolmogorov_2d"]["coefficients"]["drag"]["default"] == {"constant": 0.1}
     table = runner.invoke(app, ["list", "pdes"], env={"COLUMNS": "250"})
     assert table.exit_code == 0 and "shallow_water_2d" in table.stdout
     out = runner.invoke(app, ["list", "presets", "--json"])
@@ -161,21 +165,3 @@ def test_cli_lists_the_2d_pdes_and_presets():
     presets = {r["name"]: r for r in json.loads(out.stdout)}
     assert presets["pdebench-darcy-2d"]["published_values"]["beta"] == [0.01, 0.1, 1.0, 10.0, 100.0]
     assert presets["pdebench-diffusion-reaction-2d"]["pde"] == "fitzhugh_nagumo_2d"
-
-
-def test_kolmogorov_class_is_the_forced_navier_stokes_solver():
-    import torch
-
-    from pdeflow.tasks.pdes import KolmogorovFlow2D, NavierStokes2D
-
-    kw = {"dt": 0.01, "nu": [1e-3, 2e-3], "dtype": torch.float64}
-    w0 = NavierStokes2D.initial_condition(16, 1.0, [0, 1])
-    forced = KolmogorovFlow2D(16, forcing_amplitude=[0.5, 0.5], drag=0.2, **kw)
-    same = NavierStokes2D(16, forcing="kolmogorov", forcing_amplitude=0.5, drag=0.2, **kw)
-    torch.testing.assert_close(forced.rollout(w0, 3, 2), same.rollout(w0, 3, 2), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="one value for the whole batch"):
-        KolmogorovFlow2D(16, forcing_amplitude=[0.1, 0.2], **kw)
-    # The forced speed bound of the docstring: F / (drag + nu k_1^2) on top of the initial one.
-    dt = KolmogorovFlow2D.max_stable_dt(16, 1.0, nu=(1e-3, 1e-2), forcing_amplitude=1.0, drag=1.0)
-    u_max = 0.5 + 1.0 / (1.0 + 1e-3 * (2 * np.pi) ** 2)
-    assert dt == pytest.approx(0.7 / 16 / u_max)

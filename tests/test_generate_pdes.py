@@ -14,10 +14,11 @@ from distributed import Client
 from pdeflow.storage import RunStore
 from pdeflow.storage.export import export_pdebench
 from pdeflow.tasks.config import ConfigError, load_config
-from pdeflow.tasks.problems import all_entries
+from pdeflow.tasks.pdes import PDES
 from pdeflow.tasks.sampling import SobolBalanceWarning
 from pdeflow.tasks.stages import GenerationError
 from tests.conftest import TINY
+from tests.contract.problems import config
 from tests.stage_helpers import complete_blocks, generate
 
 CONFIGS = TINY.parent
@@ -32,48 +33,34 @@ def client():
         yield c
 
 
-def _small(entry) -> list[str]:
-    """Overrides that give a stable, cheap run of ``entry`` with its default coefficients."""
-    over = [f"generate.pde={entry.name}", "generate.n_frames=3", "generate.parameters=null"]
-    if entry.dim == 1:
-        ic = "modes" if entry.name != "fisher_kpp" else "fourier"
-        over += ["generate.n_x=32", f"generate.initial_condition.kind={ic}", "generate.t_end=0.02"]
-        over += ["generate.dt=0.0005"]
-        if entry.name == "fisher_kpp":
-            over += ["generate.initial_condition.rescale=unit"]
-    else:
-        cls = entry.cls
-        over += ["generate.n_x=32", "generate.initial_condition.kind=pde"]
-        over += [f"generate.t_end={2 * getattr(cls, 'default_dt', 0.01)}"]
-        over += [f"generate.dt={getattr(cls, 'default_dt', 0.01)}"]
-    return over
-
-
-@pytest.mark.parametrize("entry", all_entries(), ids=lambda e: e.name)
-def test_every_registered_pde_generates_a_store(client, entry):
-    cfg = load_config(TINY, [f"store=reg-{entry.name}", *SMALL, *_small(entry)])
+@pytest.mark.parametrize("name", list(PDES))
+def test_every_registered_pde_generates_a_store(client, name):
+    cfg = config(name).model_copy(update={"store": f"reg-{name}"})
+    gen, problem = cfg.generate, cfg.generate.problem
     summary = generate(cfg, client)
-    assert summary.computed == cfg.generate.n_blocks
+    assert summary.computed == gen.n_blocks
     ds = xr.open_zarr(RunStore.named(cfg.store).path)
-    assert ds.attrs["fields"] == list(entry.fields) and ds.attrs["pde"] == entry.name
-    space = ("x",) if entry.dim == 1 else ("x", "y")
-    frames = 1 if entry.stationary else cfg.generate.n_frames
-    for name in entry.fields:
-        assert ds[name].dims == ("sample", "time", *space)
-        assert ds[name].shape == (16, frames, *(32,) * entry.dim)
-        assert ds[name].dtype == np.float32 and np.isfinite(ds[name].values).all()
-        assert ds[name].attrs["units"] == entry.field_units[name]
-        stats = ds.attrs["normalization"][name]
+    assert ds.attrs["fields"] == list(problem.fields) and ds.attrs["pde"] == name
+    space = ("x", "y", "z")[: problem.dim]
+    frames = 1 if problem.stationary else gen.n_frames
+    for field in problem.fields:
+        assert ds[field].dims == ("sample", "time", *space)
+        assert ds[field].shape == (16, frames, *gen.grid)
+        assert ds[field].dtype == np.float32 and np.isfinite(ds[field].values).all()
+        assert ds[field].attrs["units"] == problem.units[field]
+        stats = ds.attrs["normalization"][field]
         assert stats["std"] >= 0 and np.isfinite(stats["mean"])
-    assert entry.name in ds.attrs["dataset_card"]
-    for name in cfg.generate.parameter_names:
-        assert ds[name].shape == (16,)
+    for axis, coords in zip(space, problem.coordinates(gen), strict=True):
+        np.testing.assert_array_equal(ds[axis].values, coords)
+    assert name in ds.attrs["dataset_card"]
+    for param in gen.parameter_names:
+        assert ds[param].shape == (16,)
     # Same seed, same data: a second store of the same config is bitwise equal.
-    again = load_config(TINY, [f"store=reg2-{entry.name}", *SMALL, *_small(entry)])
+    again = cfg.model_copy(update={"store": f"reg2-{name}"})
     generate(again, client)
     ds2 = xr.open_zarr(RunStore.named(again.store).path)
-    for name in entry.fields:
-        np.testing.assert_array_equal(ds[name].values, ds2[name].values)
+    for field in problem.fields:
+        np.testing.assert_array_equal(ds[field].values, ds2[field].values)
 
 
 def test_unknown_pde_and_bad_ranges_are_refused_before_compute():
@@ -94,7 +81,7 @@ def test_coarse_grid_warns_with_the_resolution_needed():
         ],
     )
     (warning,) = cfg.generate.resolution_warnings()
-    assert "generate.n_x" in warning and "n_x >= " in warning
+    assert "generate.grid" in warning and ">= " in warning
 
 
 def test_python_simulator_runs_through_blocks_and_matches_the_exact_solution(client):

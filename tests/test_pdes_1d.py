@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from pdeflow.tasks import fields
 from pdeflow.tasks.pdes import BlowUpError, Burgers, CFLViolation, exact
 from pdeflow.tasks.pdes.advection import Advection
 from pdeflow.tasks.pdes.allen_cahn import AllenCahn
+from pdeflow.tasks.pdes.base import Coefficient, Defaults, Grid, PDEInfo
 from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
 from pdeflow.tasks.pdes.fisher_kpp import FisherKPP
 from pdeflow.tasks.pdes.heat import Heat
 from pdeflow.tasks.pdes.kdv import KdV
-from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
+from pdeflow.tasks.pdes.kuramoto_sivashinsky import (
+    ATTRACTOR_U_MAX,
+    KuramotoSivashinsky,
+    unit_courant_dt,
+)
 from pdeflow.tasks.pdes.spectral1d import (
     RK4_REAL_LIMIT,
     PeriodicSpectral1D,
@@ -37,11 +42,13 @@ def _one_thread():
 
 
 def _on_grid(values: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(values, dtype=np.float64))
+    """Rows (batch, n_x) as states (batch, 1, n_x), float64."""
+    return torch.from_numpy(np.asarray(values, dtype=np.float64))[:, None]
 
 
 def _column(values: list[float]) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float64)[:, None]
+    """One value per sample, shape (batch, 1, 1) to broadcast over a state."""
+    return torch.tensor(values, dtype=torch.float64)[:, None, None]
 
 
 def _slope(dts: list[float], errors: list[float]) -> float:
@@ -59,10 +66,11 @@ def _final(solver: PeriodicSpectral1D, u0: torch.Tensor, t_end: float) -> torch.
 def test_advection_translates_exactly():
     speeds = [1.0, -0.5, 2.3]
     solver = Advection(64, c=speeds, dt=0.05)
-    u0 = torch.exp(torch.sin(2 * math.pi * solver.x)).expand(3, -1)
+    u0 = torch.exp(torch.sin(2 * math.pi * solver.x)).expand(3, 1, -1)
     frames = solver.rollout(u0, 5, 4)
-    shifted = solver.x - _column(speeds) * 0.2 * torch.arange(5, dtype=torch.float64)[:, None, None]
-    exact_frames = torch.exp(torch.sin(2 * math.pi * shifted)).transpose(0, 1)
+    times = 0.2 * torch.arange(5, dtype=torch.float64)[None, :, None, None]
+    shifted = solver.x - _column(speeds)[:, None] * times
+    exact_frames = torch.exp(torch.sin(2 * math.pi * shifted))
     # Measured 2.2e-15. The modes of exp(sin) fall as I_m(1) ~ 1 / (2^m m!), below 1e-25 at the
     # Nyquist cut m = 32, and the propagator has modulus 1, so only rounding (~eps per step and
     # FFT) remains; 1e-12 leaves 300x while a speed wrong by 1e-10 would show.
@@ -92,7 +100,7 @@ def test_linear_solvers_are_exact_in_time(cls, coefficients, profile):
     errors = []
     for n_steps in (1, 4, 16, 64):
         solver = cls(32, dt=t_end / n_steps, **coefficients)
-        final = _final(solver, profile(solver.x, 0.0)[None], t_end)
+        final = _final(solver, profile(solver.x, 0.0)[None, None], t_end)
         errors.append((final - profile(solver.x, t_end)).abs().max().item())
     # Measured <= 4.7e-15 for all four steps (1 to 64 steps): rounding of O(1) values.
     assert max(errors) < 1e-13, errors
@@ -102,7 +110,7 @@ def test_heat_mode_decay():
     nus = [0.01, 0.1, 1.0]
     solver = Heat(32, nu=nus, dt=0.1)
     x, nu = solver.x, _column(nus)
-    u0 = (torch.sin(x) + 0.5 * torch.cos(3 * x) + 0.2 * torch.sin(7 * x)).expand(3, -1)
+    u0 = (torch.sin(x) + 0.5 * torch.cos(3 * x) + 0.2 * torch.sin(7 * x)).expand(3, 1, -1)
     frames = solver.rollout(u0, 3, 10)
     t = 2.0
     expected = (
@@ -119,7 +127,7 @@ def test_heat_mode_decay():
 
 
 def _soliton(solver: KdV, t: float, betas: list[float], c: float = 4.0) -> torch.Tensor:
-    """One soliton per sample, crest at length / 2 at t = 0, shape (batch, n_x)."""
+    """One soliton per sample, crest at length / 2 at t = 0, shape (batch, 1, n_x)."""
     x = solver.x.numpy()
     rows = [exact.kdv_soliton(x, t, c, b, solver.length / 2, solver.length) for b in betas]
     return _on_grid(np.stack(rows))
@@ -128,7 +136,7 @@ def _soliton(solver: KdV, t: float, betas: list[float], c: float = 4.0) -> torch
 # c = 4 on [0, 40): width 2 / sqrt(c / beta) <= 1, so at distance 20 the tail is
 # 2 c exp(-sqrt(c / beta) 20) <= 4e-17 and periodicity is invisible in float64. Its spectrum
 # falls as exp(-pi k / sqrt(c / beta)) (from k / sinh), to ~1e-13 at the 2/3 cut k = 26.8.
-KDV_GRID = {"n_x": 512, "length": 40.0}
+KDV_GRID = {"grid": 512, "length": 40.0}
 
 
 def test_kdv_soliton():
@@ -151,7 +159,7 @@ def test_kdv_order_four_in_time():
         # These steps reach Courant numbers 0.3 > cfl_max = 0.1: the limit bounds the spurious
         # growth for a constant background (KdV docstring), which 500 steps of a soliton
         # on a quiet one do not feel (measured stable for 2e4 steps at 0.6).
-        solver = KdV(dt=dt, cfl_max=math.inf, **KDV_GRID)
+        solver = KdV(dt=dt, beta=1.0, cfl_max=math.inf, **KDV_GRID)
         final = _final(solver, _soliton(solver, 0.0, [1.0]), 0.5)
         errors.append((final - _soliton(solver, 0.5, [1.0])).abs().max().item())
     slope = _slope(dts, errors)
@@ -162,23 +170,24 @@ def test_kdv_order_four_in_time():
 
 
 def test_kdv_courant_limit_raises():
-    solver = KdV(dt=0.01, **KDV_GRID)
+    solver = KdV(dt=0.01, beta=1.0, **KDV_GRID)
     u0 = torch.cat([_soliton(solver, 0.0, [1.0], c=0.1), _soliton(solver, 0.0, [1.0])])
     # Sample 1 (crest 2) has 6 * 2 * 0.01 / (40 / 512) = 1.54 > 0.1, sample 0 (crest 0.05) 0.038.
     with pytest.raises(CFLViolation) as info:
         solver.rollout(u0, 2, 1)
     assert info.value.samples == [1]
     assert info.value.cfl == pytest.approx([6 * 2.0 * 0.01 / (40 / 512)], rel=1e-12)
-    assert KdV.max_stable_dt(512, 40.0, 2.0) == pytest.approx(0.1 * (40 / 512) / 12)
+    limit = KdV.max_stable_dt(Grid.uniform(512, 40.0, 1), {"beta": (0.5, 2.0)}, 2.0)
+    assert limit == pytest.approx(0.1 * (40 / 512) / 12)
 
 
 # --- Kuramoto-Sivashinsky ----------------------------------------------------------------------
 
 
 def _ks_initial(n_x: int, length: float, amplitude: float) -> torch.Tensor:
-    """Kassam & Trefethen's initial state cos(x') (1 + sin(x')), x' = 2 pi x / length, (1, n_x)."""
+    """Kassam & Trefethen's cos(x') (1 + sin(x')), x' = 2 pi x / length, shape (1, 1, n_x)."""
     x = torch.arange(n_x, dtype=torch.float64) * (2 * math.pi / n_x)
-    return amplitude * (torch.cos(x) * (1 + torch.sin(x)))[None]
+    return amplitude * (torch.cos(x) * (1 + torch.sin(x)))[None, None]
 
 
 def test_ks_linear_regime_follows_mode_rates():
@@ -189,15 +198,15 @@ def test_ks_linear_regime_follows_mode_rates():
     gen = torch.Generator().manual_seed(0)
     v0 = torch.zeros(2, 17, dtype=torch.complex128)
     v0[:, 1:11] = 1e-9 * torch.randn(2, 10, dtype=torch.complex128, generator=gen)
-    final = _final(solver, torch.fft.irfft(v0, n=32), 3.0)
+    final = _final(solver, torch.fft.irfft(v0, n=32)[:, None], 3.0)
     k = solver.k
-    expected = v0 * torch.exp(3.0 * (k**2 - _column(nus) * k**4))
+    expected = v0 * torch.exp(3.0 * (k**2 - _column(nus)[:, 0] * k**4))
     growing = (k > 0) & (k < 1)
     assert bool(growing.any()) and bool((k[1:11] > 1.5).any())
     # Relative to the largest mode: nonlinear terms ~1e-9 relative, rounding 1e-16.
     # Measured 1.4e-10; mode 10 (k = 2.86) decays by exp(-175) and must come out as ~0.
     scale = expected.abs().max().item()
-    assert (torch.fft.rfft(final) - expected).abs().max().item() < 1e-8 * scale
+    assert (torch.fft.rfft(final[:, 0]) - expected).abs().max().item() < 1e-8 * scale
 
 
 def test_ks_order_four_in_time():
@@ -207,10 +216,10 @@ def test_ks_order_four_in_time():
     # scheme (Hochbruck & Ostermann 2005, SIAM J. Numer. Anal. 43(3), 1069-1090).
     length, t_end = 22.0, 2.0
     u0 = _ks_initial(64, length, 0.3)
-    reference = _final(KuramotoSivashinsky(64, dt=t_end / 2560), u0, t_end)
+    reference = _final(KuramotoSivashinsky(64, nu=1.0, dt=t_end / 2560), u0, t_end)
     dts = [t_end / n for n in (40, 80, 160, 320)]
     errors = [
-        (_final(KuramotoSivashinsky(64, dt=dt), u0, t_end) - reference).abs().max().item()
+        (_final(KuramotoSivashinsky(64, nu=1.0, dt=dt), u0, t_end) - reference).abs().max().item()
         for dt in dts
     ]
     slope = _slope(dts, errors)
@@ -220,9 +229,9 @@ def test_ks_order_four_in_time():
 
 
 def test_ks_long_run_is_chaotic_bounded_and_resolved():
-    solver = KuramotoSivashinsky(64, dt=0.25)
-    u0 = _ks_initial(64, 22.0, 1.0).expand(2, -1).clone()
-    u0[1] += 1e-10 * torch.sin(2 * math.pi * solver.x / 22.0)
+    solver = KuramotoSivashinsky(64, nu=1.0, dt=0.25)
+    u0 = _ks_initial(64, 22.0, 1.0).expand(2, 1, -1).clone()
+    u0[1, 0] += 1e-10 * torch.sin(2 * math.pi * solver.x / 22.0)
     frames = solver.rollout(u0, 201, 20)  # t = 1000
     assert bool(torch.isfinite(frames).all())
     late = frames[:, 100:]
@@ -237,7 +246,7 @@ def test_ks_long_run_is_chaotic_bounded_and_resolved():
     assert (frames[0, -1] - frames[1, -1]).abs().max().item() > 0.1
     # Resolved: time-averaged energy falls by > 1e10 from the energetic modes to the last kept
     # ones (measured 1.6e-12), while the cut modes (3 m >= 64) hold only FFT rounding.
-    spectrum = torch.fft.rfft(late).abs().square().mean(dim=(0, 1))
+    spectrum = torch.fft.rfft(late[:, :, 0]).abs().square().mean(dim=(0, 1))
     assert spectrum[18:22].max() < 1e-10 * spectrum[1:6].max()
     assert spectrum[22:].max() < 1e-26 * spectrum[1:6].max()
 
@@ -264,7 +273,8 @@ def test_ks_stability_limit_from_the_coefficients(n_x, length, u_max):
     m = torch.arange(n_x // 2 + 1)
     k = (2 * math.pi / length) * m[3 * m < n_x].double()
     lin = k**2 - k**4
-    limit = KuramotoSivashinsky.max_stable_dt(n_x, length, u_max, cfl_max=1.0)
+    grid = Grid.uniform(n_x, length, 1)
+    limit = unit_courant_dt(grid, 1.0, u_max)
 
     def growth(dt: float) -> float:
         exact_growth = torch.exp(dt * lin).clamp(min=1.0)
@@ -274,8 +284,15 @@ def test_ks_stability_limit_from_the_coefficients(n_x, length, u_max):
     assert growth(limit) < 1 + 1e-12
     assert growth(2 * limit) > 1.5
     # The limit does not shrink with the grid, unlike an advective CFL condition.
-    assert limit == pytest.approx(
-        KuramotoSivashinsky.max_stable_dt(2 * n_x, length, u_max, 1.0, 1.0)
+    assert limit == pytest.approx(unit_courant_dt(Grid.uniform(2 * n_x, length, 1), 1.0, u_max))
+    # The solver's limit: CFL_MAX of it, |u| raised to the attractor's bound 4 / sqrt(nu).
+    bound = max(u_max, ATTRACTOR_U_MAX)
+    for nu in (1.0, (1.0, 3.0)):
+        assert KuramotoSivashinsky.max_stable_dt(grid, {"nu": nu}, u_max) == pytest.approx(
+            KuramotoSivashinsky.CFL_MAX * unit_courant_dt(grid, 1.0, bound)
+        )
+    assert KuramotoSivashinsky.max_stable_dt(grid, {"nu": 0.25}) == pytest.approx(
+        KuramotoSivashinsky.CFL_MAX * unit_courant_dt(grid, 0.25, 2 * ATTRACTOR_U_MAX)
     )
 
 
@@ -283,17 +300,17 @@ def test_ks_large_dt_raises_instead_of_returning():
     # A uniform flow U plus noise: the frozen-coefficient analysis is exact for the mean flow
     # (Galilean invariance moves it into the advection of the perturbation). At twice the limit
     # for U = 3 the mode k_* grows 4x per step (test above).
-    dt = 2 * KuramotoSivashinsky.max_stable_dt(64, 22.0, 3.0, cfl_max=1.0)
+    dt = 2 * unit_courant_dt(Grid.uniform(64, 22.0, 1), 1.0, 3.0)
     gen = torch.Generator().manual_seed(4)
-    u0 = _column([0.05, 3.0]) + 1e-3 * torch.randn(2, 64, generator=gen, dtype=torch.float64)
+    u0 = _column([0.05, 3.0]) + 1e-3 * torch.randn(2, 1, 64, generator=gen, dtype=torch.float64)
     with pytest.raises(CFLViolation) as info:
-        KuramotoSivashinsky(64, dt=dt).rollout(u0, 41, 5)
+        KuramotoSivashinsky(64, nu=1.0, dt=dt).rollout(u0, 41, 5)
     # Sample 0 has C ~ 0.02, sample 1 C ~ 2 > cfl_max = 0.75.
     assert info.value.samples == [1]
     assert info.value.cfl[0] == pytest.approx(2.0, rel=0.01)
     # With the guard off the instability is real (measured: inf at t = 16.5), never a return.
     with pytest.raises(BlowUpError):
-        KuramotoSivashinsky(64, dt=dt, cfl_max=math.inf).rollout(u0[1:], 41, 5)
+        KuramotoSivashinsky(64, nu=1.0, dt=dt, cfl_max=math.inf).rollout(u0[1:], 41, 5)
 
 
 # --- Fisher-KPP --------------------------------------------------------------------------------
@@ -305,7 +322,7 @@ def test_fisher_uniform_state_is_logistic_to_fourth_order():
     errors = []
     for dt in dts:
         solver = FisherKPP(16, nu=0.5, rho=rhos, dt=dt)
-        final = _final(solver, torch.full((3, 16), 0.1, dtype=torch.float64), 1.0)
+        final = _final(solver, torch.full((3, 1, 16), 0.1, dtype=torch.float64), 1.0)
         expected = _column([exact.logistic(1.0, 0.1, rho) for rho in rhos])
         errors.append((final - expected).abs().max().item())
     # Only k = 0 is excited and there L = 0, so ETDRK4 is RK4 on the logistic ODE: measured
@@ -362,7 +379,7 @@ def test_fisher_order_four_in_time():
 def test_allen_cahn_uniform_states_follow_the_ode():
     u0s = [-2.0, -0.5, 0.01, 0.3, 1.5]
     solver = AllenCahn(16, eps=0.1, dt=0.01)
-    final = _final(solver, _column(u0s).expand(-1, 16), 2.0)
+    final = _final(solver, _column(u0s).expand(-1, 1, 16), 2.0)
     expected = _column([exact.allen_cahn_uniform(2.0, u0) for u0 in u0s])
     # RK4 on u' = u - u^3 (k = 0 only, L = 0 there). Measured 2.5e-10: the error at dt = 0.025
     # was 9.0e-9 and falls by 2.5^4 = 39. 2e-9 leaves 8x; a wrong sign or factor gives O(1).
@@ -377,7 +394,7 @@ def test_allen_cahn_periodic_fronts_are_stationary():
     # The exact solution is the tanh front made periodic: for eps = 0.2 they agree near x = 0.
     near = slice(0, 64)
     tanh = np.tanh(x[near] / (math.sqrt(2) * 0.2))
-    assert np.abs(u0[0, near].numpy() - tanh).max() < 1e-6
+    assert np.abs(u0[0, 0, near].numpy() - tanh).max() < 1e-6
     frames = solver.rollout(u0, 3, 50)
     # ETD schemes keep equilibria of L v + N(v) = 0 (every stage returns v), so the error is
     # the exact solution's (<= 2.3e-13 from scipy's ellipj for eps = 0.2), the spectral tail
@@ -388,7 +405,7 @@ def test_allen_cahn_periodic_fronts_are_stationary():
 
 def test_allen_cahn_order_four_in_time():
     x = torch.arange(128, dtype=torch.float64) * (2 * math.pi / 128)
-    u0 = (0.5 * torch.sin(x) + 0.3 * torch.cos(3 * x) + 0.2 * torch.sin(5 * x))[None]
+    u0 = (0.5 * torch.sin(x) + 0.3 * torch.cos(3 * x) + 0.2 * torch.sin(5 * x))[None, None]
     t_end = 2.0
     # Reference error ~ 7e-3 dt^4 ~ 3e-15 (constant fitted from these runs).
     reference = _final(AllenCahn(128, eps=0.1, dt=t_end / 2560), u0, t_end)
@@ -408,10 +425,11 @@ def test_reaction_stability_limit_is_sharp(cls):
     # state returns to 1; above it 1 loses stability and the scheme settles on spurious steady
     # states (Yee, Sweby & Griffiths 1991), bounded, so no finiteness check can see them.
     gen = torch.Generator().manual_seed(3)
-    noise = 1e-3 * torch.randn(2, 32, generator=gen, dtype=torch.float64)
+    noise = 1e-3 * torch.randn(2, 1, 32, generator=gen, dtype=torch.float64)
     noise -= noise.mean()
-    kwargs = {"nu": 0.01, "rho": 3.0} if cls is FisherKPP else {"eps": 0.05}
-    limit = cls.max_stable_dt(3.0) if cls is FisherKPP else cls.max_stable_dt()
+    kwargs = {"nu": 0.01, "rho": (1.0, 3.0)} if cls is FisherKPP else {"eps": 0.05}
+    limit = cls.max_stable_dt(Grid.uniform(32, 2 * math.pi, 1), kwargs)
+    kwargs = {"nu": 0.01, "rho": 3.0} if cls is FisherKPP else kwargs
     assert limit == pytest.approx(RK4_REAL_LIMIT / (3.0 if cls is FisherKPP else 2.0))
     stable = cls(32, dt=0.95 * limit, **kwargs).rollout(1.0 + noise, 21, 50)
     # Measured 7e-16 after 1000 steps: |R| < 1 on the decaying mode, rounding only.
@@ -419,29 +437,25 @@ def test_reaction_stability_limit_is_sharp(cls):
     unstable = cls(32, dt=1.1 * limit, **kwargs).rollout(1.0 + noise, 21, 50)
     assert bool(torch.isfinite(unstable).all())
     # Spatial means at the last frame: measured 1.047, 0.735 (Fisher), 0.866, 0.905 (AC).
-    assert (unstable[:, -1].mean(dim=-1) - 1.0).abs().min().item() > 0.01
+    assert (unstable[:, -1].mean(dim=(1, 2)) - 1.0).abs().min().item() > 0.01
 
 
 # --- Shared machinery --------------------------------------------------------------------------
 
 
 class _BurgersOnBase(PeriodicSpectral1D):
-    """Burgers written as a subclass: must reproduce pdeflow.tasks.pdes.burgers to rounding."""
+    """Burgers in a few lines on the base: must reproduce pdeflow.tasks.pdes.burgers."""
 
-    name = "burgers_on_base"
-    parameter_names = ("nu",)
-    _positive = frozenset({"nu"})
-
-    def __init__(self, n_x: int, *, nu, dt: float) -> None:
-        coefficients = {"nu": nu}
-        super().__init__(
-            n_x,
-            dt=dt,
-            length=2 * math.pi,
-            device="cpu",
-            dtype=torch.float64,
-            coefficients=coefficients,
-        )
+    info = PDEInfo(
+        name="burgers_on_base",
+        dim=1,
+        fields=("u",),
+        units={"u": "1"},
+        boundary="periodic",
+        description="test",
+        coefficients={"nu": Coefficient(range=(1e-3, 1.0), sample=("uniform", 0.1, 0.2))},
+        defaults=Defaults(n=64, length=2 * math.pi, t_end=1.0, dt=0.01),
+    )
 
     @staticmethod
     def _operators(k, params):
@@ -454,7 +468,7 @@ class _BurgersOnBase(PeriodicSpectral1D):
 def test_base_class_reproduces_burgers():
     nus = [0.05, 0.2]
     x = torch.arange(64, dtype=torch.float64) * (2 * math.pi / 64)
-    u0 = torch.stack([torch.sin(x), 0.5 * torch.cos(2 * x) + 0.3 * torch.sin(3 * x)])
+    u0 = torch.stack([torch.sin(x), 0.5 * torch.cos(2 * x) + 0.3 * torch.sin(3 * x)])[:, None]
     ours = _BurgersOnBase(64, nu=nus, dt=0.01).rollout(u0, 6, 20)
     theirs = Burgers(64, nu=nus, dt=0.01).rollout(u0, 6, 20)
     # Same arithmetic in the same order: measured difference exactly 0; 1e-14 allows a
@@ -508,7 +522,7 @@ CASES = {
 
 
 def _contract_state(solver: PeriodicSpectral1D, seed: int) -> torch.Tensor:
-    """Smooth states in [0.1, 0.9] (physical for Fisher-KPP), shape (3, n_x), float64."""
+    """Smooth states in [0.1, 0.9] (physical for Fisher-KPP), shape (3, 1, n_x), float64."""
     gen = torch.Generator().manual_seed(seed)
     phase = 2 * math.pi * solver.x.double() / solver.length
     k = torch.arange(1, 4, dtype=torch.float64)
@@ -516,27 +530,28 @@ def _contract_state(solver: PeriodicSpectral1D, seed: int) -> torch.Tensor:
     waves = amp[..., 0] @ torch.cos(k[:, None] * phase) + amp[..., 1] @ torch.sin(
         k[:, None] * phase
     )
-    return 0.5 + 0.4 * waves / waves.abs().amax(dim=1, keepdim=True)
+    return (0.5 + 0.4 * waves / waves.abs().amax(dim=1, keepdim=True))[:, None]
 
 
-@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.info.name)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_contract_shapes_dtype_and_determinism(cls, dtype):
     coefficients, dt = CASES[cls]
     solver = cls(32, dt=dt, dtype=dtype, **coefficients)
     u0 = _contract_state(solver, seed=1)
     frames = solver.rollout(u0, 4, 3)
-    assert frames.shape == (3, 4, 32) and frames.dtype == dtype
+    assert frames.shape == (3, 4, 1, 32) and frames.dtype == dtype
     assert solver.x.shape == (32,) and solver.x.dtype == dtype
     assert solver.dx == pytest.approx(solver.length / 32)
     assert torch.equal(frames[:, 0], u0.to(dtype))
-    assert solver.step(u0).shape == (3, 32) and solver.step(u0).dtype == dtype
+    assert solver.step(u0).shape == (3, 1, 32) and solver.step(u0).dtype == dtype
     assert torch.equal(frames, solver.rollout(u0, 4, 3))
-    for name in cls.parameter_names:
-        assert getattr(solver, name).shape == (3,) and getattr(solver, name).dtype == dtype
+    for name in cls.info.parameter_names:
+        # The coefficients as given, float64 (the operators are built from them in float64).
+        assert getattr(solver, name).shape == (3,) and getattr(solver, name).dtype == torch.float64
     with pytest.raises(AttributeError):
         solver.dt = 1.0
-    assert repr(solver).startswith(f"{cls.__name__}(n_x=32")
+    assert repr(solver).startswith(f"{cls.__name__}(grid=[32]")
     if dtype == torch.float32:
         reference = cls(32, dt=dt, **coefficients).rollout(u0, 4, 3)
         # float32 rounding: ~eps log2(32) = 3e-7 relative per FFT pair, 4 pairs per step,
@@ -545,7 +560,7 @@ def test_contract_shapes_dtype_and_determinism(cls, dtype):
         assert (frames.double() - reference).abs().max().item() < 1e-5 * scale
 
 
-@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.info.name)
 def test_contract_batch_equals_single_runs(cls):
     coefficients, dt = CASES[cls]
     solver = cls(32, dt=dt, **coefficients)
@@ -569,47 +584,55 @@ def test_contract_batch_equals_single_runs(cls):
     assert (solver.step(u0) - solver.rollout(u0, 2, 1)[:, 1]).abs().max().item() < 1e-15
 
 
-@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.info.name)
 def test_contract_nan_names_the_sample(cls):
     coefficients, dt = CASES[cls]
     solver = cls(32, dt=dt, **coefficients)
     u0 = _contract_state(solver, seed=3)
-    u0[1, 5] = float("nan")
+    u0[1, 0, 5] = float("nan")
     with pytest.raises(BlowUpError) as info:
         solver.rollout(u0, 3, 2)
     assert info.value.samples == [1] and info.value.time == 0.0
     assert not isinstance(info.value, CFLViolation)
 
 
-@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.info.name)
 def test_contract_registry_metadata(cls):
-    assert cls.name in {"advection", "heat", "kdv", "ks", "fisher_kpp", "allen_cahn"}
-    keywords = inspect.signature(cls.__init__).parameters
-    assert all(keywords[n].kind is inspect.Parameter.KEYWORD_ONLY for n in cls.parameter_names)
-    assert len({c.name for c in SOLVERS}) == len(SOLVERS)
+    info = cls.info
+    assert info.name in {"advection", "heat", "kdv", "ks", "fisher_kpp", "allen_cahn"}
+    assert (info.dim, info.fields, info.boundary, info.stationary) == (1, ("u",), "periodic", False)
+    assert set(info.units) == {"u"} and info.per_run == ()
+    assert set(info.parameter_names) == set(CASES[cls][0])
+    assert len({c.info.name for c in SOLVERS}) == len(SOLVERS)
+    # A Grid or points per axis with a length build the same solver.
+    coefficients, dt = CASES[cls]
+    by_grid = cls(Grid.uniform(32, 3.0, 1), dt=dt, **coefficients)
+    by_count = cls(32, dt=dt, length=3.0, **coefficients)
+    u0 = _contract_state(by_grid, seed=4)
+    assert torch.equal(by_grid.rollout(u0, 3, 2), by_count.rollout(u0, 3, 2))
 
 
 def _invalid_cases():
     for cls in SOLVERS:
         coefficients, dt = CASES[cls]
         scalars = {n: v[0] for n, v in coefficients.items()}
-        yield cls, {"n_x": 31}, "n_x"
-        yield cls, {"n_x": 6}, "n_x"
+        yield cls, {"n_x": 31}, "n"
+        yield cls, {"n_x": 6}, "n"
         yield cls, {"dt": 0.0}, "dt"
         yield cls, {"dt": -dt}, "dt"
-        yield cls, {"length": 0.0}, "length"
+        yield cls, {"length": 0.0}, "grid: lengths"
         yield cls, {"dtype": torch.float16}, "dtype"
-        if "cfl_max" in inspect.signature(cls.__init__).parameters:
-            yield cls, {"cfl_max": 0.0}, "cfl_max"
-        for name in cls.parameter_names:
+        yield cls, {"cfl_max": 0.0}, "cfl_max"
+        for name, spec in cls.info.coefficients.items():
             yield cls, {name: float("nan")}, name
             yield cls, {name: [scalars[name]] * 2 + [float("inf")]}, name
-            if name in cls._positive:
+            yield cls, {name: 2 * spec.range[1]}, name
+            if spec.range[0] > 0:  # a positive lower end: strictly positive
                 yield cls, {name: 0.0}, name
                 yield cls, {name: [scalars[name], -scalars[name]]}, name
-        if len(cls.parameter_names) > 1:
-            first, second = cls.parameter_names
-            yield cls, {first: [scalars[first]] * 2, second: [scalars[second]] * 3}, second
+        if len(cls.info.parameter_names) > 1:
+            first, second = cls.info.parameter_names
+            yield cls, {first: [scalars[first]] * 2, second: [scalars[second]] * 3}, "per-sample"
 
 
 @pytest.mark.parametrize(("cls", "override", "field"), list(_invalid_cases()))
@@ -621,13 +644,74 @@ def test_contract_invalid_arguments_name_the_field(cls, override, field):
         cls(n_x, **kwargs)
 
 
-@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.name)
+@pytest.mark.parametrize("cls", SOLVERS, ids=lambda c: c.info.name)
 def test_contract_state_must_match_the_batch(cls):
     coefficients, dt = CASES[cls]
     solver = cls(32, dt=dt, **coefficients)
     with pytest.raises(ValueError, match="^u0 "):
-        solver.rollout(torch.zeros(2, 32), 2, 1)
+        solver.rollout(torch.zeros(2, 1, 32), 2, 1)
     with pytest.raises(ValueError, match="^u "):
-        solver.step(torch.zeros(3, 30))
+        solver.step(torch.zeros(3, 1, 30))
+    with pytest.raises(ValueError, match="^u0 "):
+        solver.rollout(torch.zeros(3, 32), 2, 1)
     with pytest.raises(ValueError, match="^n_frames "):
-        solver.rollout(torch.zeros(3, 32), 0, 1)
+        solver.rollout(torch.zeros(3, 1, 32), 0, 1)
+
+
+# --- The PDEs' own defaults ----------------------------------------------------------------------
+
+
+def _default_initial_states(cls: type, seeds: np.ndarray) -> tuple[torch.Tensor, float]:
+    """States of the class's default initial family, (batch, 1, n), and their bound max|u0|.
+
+    The families of the generate config (tasks/solve.py): ``modes`` sums a_k sin(2 pi k x / L)
+    with a_k uniform in the amplitude range, ``fourier`` is ``fields.fourier_series`` (two
+    waves, k <= 4), optionally rescaled onto [0, 1]; the bound is the config's ``u_max``.
+    """
+    d = cls.info.defaults
+    ic = dict(d.initial_condition)
+    amp = ic.get("amplitude", {"low": -1.0, "high": 1.0})
+    low, high = amp["low"], amp["high"]
+    x = Grid.uniform(d.n, d.length, 1).coords()[0]
+    if ic["kind"] == "modes":
+        modes = ic.get("modes", (1, 2, 3))
+        rows = []
+        for seed in seeds:
+            a = np.random.default_rng(seed).uniform(low, high, len(modes))
+            waves = [
+                a_k * np.sin(2 * np.pi * k * x / d.length) for a_k, k in zip(a, modes, strict=True)
+            ]
+            rows.append(sum(waves))
+        return _on_grid(np.stack(rows)), max(abs(low), abs(high)) * len(modes)
+    assert ic["kind"] == "fourier", ic
+    values = fields.fourier_series((d.n,), d.length, seeds, amplitude=(low, high))
+    if ic.get("rescale") != "unit":
+        return _on_grid(values), max(abs(low), abs(high)) * 2
+    low_s, high_s = values.min(axis=1, keepdims=True), values.max(axis=1, keepdims=True)
+    return _on_grid((values - low_s) / (high_s - low_s)), 1.0
+
+
+@pytest.mark.parametrize("cls", (Burgers, *SOLVERS), ids=lambda c: c.info.name)
+def test_defaults_are_stable_and_move_the_state(cls):
+    # `generate: {pde: NAME, n_samples: 16, design: random}` gets exactly these settings: they
+    # must pass the stability check with margin, warn about nothing, and run the whole horizon
+    # with every sample changing. Coefficients alternate between the ends of the defaults.
+    d, info = cls.info.defaults, cls.info
+    grid = Grid.uniform(d.n, d.length, 1)
+    ranges = {name: (lo, hi) for name, (_, lo, hi) in info.default_parameters.items()}
+    u0, bound = _default_initial_states(cls, np.arange(16))
+    assert d.dt <= 0.75 * cls.max_stable_dt(grid, ranges, bound)
+    assert cls.resolution_warning(grid, ranges, bound) is None
+    coefficients = {
+        name: [(lo, hi)[(i // (j + 1)) % 2] for i in range(16)]
+        for j, (name, (lo, hi)) in enumerate(ranges.items())
+    }
+    steps = max(1, math.ceil(d.t_end / (d.n_frames - 1) / d.dt - 1e-9))
+    solver = cls(grid, dt=d.t_end / (d.n_frames - 1) / steps, **coefficients)
+    frames = solver.rollout(u0, d.n_frames, steps)
+    # The largest change of any frame from u0: advection at c = 4 is back at u0 at t = 0.25,
+    # 0.5, ... (whole periods). Measured >= 0.047 relative (heat at nu = 0.01).
+    change = (frames - frames[:, :1]).flatten(2).norm(dim=2).amax(dim=1)
+    assert (change / frames[:, 0].flatten(1).norm(dim=1)).min().item() > 0.02
+    # Bounded: no sample grew past the KS attractor or a maximum principle (1.8 max|u0|).
+    assert frames.abs().max().item() < max(8.0, 1.8 * u0.abs().max().item())

@@ -11,9 +11,16 @@ import scipy.fft
 import torch
 from scipy.integrate import solve_ivp
 
+from pdeflow.tasks.pdes.base import Grid
 from pdeflow.tasks.pdes.darcy2d import CGNotConverged, Darcy2D, _dst2, _idst2
 from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation
-from pdeflow.tasks.pdes.navier_stokes2d import CFL_LIMIT, NavierStokes2D
+from pdeflow.tasks.pdes.kolmogorov2d import KolmogorovFlow2D
+from pdeflow.tasks.pdes.navier_stokes2d import (
+    CFL_LIMIT,
+    IC_SPEED_BOUND,
+    NavierStokes2D,
+    speed_per_vorticity,
+)
 
 NS = NavierStokes2D
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -36,6 +43,10 @@ def _slope(h: list[float], errors: list[float]) -> float:
 
 def _grid(solver) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.meshgrid(solver.x, solver.y, indexing="ij")
+
+
+def _square(n: int, length: float = 1.0) -> Grid:
+    return Grid.uniform(n, length, 2)
 
 
 # --- Navier-Stokes: exact solutions -------------------------------------------------------------
@@ -105,7 +116,7 @@ def _galerkin_rhs(n: int, nu: float, drag: float, amp: float, m_f: int):
 def test_matches_independent_scipy_integration(forcing):
     n, nu, drag, amp, m_f, t_end = 16, 2e-3, 0.1, 0.5, 2, 0.5
     amp_used = amp if forcing == "kolmogorov" else 0.0
-    w0 = NS.initial_condition(n, 1.0, [5], vorticity_rms=2.0)
+    w0 = NS.initial_condition(_square(n), [5], vorticity_rms=2.0)
     rhs = _galerkin_rhs(n, nu, drag if forcing == "kolmogorov" else 0.0, amp_used, m_f)
     ref = (
         solve_ivp(
@@ -129,7 +140,7 @@ def test_matches_independent_scipy_integration(forcing):
 
 def test_time_convergence_order_four():
     n, nu, t_end = 32, 1e-3, 1.0
-    w0 = NS.initial_condition(n, 1.0, [3, 4])
+    w0 = NS.initial_condition(_square(n), [3, 4])
     ref = NS(n, dt=t_end / 1024, nu=nu).rollout(w0, 2, 1024)[:, -1]
     # From dt = 1/16: C = max|u| dt / dx ~ 0.5 < cfl_max; 1/8 would exceed it.
     steps = [16, 32, 64, 128]
@@ -144,7 +155,7 @@ def test_time_convergence_order_four():
 
 
 def test_float32_agrees_with_float64():
-    w0 = NS.initial_condition(64, 1.0, [1, 2])
+    w0 = NS.initial_condition(_square(64), [1, 2])
     ref = NS(64, dt=0.01, nu=1e-3).rollout(w0, 2, 100)[:, -1]
     single = NS(64, dt=0.01, nu=1e-3, dtype=torch.float32).rollout(w0.float(), 2, 100)[:, -1]
     assert single.dtype == torch.float32
@@ -155,7 +166,7 @@ def test_float32_agrees_with_float64():
 
 def test_per_sample_viscosity_equals_separate_runs():
     nu = [1e-3, 5e-3, 2e-2]
-    w0 = NS.initial_condition(32, 1.0, [0, 1, 2])
+    w0 = NS.initial_condition(_square(32), [0, 1, 2])
     batch = NS(32, dt=0.01, nu=nu).rollout(w0, 3, 5)
     for i, value in enumerate(nu):
         alone = NS(32, dt=0.01, nu=value).rollout(w0[i : i + 1], 3, 5)
@@ -164,9 +175,10 @@ def test_per_sample_viscosity_equals_separate_runs():
 
 
 def test_initial_condition_seeded_band_limited_unit_rms():
-    w = NS.initial_condition(32, 2.0, [8, 9, 8])
+    grid = _square(32, 2.0)
+    w = NS.initial_condition(grid, [8, 9, 8])
     assert w.shape == (3, 1, 32, 32) and w.dtype == torch.float64
-    assert torch.equal(w[0], w[2]) and torch.equal(w[1], NS.initial_condition(32, 2.0, [9])[0])
+    assert torch.equal(w[0], w[2]) and torch.equal(w[1], NS.initial_condition(grid, [9])[0])
     rms = w.square().mean(dim=(1, 2, 3)).sqrt()
     assert torch.allclose(rms, torch.ones(3, dtype=torch.float64), atol=1e-12)
     spec = torch.fft.rfft2(w[:, 0])
@@ -181,14 +193,14 @@ def test_initial_condition_seeded_band_limited_unit_rms():
 
 
 def test_absurd_dt_raises_cfl_violation_naming_samples():
-    w0 = NS.initial_condition(32, 1.0, [0, 1])
+    w0 = NS.initial_condition(_square(32), [0, 1])
     with pytest.raises(CFLViolation) as info:
         NS(32, dt=10.0, nu=1e-3).rollout(w0, 3, 1)
     assert info.value.samples == [0, 1] and info.value.time == 0.0
 
 
 def test_unstable_run_raises_blow_up_naming_samples():
-    w0 = NS.initial_condition(32, 1.0, [0, 1])
+    w0 = NS.initial_condition(_square(32), [0, 1])
     with pytest.raises(BlowUpError) as info:
         NS(32, dt=2.0, nu=1e-6, cfl_max=math.inf).rollout(w0, 50, 5)
     assert not isinstance(info.value, CFLViolation) and info.value.samples
@@ -201,16 +213,55 @@ def test_unstable_run_raises_blow_up_naming_samples():
 
 def test_cfl_limit_and_max_stable_dt():
     assert CFL_LIMIT == pytest.approx(3 / math.pi, rel=1e-15)
-    assert NS.max_stable_dt(64, 1.0, u_max=0.5) == pytest.approx(0.7 / 64 / 0.5)
-    # The default dt is stable for the default grid and initial state.
-    assert NS.default_dt <= NS.max_stable_dt(NS.default_n, NS.default_length, nu=1e-2)
-    with pytest.raises(ValueError, match="unknown coefficients"):
-        NS.max_stable_dt(64, 1.0, viscosity=1.0)
+    grid = _square(64)
+    assert NS.max_stable_dt(grid, {"nu": 1e-3}) == pytest.approx(0.7 / 64 / IC_SPEED_BOUND)
+    # u_max bounds max|omega_0|; the speed bound per unit vorticity scales with the side.
+    limit = NS.max_stable_dt(_square(64, 2.0), {"nu": 1e-3}, u_max=3.0)
+    assert limit == pytest.approx(0.7 * (2.0 / 64) / (3.0 * 2.0 * speed_per_vorticity(64, 1.0)))
+    # The default dt is stable for the default grid and initial state (the lead's generate
+    # check compares exactly these), for both flows over their default coefficient ranges.
+    for cls in (NS, KolmogorovFlow2D):
+        d = cls.info.defaults
+        coefficients = cls.info.coefficients.items()
+        bounds = {k: c.sample[1:] if c.sample else c.value for k, c in coefficients}
+        assert d.dt <= cls.max_stable_dt(_square(d.n, d.length), bounds)
+        assert cls.resolution_warning(_square(d.n, d.length), bounds) is None
+
+
+def test_speed_per_vorticity_bounds_the_velocity():
+    # max|u| against the rms vorticity times the bound, for default initial states and along
+    # their unforced rollout (whose enstrophy only decays): a rigorous bound (Cauchy-Schwarz),
+    # measured 0.32-0.39 of it. > 0.3 checks it is not loose: wavenumbers in cycles instead
+    # of radians would make it 2 pi times larger (ratios < 0.07).
+    n, length = 32, 2.0
+    w0 = NS.initial_condition(_square(n, length), range(8), vorticity_rms=3.0)
+    solver = NS(n, length=length, dt=0.01, nu=1e-3, cfl_max=math.inf)
+    ratios = []
+    for frame in solver.rollout(w0, 5, 20).unbind(1):
+        speed = solver._velocity(*solver._start(frame)).square().sum(dim=1).amax(dim=(1, 2))
+        rms = frame.square().mean(dim=(1, 2, 3)).sqrt()
+        ratios.append(speed.sqrt() / (rms * speed_per_vorticity(n, length)))
+    assert 0.3 < torch.cat(ratios).max().item() <= 1
+
+
+def test_kolmogorov_class_is_the_forced_navier_stokes_solver():
+    kw = {"dt": 0.01, "nu": [1e-3, 2e-3]}
+    w0 = NS.initial_condition(_square(16), [0, 1])
+    forced = KolmogorovFlow2D(16, forcing_amplitude=[0.5, 0.5], drag=0.2, **kw)
+    same = NS(16, forcing="kolmogorov", forcing_amplitude=0.5, drag=0.2, **kw)
+    assert torch.equal(forced.rollout(w0, 3, 2), same.rollout(w0, 3, 2))
+    assert KolmogorovFlow2D.info.per_run == ("forcing_amplitude", "drag")
+    with pytest.raises(ValueError, match="one value per run"):
+        KolmogorovFlow2D(16, forcing_amplitude=[0.1, 0.2], **kw)
+    # The forced speed bound of the docstring: F / (drag + nu k_1^2) on top of the initial one.
+    bounds = {"nu": (1e-3, 1e-2), "forcing_amplitude": 1.0, "drag": (1.0, 2.0)}
+    u_max = IC_SPEED_BOUND + 1.0 / (1.0 + 1e-3 * (2 * np.pi) ** 2)
+    assert KolmogorovFlow2D.max_stable_dt(_square(16), bounds) == pytest.approx(0.7 / 16 / u_max)
 
 
 def test_resolution_warning():
-    assert NS.resolution_warning(64, 1.0, nu=(1e-4, 1e-2)) is None
-    message = NS.resolution_warning(64, 1.0, nu=(1e-5, 1e-2))
+    assert NS.resolution_warning(_square(64), {"nu": (1e-4, 1e-2)}) is None
+    message = NS.resolution_warning(_square(64), {"nu": (1e-5, 1e-2)})
     assert message is not None and "n >= 151" in message
 
 
@@ -235,7 +286,7 @@ def test_invalid_arguments_raise(kwargs, argument):
 
 def test_wrong_state_shape_raises():
     solver = NS(16, dt=0.01, nu=[1e-3, 2e-3])
-    with pytest.raises(ValueError, match=r"shape \(batch, 1, 16, 16\)"):
+    with pytest.raises(ValueError, match=r"shape \(batch, \*\(1, 16, 16\)\)"):
         solver.step(torch.zeros(2, 16, 16))
     with pytest.raises(ValueError, match="per-sample"):
         solver.step(torch.zeros(3, 1, 16, 16))
@@ -245,12 +296,16 @@ def test_wrong_state_shape_raises():
 
 @CUDA
 def test_cuda_matches_cpu():
-    w0 = NS.initial_condition(32, 1.0, [0, 1])
+    w0 = NS.initial_condition(_square(32), [0, 1])
     cpu = NS(32, dt=0.01, nu=[1e-3, 2e-3]).rollout(w0, 3, 4)
     gpu = NS(32, dt=0.01, nu=[1e-3, 2e-3], device="cuda").rollout(w0.cuda(), 3, 4)
     # Same float64 algorithm; cuFFT rounds differently.
     assert (gpu.cpu() - cpu).abs().max().item() < 1e-11
-    a = Darcy2D.initial_condition(32, 1.0, [0, 1])[:, 0]
+
+
+@CUDA
+def test_darcy_cuda_matches_cpu():
+    a = Darcy2D.initial_condition(Grid.uniform(32, 1.0, 2), [0, 1])[:, 0]
     u_gpu = Darcy2D(32, beta=1.0, device="cuda").solve(a.cuda())
     u_cpu = Darcy2D(32, beta=1.0).solve(a)
     assert ((u_gpu.cpu() - u_cpu).abs().max() / u_cpu.abs().max()).item() < 1e-8
@@ -303,7 +358,9 @@ def test_darcy_manufactured_second_order(case):
 
 @pytest.mark.parametrize(("coefficient", "bound"), [("piecewise", 30), ("lognormal", 40)])
 def test_darcy_direct_and_cg_agree(coefficient, bound):
-    a = Darcy2D.initial_condition(64, 1.0, np.arange(4), coefficient=coefficient)[:, 0]
+    a = Darcy2D.initial_condition(Grid.uniform(64, 1.0, 2), np.arange(4), coefficient=coefficient)[
+        :, 0
+    ]
     solver = Darcy2D(64, beta=[0.1, 1.0, 10.0, 100.0], method="cg")
     direct = solver.solve_direct(a)
     cg, iterations = solver.solve_cg(a)
@@ -317,7 +374,7 @@ def test_darcy_direct_and_cg_agree(coefficient, bound):
 
 
 def test_darcy_cg_not_converged_raises():
-    a = Darcy2D.initial_condition(32, 1.0, [0, 1])[:, 0]
+    a = Darcy2D.initial_condition(Grid.uniform(32, 1.0, 2), [0, 1])[:, 0]
     with pytest.raises(CGNotConverged) as info:
         Darcy2D(32, beta=1.0, method="cg", max_iter=3).solve(a)
     assert info.value.samples == [0, 1] and info.value.max_iter == 3
@@ -326,7 +383,7 @@ def test_darcy_cg_not_converged_raises():
 
 
 def test_darcy_positive_solution_and_rollout_contract():
-    ic = Darcy2D.initial_condition(32, 1.0, [4, 5, 4])
+    ic = Darcy2D.initial_condition(Grid.uniform(32, 1.0, 2), [4, 5, 4])
     assert ic.shape == (3, 2, 32, 32) and torch.equal(ic[0], ic[2])
     assert set(ic[:, 0].unique().tolist()) == {3.0, 12.0} and not ic[:, 1].any()
     out = Darcy2D(32, beta=[1.0, 10.0, 1.0]).rollout(ic)
@@ -335,12 +392,14 @@ def test_darcy_positive_solution_and_rollout_contract():
     assert (out[:, 0, 1] > 0).all()
     # Linear in beta: the same a with beta 10 gives 10x the solution.
     assert torch.allclose(out[1, 0, 1], 10 * Darcy2D(32, beta=1.0).solve(ic[1:2, 0])[0], rtol=1e-12)
-    assert Darcy2D.max_stable_dt(32, 1.0) == math.inf
-    assert Darcy2D.resolution_warning(32, 1.0, beta=(0.01, 100.0)) is None
+    assert Darcy2D.max_stable_dt(Grid.uniform(32, 1.0, 2), {"beta": (0.01, 100.0)}) == math.inf
+    assert Darcy2D.resolution_warning(Grid.uniform(32, 1.0, 2), {"beta": (0.01, 100.0)}) is None
 
 
 def test_darcy_lognormal_coefficient_statistics():
-    a = Darcy2D.initial_condition(32, 1.0, np.arange(200), coefficient="lognormal")[:, 0]
+    a = Darcy2D.initial_condition(
+        Grid.uniform(32, 1.0, 2), np.arange(200), coefficient="lognormal"
+    )[:, 0]
     log_a = a.log()
     # log a is a GRF with its mean mode zero (so each sample's mean is 0 to rounding) scaled to
     # pointwise std 1; the per-sample variances scatter with std 0.43, a standard error of
@@ -354,8 +413,10 @@ def test_dst_matches_scipy():
     x = torch.randn(3, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     expected = scipy.fft.dst(x.numpy(), type=2) / 2
     # Double-precision FFTs of length 24: rounding only.
-    assert np.abs(_dst2(x, solver._tw_fwd).numpy() - expected).max() < 1e-13
-    assert (_idst2(_dst2(x, solver._tw_fwd), solver._tw_inv) - x).abs().max().item() < 1e-13
+    assert np.abs(_dst2(x, solver._poisson.tw_fwd).numpy() - expected).max() < 1e-13
+    assert (
+        _idst2(_dst2(x, solver._poisson.tw_fwd), solver._poisson.tw_inv) - x
+    ).abs().max().item() < 1e-13
 
 
 @pytest.mark.parametrize(
@@ -389,4 +450,4 @@ def test_darcy_invalid_arguments_raise():
     with pytest.raises(ValueError, match="stationary"):
         Darcy2D(16, beta=1.0).rollout(torch.ones(2, 2, 16, 16), 5, 1)
     with pytest.raises(ValueError, match="coefficient"):
-        Darcy2D.initial_condition(16, 1.0, [0], coefficient="smooth")
+        Darcy2D.initial_condition(Grid.uniform(16, 1.0, 2), [0], coefficient="smooth")

@@ -9,12 +9,15 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
+from pdeflow.tasks.pdes.base import Grid
 from pdeflow.tasks.pdes.errors import BlowUpError
 from pdeflow.tasks.pdes.fitzhugh_nagumo2d import FitzHugh2D
 from pdeflow.tasks.pdes.gray_scott2d import GrayScott2D
 from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT
 
 SOLVERS = (FitzHugh2D, GrayScott2D)
+# PDEBench's FitzHugh-Nagumo setting (the centre of the default box).
+PDEBENCH = {"Du": 1e-3, "Dv": 5e-3, "k": 5e-3}
 
 
 @pytest.fixture(autouse=True)
@@ -30,6 +33,22 @@ def _one_thread():
 def _uniform(values: list[tuple[float, float]], n: int) -> torch.Tensor:
     """Spatially uniform states, one (u, v) pair per sample: shape (batch, 2, n, n)."""
     return torch.tensor(values, dtype=torch.float64)[:, :, None, None].expand(-1, -1, n, n)
+
+
+def _grid(cls, n: int) -> Grid:
+    """n x n points on the PDE's own square."""
+    return Grid.uniform(n, cls.info.defaults.length, 2)
+
+
+def _default_bounds(cls) -> dict[str, float | tuple[float, float]]:
+    """Every coefficient's default: its sampled (low, high) or its held value."""
+    info = cls.info
+    return {k: v[1:] for k, v in info.default_parameters.items()} | info.default_constants
+
+
+def _mid_coefficients(cls) -> dict[str, float]:
+    """One value per sampled coefficient: the middle of its default range."""
+    return {k: (lo + hi) / 2 for k, (_, lo, hi) in cls.info.default_parameters.items()}
 
 
 def _slope(dts: list[float], errors: list[float]) -> float:
@@ -51,7 +70,7 @@ def _ode(rhs, y0: list[float], t_end: float) -> np.ndarray:
 
 def test_fitzhugh_uniform_state_follows_the_ode():
     states, ks, t_end = [(0.8, -0.3), (-1.5, 0.4), (0.1, 0.0)], [5e-3, -0.2, 0.3], 2.0
-    solver = FitzHugh2D(6, dt=2e-3, k=ks)
+    solver = FitzHugh2D(6, dt=2e-3, **(PDEBENCH | {"k": ks}))
     final = _final(solver, _uniform(states, 6), t_end)
     # A uniform state has an exactly zero discrete Laplacian (differences taken first).
     assert torch.equal(final, final[..., :1, :1].expand_as(final))
@@ -74,7 +93,7 @@ def _neumann_mode(solver: FitzHugh2D, m: int, l_: int) -> tuple[torch.Tensor, fl
 
 def test_fitzhugh_neumann_mode_decays_at_the_discrete_rate():
     du, dv, dt, n_steps = 0.02, 0.05, 0.01, 50
-    solver = FitzHugh2D(16, dt=dt, Du=du, Dv=dv, reaction=False)
+    solver = FitzHugh2D(16, dt=dt, Du=du, Dv=dv, k=0.0, reaction=False)
     mode, rate = _neumann_mode(solver, 3, 5)
     u0 = torch.stack([mode, 0.5 * mode])[None]
     final = solver.rollout(u0, 2, n_steps)[0, -1]
@@ -93,8 +112,8 @@ def test_fitzhugh_neumann_mode_decays_at_the_discrete_rate():
 
 def test_fitzhugh_neumann_diffusion_conserves_the_mean():
     n = 12
-    u0 = FitzHugh2D.initial_condition(n, 2.0, [0, 1])
-    solver = FitzHugh2D(n, dt=0.01, Du=0.01, Dv=0.03, reaction=False)
+    u0 = FitzHugh2D.initial_condition(_grid(FitzHugh2D, n), [0, 1])
+    solver = FitzHugh2D(n, dt=0.01, Du=0.01, Dv=0.03, k=0.0, reaction=False)
     frames = solver.rollout(u0, 4, 25)
     means = frames.mean(dim=(-1, -2))
     # Measured 6e-17: the no-flux faces telescope, so only rounding of the 144-cell sums
@@ -130,20 +149,20 @@ def test_fitzhugh_max_stable_dt_is_the_diffusion_limit():
     # closest to -8 d / dx^2, so RK4 is stable just below 2.785 dx^2 / (8 d) and unstable above.
     limit = RK4_REAL_LIMIT * (2.0 / n) ** 2 / (8 * d)
     for factor, grows in ((0.99, False), (1.05, True)):
-        solver = FitzHugh2D(n, dt=factor * limit, Du=d, Dv=d, reaction=False)
+        solver = FitzHugh2D(n, dt=factor * limit, Du=d, Dv=d, k=0.0, reaction=False)
         mode, _ = _neumann_mode(solver, n - 1, n - 1)
         final = solver.rollout(torch.stack([mode, mode])[None], 2, 40)[0, -1]
         shrink = final.abs().max().item() / mode.abs().max().item()
         assert (shrink > 1) == grows
-    bound = FitzHugh2D.max_stable_dt(n, 2.0, u_max=0.5, Du=d, Dv=d)
+    bound = FitzHugh2D.max_stable_dt(_grid(FitzHugh2D, n), {"Du": d, "Dv": d, "k": 0.0}, 0.5)
     assert bound == pytest.approx(RK4_REAL_LIMIT / (8 * d / (2.0 / n) ** 2 + 2.0))
 
 
 def test_fitzhugh_blow_up_names_the_samples():
     n = 16
-    u0 = FitzHugh2D.initial_condition(n, 2.0, [1, 2, 3])
+    u0 = FitzHugh2D.initial_condition(_grid(FitzHugh2D, n), [1, 2, 3])
     # dt * 8 Du / dx^2 = 0.05 * 512 * Du: 0.26 and 2.6 are stable, 26 is not.
-    solver = FitzHugh2D(n, dt=0.05, Du=[1e-2, 0.1, 1.0], Dv=1e-3)
+    solver = FitzHugh2D(n, dt=0.05, Du=[1e-2, 0.1, 1.0], Dv=1e-3, k=5e-3)
     with pytest.raises(BlowUpError) as info:
         solver.rollout(u0, 5, 100)
     assert info.value.samples == [2]
@@ -192,7 +211,7 @@ def test_gray_scott_fourier_modes_decay_at_the_continuous_rate():
 
 def test_gray_scott_without_feed_and_kill_conserves_u_plus_v():
     n = 16
-    u0 = GrayScott2D.initial_condition(n, 1.0, [0, 1])
+    u0 = GrayScott2D.initial_condition(_grid(GrayScott2D, n), [0, 1])
     solver = GrayScott2D(n, dt=1.0, F=0.0, kappa=0.0, Du=2e-4, Dv=1e-4)
     frames = solver.rollout(u0, 3, 50)
     total = (frames[:, :, 0] + frames[:, :, 1]).mean(dim=(-1, -2))
@@ -239,29 +258,52 @@ def test_gray_scott_blow_up_names_the_samples():
 
 
 @pytest.mark.parametrize("cls", SOLVERS)
-def test_contract_attributes_and_defaults(cls):
-    assert cls.dim == 2 and len(cls.fields) == 2 and set(cls.field_units) == set(cls.fields)
-    assert set(cls.parameter_ranges) == set(cls.default_parameters) == set(cls.parameter_names)
-    for name, (dist, low, high) in cls.default_parameters.items():
-        lo, hi = cls.parameter_ranges[name]
+def test_contract_info_and_defaults(cls):
+    info, d = cls.info, cls.info.defaults
+    assert info.dim == 2 and len(info.fields) == 2 and set(info.units) == set(info.fields)
+    assert not info.stationary and dict(d.initial_condition) == {"kind": "pde"}
+    for name, (dist, low, high) in info.default_parameters.items():
+        lo, hi = info.parameter_ranges[name]
         assert dist in ("uniform", "loguniform") and lo <= low < high <= hi
-    assert cls.default_dt <= cls.max_stable_dt(cls.default_n, cls.default_length)
-    assert cls.resolution_warning(cls.default_n, cls.default_length) is None
-    assert "n >=" in cls.resolution_warning(16, cls.default_length)
-    assert not cls.stationary
+    for name, value in info.default_constants.items():
+        lo, hi = info.parameter_ranges[name]
+        assert lo <= value <= hi
+    grid = _grid(cls, d.n)
+    assert d.dt <= cls.max_stable_dt(grid, _default_bounds(cls))
+    assert cls.resolution_warning(grid, _default_bounds(cls)) is None
+    assert "n >=" in cls.resolution_warning(_grid(cls, 16), _default_bounds(cls))
+    # The stored coordinates are the solver's own points.
+    solver = cls(grid, dt=d.dt, **_mid_coefficients(cls))
+    for axis, own in zip(cls.coordinates(grid), (solver.x, solver.y), strict=True):
+        assert np.array_equal(axis, own.numpy())
+
+
+@pytest.mark.parametrize("cls", SOLVERS)
+def test_own_defaults_run_on_a_coarse_grid(cls):
+    # A config naming only the PDE gets these settings; the same dt and horizon must also run
+    # on the coarse grids of quick checks (16^2 here, 3 frames), the low and the high
+    # end of every default range included.
+    d, n = cls.info.defaults, 16
+    grid = _grid(cls, n)
+    assert d.dt <= cls.max_stable_dt(grid, _default_bounds(cls))
+    steps = round(d.t_end / d.dt / 2)
+    corners = {k: [low, high] for k, (_, low, high) in cls.info.default_parameters.items()}
+    frames = cls(grid, dt=d.dt, **corners).rollout(cls.initial_condition(grid, [0, 1]), 3, steps)
+    assert frames.shape == (2, 3, 2, n, n) and bool(torch.isfinite(frames).all())
 
 
 @pytest.mark.parametrize("cls", SOLVERS)
 def test_shapes_dtypes_seeds_and_per_sample_batches(cls):
     n, seeds = 16, [3, 4, 5]
-    u0 = cls.initial_condition(n, cls.default_length, seeds)
+    grid = _grid(cls, n)
+    u0 = cls.initial_condition(grid, seeds)
     assert u0.shape == (3, 2, n, n) and u0.dtype == torch.float64
-    assert torch.equal(u0[1:2], cls.initial_condition(n, cls.default_length, [4]))
+    assert torch.equal(u0[1:2], cls.initial_condition(grid, [4]))
     assert not torch.equal(u0[0], u0[1])
-    dt = 0.5 * cls.max_stable_dt(n, cls.default_length)
+    dt = 0.5 * cls.max_stable_dt(grid, _default_bounds(cls))
     params = {
         name: [lo + (hi - lo) * f for f in (0.1, 0.5, 0.9)]
-        for name, (_, lo, hi) in cls.default_parameters.items()
+        for name, (_, lo, hi) in cls.info.default_parameters.items()
     }
     batch = cls(n, dt=dt, **params).rollout(u0, 4, 3)
     assert batch.shape == (3, 4, 2, n, n) and torch.equal(batch[:, 0], u0)
@@ -274,38 +316,41 @@ def test_shapes_dtypes_seeds_and_per_sample_batches(cls):
     assert single.dtype == torch.float32
     # float32 rounding over 9 steps of O(1) states: measured 4e-7; 1e-4 leaves margin.
     assert (single.double() - batch).abs().max().item() < 1e-4
-    assert cls(n, dt=dt).step(u0).shape == u0.shape
+    assert cls(n, dt=dt, **_mid_coefficients(cls)).step(u0).shape == u0.shape
 
 
 @pytest.mark.parametrize("cls", SOLVERS)
 def test_invalid_arguments_raise_before_compute(cls):
-    name = cls.parameter_names[0]
-    low, high = cls.parameter_ranges[name]
+    mid = _mid_coefficients(cls)
+    name = cls.info.parameter_names[0]
+    low, high = cls.info.parameter_ranges[name]
     with pytest.raises(ValueError, match="n must"):
-        cls(3, dt=0.1)
+        cls(3, dt=0.1, **mid)
     with pytest.raises(ValueError, match="dt"):
-        cls(16, dt=0.0)
+        cls(16, dt=0.0, **mid)
     with pytest.raises(ValueError, match=name):
-        cls(16, dt=0.1, **{name: high + 1.0})
-    first, second = cls.parameter_names[:2]
+        cls(16, dt=0.1, **(mid | {name: high + 1.0}))
+    first, second = cls.info.parameter_names[:2]
     with pytest.raises(ValueError, match="per-sample"):
-        cls(16, dt=0.1, **{first: [low] * 3, second: [low] * 2})
+        cls(16, dt=0.1, **(mid | {first: [low] * 3, second: [low] * 2}))
     with pytest.raises(ValueError, match="u0"):
-        cls(16, dt=0.1).rollout(torch.ones(1, 3, 16, 16), 2, 1)
+        cls(16, dt=0.1, **mid).rollout(torch.ones(1, 3, 16, 16), 2, 1)
     with pytest.raises(ValueError, match="n_frames"):
-        cls(16, dt=0.1).rollout(torch.ones(1, 2, 16, 16), 0, 1)
+        cls(16, dt=0.1, **mid).rollout(torch.ones(1, 2, 16, 16), 0, 1)
     with pytest.raises(AttributeError, match="immutable"):
-        cls(16, dt=0.1).dt = 1.0
+        cls(16, dt=0.1, **mid).dt = 1.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("cls", SOLVERS)
 def test_cuda_matches_cpu(cls):
     n = 16
-    u0 = cls.initial_condition(n, cls.default_length, [0, 1])
-    dt = 0.5 * cls.max_stable_dt(n, cls.default_length)
-    cpu = cls(n, dt=dt).rollout(u0, 3, 4)
-    gpu = cls(n, dt=dt, device="cuda").rollout(u0.cuda(), 3, 4)
+    grid = _grid(cls, n)
+    u0 = cls.initial_condition(grid, [0, 1])
+    dt = 0.5 * cls.max_stable_dt(grid, _default_bounds(cls))
+    mid = _mid_coefficients(cls)
+    cpu = cls(n, dt=dt, **mid).rollout(u0, 3, 4)
+    gpu = cls(n, dt=dt, device="cuda", **mid).rollout(u0.cuda(), 3, 4)
     assert gpu.device.type == "cuda"
     # Same float64 arithmetic; cuFFT and fused kernels round differently (~1e-15).
     assert (gpu.cpu() - cpu).abs().max().item() < 1e-10

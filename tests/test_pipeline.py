@@ -45,12 +45,12 @@ def test_pipeline_fills_every_stage(first_run):
     store = RunStore.named(cfg.store)
     assert all(store.record(s).status == "complete" for s in summaries)
     reduce = xr.open_zarr(store.path, group="reduce")
-    assert reduce.modes.shape == (summaries["reduce"]["metrics"]["rank"], cfg.generate.n_x)
+    assert reduce.modes.shape == (summaries["reduce"]["metrics"]["rank"], cfg.generate.grid[0])
     assert reduce.modes.dims == ("mode", "feature")
     quantify = xr.open_zarr(store.path, group="quantify")
     assert set(quantify.parameter.values) == {"nu", "a1", "a2", "a3"}
     for name in ("solver", "surrogate", "rom"):
-        assert quantify[f"mean_{name}"].shape == (cfg.generate.n_frames, 1, cfg.generate.n_x)
+        assert quantify[f"mean_{name}"].shape == (cfg.generate.n_frames, 1, cfg.generate.grid[0])
         assert quantify[f"ST_{name}"].shape == (4,)
     m = summaries["quantify"]["metrics"]
     assert 0 <= m["conformal_coverage_resplit_mean"] <= 1 and "sobol_max_abs_diff_rom" in m

@@ -13,6 +13,7 @@ from distributed import Client
 
 from pdeflow.storage import RunStore
 from pdeflow.tasks.config import load_config
+from pdeflow.tasks.pdes import PDES, get_pde
 from pdeflow.tasks.stages.models import load_surrogate
 from pdeflow.tasks.surrogates.factory import surrogate_name
 from tests.conftest import ROOT
@@ -45,7 +46,7 @@ def test_generate_writes_2d_trajectories(pipeline_2d):
     ds = xr.open_zarr(RunStore.named(cfg.store).path)
     w = ds["vorticity"]
     assert w.dims == ("sample", "time", "x", "y")
-    assert w.shape == (gen.n_samples, gen.n_frames, gen.n_x, gen.n_x)
+    assert w.shape == (gen.n_samples, gen.n_frames, gen.grid[0], gen.grid[0])
     assert np.isfinite(w.values).all() and summaries["generate"].computed == 2
     # The solver's own initial vorticity has unit rms per sample.
     rms = np.sqrt((w.isel(time=0).values.astype(np.float64) ** 2).mean(axis=(1, 2)))
@@ -65,7 +66,7 @@ def test_train_fits_an_fno2d_with_finite_metrics(pipeline_2d):
 def test_reduce_and_quantify_carry_the_2d_field(pipeline_2d):
     cfg, summaries = pipeline_2d
     gen, path = cfg.generate, RunStore.named(cfg.store).path
-    features = gen.n_x * gen.n_x
+    features = gen.grid[0] * gen.grid[0]
     red = xr.open_zarr(path, group="reduce")
     rank = summaries["reduce"].metrics["rank"]
     assert red.modes.shape == (rank, features) and red["mean"].shape == (features,)
@@ -73,32 +74,24 @@ def test_reduce_and_quantify_carry_the_2d_field(pipeline_2d):
     q = xr.open_zarr(path, group="quantify")
     for name in ("solver", "surrogate", "rom"):
         assert q[f"mean_{name}"].dims == ("time", "channel", "x", "y")
-        assert q[f"mean_{name}"].shape == (gen.n_frames, 1, gen.n_x, gen.n_x)
+        assert q[f"mean_{name}"].shape == (gen.n_frames, 1, gen.grid[0], gen.grid[0])
         assert np.isfinite(q[f"mean_{name}"].values).all()
         assert q[f"ST_{name}"].shape == (1,)
     m = summaries["quantify"].metrics
     assert _finite(m) and 0 <= m["conformal_coverage_resplit_mean"] <= 1
 
 
-@pytest.mark.parametrize(
-    "overrides",
-    [
-        ["generate.pde=navier_stokes_2d", "generate.n_x=64"],
-        ["generate.pde=kolmogorov_2d", "generate.n_x=64", "generate.dt=0.005"],
-        ["generate.pde=gray_scott_2d", "generate.dt=1.0", "generate.t_end=2000"],
-        ["generate.pde=fitzhugh_nagumo_2d", "generate.n_x=64"],
-        ["generate.pde=shallow_water_2d", "generate.n_x=64"],
-    ],
-    ids=lambda o: o[0].partition("=")[2],
-)
-def test_demo_config_switches_pde_by_name(overrides):
-    # What a user adds to the Burgers demo: the PDE, its own coefficients and initial state.
-    # The domain is the PDE's own and the surrogate follows the data's dimension (demo: auto).
-    common = ["generate.parameters=null", "generate.initial_condition.kind=pde"]
-    cfg = load_config(DEMO, [*overrides, *common])
-    assert cfg.generate.pde == overrides[0].partition("=")[2] and cfg.generate.dim == 2
-    assert cfg.generate.domain_length == cfg.generate.entry.default_length
-    assert surrogate_name(cfg) == "fno2d"
+@pytest.mark.parametrize("name", [n for n in PDES if n != "burgers"])
+def test_demo_config_switches_pde_by_name(name):
+    # What a user adds to the Burgers demo: the PDE's name, nothing PDE-specific. The grid,
+    # domain, step, horizon, initial state and coefficient ranges become the PDE's own, and the
+    # surrogate follows the data's dimension (demo: auto).
+    cfg = load_config(DEMO, [f"generate.pde={name}"])
+    gen, info = cfg.generate, get_pde(name).info
+    assert gen.pde == name and gen.dim == info.dim and gen.domain_length == info.defaults.length
+    assert gen.grid == (info.defaults.n,) * info.dim
+    assert set(gen.coefficient_specs) == set(info.default_parameters)
+    assert surrogate_name(cfg) == f"fno{info.dim}d"
 
 
 def test_user_simulator_runs_through_the_whole_pipeline():

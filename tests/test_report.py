@@ -86,10 +86,21 @@ def test_sample_comparison_2d_final_frames(tmp_path, shape, channels):
     _assert_png(plots.png_bytes(fig))
 
 
+def test_sample_comparison_3d_shows_the_mid_plane():
+    truth = _trajectory((3, 2, 6, 6, 8))
+    preds = {"surrogate": 0.5 * truth}
+    fig = plots.sample_comparison(truth, preds, space_ndim=3, channel_names=["u", "v"])
+    by_title = {ax.get_title(): ax for ax in fig.axes if ax.get_title()}
+    for c, ch in enumerate(["u", "v"]):
+        img = by_title[f"truth ({ch}), final frame"].images[0].get_array()
+        np.testing.assert_array_equal(img, truth[-1, c, :, :, 4].T)
+    assert "mid-plane" in fig._suptitle.get_text()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"truth": np.zeros((4, 8)), "space_ndim": 3}, "space_ndim"),
+        ({"truth": np.zeros((4, 8)), "space_ndim": 4}, "space_ndim"),
         ({"truth": np.zeros(8)}, "truth"),
         ({"truth": np.zeros((4, 8)), "predictions": {"rom": np.zeros((4, 9))}}, "rom"),
         ({"truth": np.zeros((4, 2, 8)), "channel_names": ["u"]}, "channel_names"),
@@ -280,7 +291,7 @@ def test_predict_samples_reproduces_the_stage_metrics(tiny_store):
     test = store.sample_indices("test")
     out = predict_samples(cfg, store, test)
     truth = out["truth"]
-    assert truth.shape == (len(test), cfg.generate.n_frames, 1, cfg.generate.n_x)
+    assert truth.shape == (len(test), cfg.generate.n_frames, 1, cfg.generate.grid[0])
     assert {k: v.shape for k, v in out.items()} == dict.fromkeys(out, truth.shape)
     assert set(out) == {"truth", "surrogate", "rom"}
     np.testing.assert_array_equal(out["surrogate"][:, 0], truth[:, 0])

@@ -271,8 +271,8 @@ def test_plan_extension_refuses_before_computing(runs_dir, design, extend_by, kw
 def test_plan_extension_checks_every_stage_it_runs(runs_dir):
     cfg = _template_store("plan-sobol", design="sobol")
     assert _n(cfg, INITIAL) == (2 * INITIAL, INITIAL)  # a power of 2: balanced
-    other = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"n_x": 32})})
-    with pytest.raises(ConfigMismatch, match="generate.n_x: 64 -> 32"):
+    other = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"grid": (32,)})})
+    with pytest.raises(ConfigMismatch, match=r"generate.grid: \[64\] -> \[32\]"):
         plan_extension(other, INITIAL)
     store = RunStore.named(cfg.store)
     rec = StageRecord(stage="train", config_hash="x", config=config_of(cfg, "train"),

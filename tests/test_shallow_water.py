@@ -9,10 +9,18 @@ import pytest
 import torch
 from scipy.optimize import brentq
 
+from pdeflow.tasks.pdes.base import Grid
 from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation
 from pdeflow.tasks.pdes.shallow_water2d import ShallowWater2D
 
 LENGTH = 5.0
+# The radius only builds the initial dam; the solver records it. Where a test brings its own
+# state, any valid radius will do.
+RADIUS = 0.5
+
+
+def _square(n: int) -> Grid:
+    return Grid.uniform(n, LENGTH, 2)
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +66,7 @@ def _planar_dam(n: int, h_left: float = 2.0, h_right: float = 1.0) -> torch.Tens
 
 
 def test_lake_at_rest_stays_exactly_at_rest():
-    solver = ShallowWater2D(16, dt=0.05)
+    solver = ShallowWater2D(16, dt=0.05, radius=RADIUS)
     rest = torch.zeros(2, 3, 16, 16, dtype=torch.float64)
     rest[0, 0], rest[1, 0] = 1.5, 0.2
     frames = solver.rollout(rest, 3, 10)
@@ -69,8 +77,8 @@ def test_lake_at_rest_stays_exactly_at_rest():
 
 def test_total_water_volume_is_conserved_with_walls():
     n = 24
-    solver = ShallowWater2D(n, dt=0.01)
-    state = ShallowWater2D.initial_condition(n, LENGTH, [3], radius=1.0)
+    solver = ShallowWater2D(n, dt=0.01, radius=1.0)
+    state = ShallowWater2D.initial_condition(_square(n), [3], radius=1.0)
     gen = torch.Generator().manual_seed(0)
     state[:, 1:] = 0.3 * torch.rand((1, 2, n, n), generator=gen, dtype=torch.float64) - 0.15
     frames = solver.rollout(state, 5, 40)
@@ -83,9 +91,9 @@ def test_total_water_volume_is_conserved_with_walls():
 
 
 def _dam_break_error(n: int, t_end: float) -> float:
-    dt = 0.8 * ShallowWater2D.max_stable_dt(n, LENGTH)
+    dt = 0.8 * ShallowWater2D.max_stable_dt(_square(n), {"radius": RADIUS, "g": 1.0})
     steps = math.ceil(t_end / dt)
-    solver = ShallowWater2D(n, dt=t_end / steps)
+    solver = ShallowWater2D(n, dt=t_end / steps, radius=RADIUS)
     h = solver.rollout(_planar_dam(n), 2, steps)[0, -1, 0]
     # The flow is uniform in y: each row is the 1D solution.
     assert (h - h[:, :1]).abs().max().item() < 1e-12
@@ -111,8 +119,8 @@ def test_planar_dam_break_converges_to_stokers_solution():
 
 def test_radial_dam_break_is_symmetric():
     n = 32
-    solver = ShallowWater2D(n, dt=0.02)
-    frames = solver.rollout(ShallowWater2D.initial_condition(n, LENGTH, [1], radius=0.9), 2, 25)
+    solver = ShallowWater2D(n, dt=0.02, radius=0.9)
+    frames = solver.rollout(ShallowWater2D.initial_condition(_square(n), [1], radius=0.9), 2, 25)
     h, hu, hv = frames[0, -1]
     assert h.std().item() > 0.05  # the dam has broken
     # x -> -x flips hu. Measured bit-for-bit (the HLL formula is odd in the normal velocity and
@@ -128,8 +136,9 @@ def test_radial_dam_break_is_symmetric():
 
 def test_speed_bound_of_max_stable_dt_holds_for_the_dam_breaks():
     n = 32
-    u0 = ShallowWater2D.initial_condition(n, LENGTH, [0, 1, 2], radius=[0.3, 0.7, 2.0])
-    solver = ShallowWater2D(n, dt=0.02)
+    radii = [0.3, 0.7, 2.0]
+    u0 = ShallowWater2D.initial_condition(_square(n), [0, 1, 2], radius=radii)
+    solver = ShallowWater2D(n, dt=0.02, radius=radii)
     frames = solver.rollout(u0, 11, 5)
     speed = torch.maximum(frames[:, :, 1].abs(), frames[:, :, 2].abs()) / frames[:, :, 0]
     speed += torch.sqrt(frames[:, :, 0])
@@ -140,17 +149,18 @@ def test_speed_bound_of_max_stable_dt_holds_for_the_dam_breaks():
 
 def test_shapes_dtypes_and_per_sample_batches():
     n, seeds = 16, [4, 5, 6]
-    u0 = ShallowWater2D.initial_condition(n, LENGTH, seeds)
+    u0 = ShallowWater2D.initial_condition(_square(n), seeds)
     assert u0.shape == (3, 3, n, n) and u0.dtype == torch.float64
-    assert torch.equal(u0[1:2], ShallowWater2D.initial_condition(n, LENGTH, [5]))
+    assert torch.equal(u0[1:2], ShallowWater2D.initial_condition(_square(n), [5]))
     assert not torch.equal(u0[0], u0[1])
     batch = ShallowWater2D(n, dt=0.02, radius=[0.3, 0.5, 0.7]).rollout(u0, 4, 3)
     assert batch.shape == (3, 4, 3, n, n)
     for i in range(3):
-        alone = ShallowWater2D(n, dt=0.02).rollout(u0[i : i + 1], 4, 3)
+        alone = ShallowWater2D(n, dt=0.02, radius=RADIUS).rollout(u0[i : i + 1], 4, 3)
         # Elementwise arithmetic only: the batch changes nothing, bit-for-bit.
         assert torch.equal(batch[i : i + 1], alone)
-    single = ShallowWater2D(n, dt=0.02, dtype=torch.float32).rollout(u0.float(), 4, 3)
+    single = ShallowWater2D(n, dt=0.02, radius=RADIUS, dtype=torch.float32)
+    single = single.rollout(u0.float(), 4, 3)
     assert single.dtype == torch.float32
     # Measured 3e-7: float32 rounding (6e-8) over 9 steps; 1e-4 of a depth ~1.
     assert (single.double() - batch).abs().max().item() < 1e-4
@@ -159,8 +169,8 @@ def test_shapes_dtypes_and_per_sample_batches():
 def test_radius_builds_the_dam():
     n = 20
     dx = LENGTH / n
-    given = ShallowWater2D.initial_condition(n, LENGTH, [0, 0], radius=[0.5, 1.2])
-    drawn = ShallowWater2D.initial_condition(n, LENGTH, [9])
+    given = ShallowWater2D.initial_condition(_square(n), [0, 0], radius=[0.5, 1.2])
+    drawn = ShallowWater2D.initial_condition(_square(n), [9])
     radii = [0.5, 1.2, np.random.default_rng(9).uniform(0.3, 0.7)]
     states = torch.cat([given, drawn])
     areas = (states[:, 0] == 2.0).sum(dim=(-1, -2)).double() * dx**2
@@ -174,53 +184,83 @@ def test_radius_builds_the_dam():
 
 def test_violations_name_the_samples():
     n = 16
-    u0 = ShallowWater2D.initial_condition(n, LENGTH, [0, 1, 2], radius=0.5)
+    u0 = ShallowWater2D.initial_condition(_square(n), [0, 1, 2], radius=0.5)
     u0[1, 0] *= 4  # deeper water: faster waves in sample 1 only
     with pytest.raises(CFLViolation) as info:
-        ShallowWater2D(n, dt=0.1).rollout(u0, 3, 2)
+        ShallowWater2D(n, dt=0.1, radius=0.5).rollout(u0, 3, 2)
     # dt / dx = 0.32: sqrt(2) * 0.32 = 0.45 passes, sqrt(8) * 0.32 = 0.91 does not.
     assert info.value.samples == [1] and info.value.time == 0.0
-    dry = ShallowWater2D.initial_condition(n, LENGTH, [0, 1], radius=0.5)
+    dry = ShallowWater2D.initial_condition(_square(n), [0, 1], radius=0.5)
     dry[0, 0, 3, 4] = -0.1
     with pytest.raises(BlowUpError, match="depth") as info:
-        ShallowWater2D(n, dt=0.01).rollout(dry, 2, 1)
+        ShallowWater2D(n, dt=0.01, radius=0.5).rollout(dry, 2, 1)
     assert info.value.samples == [0]
 
 
 def test_invalid_arguments_raise_before_compute():
     with pytest.raises(ValueError, match="n must"):
-        ShallowWater2D(3, dt=0.1)
+        ShallowWater2D(3, dt=0.1, radius=RADIUS)
     with pytest.raises(ValueError, match="dt"):
-        ShallowWater2D(16, dt=-1.0)
+        ShallowWater2D(16, dt=-1.0, radius=RADIUS)
     with pytest.raises(ValueError, match="radius"):
         ShallowWater2D(16, dt=0.1, radius=[0.5, 3.0])
+    with pytest.raises(ValueError, match="g takes one value per run"):
+        ShallowWater2D(16, dt=0.1, radius=RADIUS, g=[1.0, 2.0])
     with pytest.raises(ValueError, match="radius has 2 values"):
-        ShallowWater2D.initial_condition(16, LENGTH, [1, 2, 3], radius=[0.5, 0.6])
+        ShallowWater2D.initial_condition(_square(16), [1, 2, 3], radius=[0.5, 0.6])
+    with pytest.raises(ValueError, match="radius must lie"):
+        ShallowWater2D.initial_condition(_square(16), [1], radius=3.0)
     with pytest.raises(ValueError, match="u0"):
-        ShallowWater2D(16, dt=0.1).rollout(torch.ones(1, 2, 16, 16), 2, 1)
+        ShallowWater2D(16, dt=0.1, radius=RADIUS).rollout(torch.ones(1, 2, 16, 16), 2, 1)
     with pytest.raises(AttributeError, match="immutable"):
-        ShallowWater2D(16, dt=0.1).dt = 1.0
+        ShallowWater2D(16, dt=0.1, radius=RADIUS).dt = 1.0
 
 
 def test_class_contract_and_defaults():
     cls = ShallowWater2D
+    info = cls.info
     assert (
-        cls.dim == 2 and cls.fields == ("h", "hu", "hv") and set(cls.field_units) == set(cls.fields)
+        info.dim == 2 and info.fields == ("h", "hu", "hv") and set(info.units) == set(info.fields)
     )
-    assert cls.parameter_names == ("radius",) and not cls.stationary
-    assert cls.default_dt <= cls.max_stable_dt(cls.default_n, cls.default_length)
-    assert cls.resolution_warning(cls.default_n, cls.default_length) is None
-    assert "n >=" in cls.resolution_warning(16, LENGTH, radius=(0.3, 0.7))
-    solver = cls(8, dt=0.1)
+    assert info.parameter_names == ("radius", "g") and info.per_run == ("g",)
+    assert not info.stationary and info.default_constants == {"g": 1.0}
+    d, bounds = info.defaults, {"radius": (0.3, 0.7), "g": 1.0}
+    grid = Grid.uniform(d.n, d.length, 2)
+    assert d.dt <= cls.max_stable_dt(grid, bounds)
+    # The limit is CFL_MAX dx / (SPEED_FACTOR sqrt(g h_max)): 4x gravity halves it.
+    assert cls.max_stable_dt(grid, {**bounds, "g": (1.0, 4.0)}) == pytest.approx(
+        cls.max_stable_dt(grid, bounds) / 2, rel=1e-14
+    )
+    assert cls.resolution_warning(grid, bounds) is None
+    assert "n >=" in cls.resolution_warning(_square(16), bounds)
+    solver = cls(8, dt=0.1, radius=RADIUS)
     assert solver.x.shape == (8,) and torch.equal(solver.x, -solver.x.flip(0))
+    # Stored coordinates are the solver's cell centres, centred for any side.
+    for n, length in [(8, LENGTH), (7, 2.0)]:
+        x, y = cls.coordinates(Grid.uniform(n, length, 2))
+        assert np.array_equal(x, cls(n, length=length, dt=0.1, radius=RADIUS).x.numpy())
+        assert np.array_equal(x, -x[::-1]) and np.array_equal(x, y)
+
+
+def test_gravity_scales_time():
+    # With hu' = hu / sqrt(g) and t' = sqrt(g) t the equations are those of g = 1, and so is
+    # the scheme (its wave speeds scale alike). So g = 4 over 10 steps of dt is g = 1 over 10
+    # steps of 2 dt with the discharge doubled: bit for bit, as scaling by powers of 2 (and
+    # sqrt(4 h) = 2 sqrt(h)) is exact in binary floating point. The depth moves by 0.4.
+    n = 16
+    u0 = ShallowWater2D.initial_condition(_square(n), [0], radius=1.0)
+    fast = ShallowWater2D(n, dt=0.01, radius=1.0, g=4.0).rollout(u0, 2, 10)
+    slow = ShallowWater2D(n, dt=0.02, radius=1.0).rollout(u0, 2, 10)
+    assert torch.equal(fast[:, :, 0], slow[:, :, 0])
+    assert torch.equal(fast[:, :, 1:], 2 * slow[:, :, 1:])
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     n = 32
-    u0 = ShallowWater2D.initial_condition(n, LENGTH, [0, 1])
-    cpu = ShallowWater2D(n, dt=0.02).rollout(u0, 3, 5)
-    gpu = ShallowWater2D(n, dt=0.02, device="cuda").rollout(u0.cuda(), 3, 5)
+    u0 = ShallowWater2D.initial_condition(_square(n), [0, 1])
+    cpu = ShallowWater2D(n, dt=0.02, radius=RADIUS).rollout(u0, 3, 5)
+    gpu = ShallowWater2D(n, dt=0.02, radius=RADIUS, device="cuda").rollout(u0.cuda(), 3, 5)
     assert gpu.device.type == "cuda"
     # Same float64 arithmetic; only fused or reordered operations differ (~1e-15).
     assert (gpu.cpu() - cpu).abs().max().item() < 1e-12
@@ -237,7 +277,7 @@ def test_ssp_rk2_order_two_in_time():
     u0[0, 0] = 1.0 + 0.01 * torch.exp(-r2 / 0.5)
 
     def final(steps: int) -> torch.Tensor:
-        return ShallowWater2D(n, dt=t_end / steps).rollout(u0, 2, steps)[0, -1]
+        return ShallowWater2D(n, dt=t_end / steps, radius=RADIUS).rollout(u0, 2, steps)[0, -1]
 
     ref = final(512)
     steps = [8, 16, 32]

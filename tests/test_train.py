@@ -39,7 +39,7 @@ def test_batches_cover_every_training_pair_once(data_store):
     batches = list(iter_batches(store, idx, p, 16, 2, gen, torch.float32))
     n_pairs = len(idx) * (cfg.generate.n_frames - 1)
     assert sum(len(b[0]) for b in batches) == n_pairs
-    assert all(b[0].shape[1:] == (1, cfg.generate.n_x) and b[1].shape[1] == 4 for b in batches)
+    assert all(b[0].shape[1:] == (1, cfg.generate.grid[0]) and b[1].shape[1] == 4 for b in batches)
     # Each pair's target is the next frame of the same trajectory: u_next - u is small but
     # nonzero, and the multiset of inputs equals the stored frames 0..T-2.
     # (Sum of squares: the fields are odd-symmetric, so their plain sum cancels to ~0.)

@@ -7,6 +7,7 @@ from pdeflow.tasks.pdes.allen_cahn import AllenCahn
 from pdeflow.tasks.pdes.burgers import Burgers
 from pdeflow.tasks.pdes.darcy2d import Darcy2D
 from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation
+from pdeflow.tasks.pdes.euler1d import CompressibleEuler1D
 from pdeflow.tasks.pdes.fisher_kpp import FisherKPP
 from pdeflow.tasks.pdes.fitzhugh_nagumo2d import FitzHugh2D
 from pdeflow.tasks.pdes.gray_scott2d import GrayScott2D
@@ -15,6 +16,7 @@ from pdeflow.tasks.pdes.kdv import KdV
 from pdeflow.tasks.pdes.kolmogorov2d import KolmogorovFlow2D
 from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
 from pdeflow.tasks.pdes.navier_stokes2d import NavierStokes2D
+from pdeflow.tasks.pdes.navier_stokes3d import NavierStokes3D
 from pdeflow.tasks.pdes.shallow_water2d import ShallowWater2D
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "BlowUpError",
     "Burgers",
     "CFLViolation",
+    "CompressibleEuler1D",
     "Darcy2D",
     "FisherKPP",
     "FitzHugh2D",
@@ -33,6 +36,7 @@ __all__ = [
     "KolmogorovFlow2D",
     "KuramotoSivashinsky",
     "NavierStokes2D",
+    "NavierStokes3D",
     "ShallowWater2D",
     "get_pde",
 ]
@@ -45,12 +49,14 @@ PDES: dict[str, type] = {
     "ks": KuramotoSivashinsky,
     "fisher_kpp": FisherKPP,
     "allen_cahn": AllenCahn,
+    "compressible_euler_1d": CompressibleEuler1D,
     "navier_stokes_2d": NavierStokes2D,
     "kolmogorov_2d": KolmogorovFlow2D,
     "darcy_2d": Darcy2D,
     "fitzhugh_nagumo_2d": FitzHugh2D,
     "gray_scott_2d": GrayScott2D,
     "shallow_water_2d": ShallowWater2D,
+    "navier_stokes_3d": NavierStokes3D,
 }
 
 

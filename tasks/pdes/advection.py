@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from pdeflow.tasks.pdes.spectral1d import Coefficient, PeriodicSpectral1D
+from pdeflow.tasks.pdes.base import Coefficient, Defaults, PDEInfo
+from pdeflow.tasks.pdes.spectral1d import PeriodicSpectral1D
 
 
 class Advection(PeriodicSpectral1D):
@@ -16,9 +17,9 @@ class Advection(PeriodicSpectral1D):
 
     with periodic boundary conditions :math:`u(0, t) = u(\ell, t)`; the solution is the
     translation :math:`u(x, t) = u_0(x - c t)`. Symbols: ``u`` is the state of shape
-    (batch, n_x) sampled at ``x``; :math:`c` is ``c`` (units length/time, either sign), one value
-    for the batch or one per sample; :math:`\ell` is ``length``; the time step is ``dt``. The
-    default ``length = 1`` is the 1D advection setting of PDEBench (Takamoto et al. 2022,
+    (batch, 1, n_x) sampled at ``x``; :math:`c` is ``c`` (units length/time, either sign), one
+    value for the batch or one per sample; :math:`\ell` is ``length``; the time step is ``dt``.
+    The default ``length = 1`` is the 1D advection setting of PDEBench (Takamoto et al. 2022,
     "PDEBench: an extensive benchmark for scientific machine learning", NeurIPS Datasets and
     Benchmarks), whose speeds are ``c`` in {0.1, 0.4, 1, 2, 4}.
 
@@ -33,46 +34,24 @@ class Advection(PeriodicSpectral1D):
     vanishes at the nodes).
 
     Stability limit: none. The propagator has modulus 1 for every ``dt`` (unconditionally
-    stable and exact in time), so there is no ``max_stable_dt`` and no CFL check; ``dt`` only
-    sets the spacing of the recorded frames.
+    stable and exact in time), so ``max_stable_dt`` is infinite and there is no CFL check;
+    ``dt`` only sets the spacing of the recorded frames.
 
-    Args:
-        n_x: Number of grid points, even and >= 8.
-        c: Advection speed, finite, either sign: a scalar, or a sequence/tensor of shape
-            (batch,) with one per sample.
-        dt: Time step > 0, in time units.
-        length: Domain length :math:`\ell > 0`. Defaults to 1.0.
-        device: Torch device of all tensors. Defaults to ``"cpu"``.
-        dtype: ``torch.float32`` or ``torch.float64`` (default) for the state.
-
-    Attributes:
-        n_x, dt, length, device, dtype: The constructor arguments.
-        c: Speeds, shape (1,) or (batch,), solver dtype.
-        dx: Grid spacing ``length / n_x``.
-        x: Grid points ``i * dx``, shape (n_x,), solver dtype.
-        k: Wavenumbers ``2 pi m / length``, ``m = 0 .. n_x // 2``, shape (n_x // 2 + 1,).
-
-    Raises:
-        ValueError: If an argument is outside its valid range; the message names it.
+    Construction is ``PDE``'s: ``Advection(n_x, c=..., dt=..., length=...)``.
     """
 
-    name = "advection"
-    parameter_names = ("c",)
+    # PDEBench's horizon is 2; by t = 1 the fastest samples have crossed the domain 4 times,
+    # the slowest moved a tenth of it.
+    info = PDEInfo(
+        name="advection",
+        description="linear advection u_t + c u_x = 0 (exact propagator)",
+        fields={"u": "concentration"},
+        coefficients={"c": Coefficient((-100.0, 100.0), "length/time", ("uniform", 0.1, 4.0))},
+        defaults=Defaults(
+            n=128, length=1.0, t_end=1.0, dt=0.01, initial_condition={"kind": "modes"}
+        ),
+    )
     _dealias_factor = 2
-
-    def __init__(
-        self,
-        n_x: int,
-        *,
-        c: Coefficient,
-        dt: float,
-        length: float = 1.0,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        super().__init__(
-            n_x, dt=dt, length=length, device=device, dtype=dtype, coefficients={"c": c}
-        )
 
     @staticmethod
     def _operators(k: torch.Tensor, params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:

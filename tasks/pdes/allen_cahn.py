@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 
-from pdeflow.tasks.pdes.spectral1d import (
-    RK4_REAL_LIMIT,
-    Coefficient,
-    PeriodicSpectral1D,
-    validate_positive,
-)
+from pdeflow.tasks.pdes.base import Bound, Coefficient, Defaults, Grid, PDEInfo
+from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT, PeriodicSpectral1D, state_bound
 
 
 class AllenCahn(PeriodicSpectral1D):
@@ -23,10 +20,10 @@ class AllenCahn(PeriodicSpectral1D):
         \qquad x \in [0, \ell), \; t > 0,
 
     with periodic boundary conditions :math:`u(0, t) = u(\ell, t)` (Allen & Cahn 1979, Acta
-    Metall. 27, 1085-1095). Symbols: ``u`` is the order parameter of shape (batch, n_x) sampled
-    at ``x``, with stable phases :math:`\pm 1`; :math:`\varepsilon` is ``eps`` (interface width,
-    length units), one value for the batch or one per sample; :math:`\ell` is ``length``; the
-    time step is ``dt``. Exact solutions for tests: a uniform state follows
+    Metall. 27, 1085-1095). Symbols: ``u`` is the order parameter of shape (batch, 1, n_x)
+    sampled at ``x``, with stable phases :math:`\pm 1`; :math:`\varepsilon` is ``eps``
+    (interface width, length units), one value for the batch or one per sample; :math:`\ell` is
+    ``length``; the time step is ``dt``. Exact solutions for tests: a uniform state follows
     :math:`u = u_0 / \sqrt{u_0^2 + (1 - u_0^2) e^{-2t}}`, and
     :math:`\tanh(x / (\sqrt 2 \varepsilon))` is a stationary front (see
     ``pdeflow.tasks.pdes.exact``).
@@ -51,61 +48,24 @@ class AllenCahn(PeriodicSpectral1D):
     (Yee, Sweby & Griffiths 1991, J. Comput. Phys. 97, 474-511; measured 0.88 at 1.02x the
     limit), which no finiteness check detects, so keep ``dt`` below ``max_stable_dt``.
 
-    Args:
-        n_x: Number of grid points, even and >= 8.
-        eps: Interface width > 0: a scalar, or a sequence/tensor of shape (batch,) with one per
-            sample.
-        dt: Time step > 0, in time units.
-        length: Domain length :math:`\ell > 0`. Defaults to ``2 * math.pi``.
-        device: Torch device of all tensors. Defaults to ``"cpu"``.
-        dtype: ``torch.float32`` or ``torch.float64`` (default) for the state.
-
-    Attributes:
-        n_x, dt, length, device, dtype: The constructor arguments.
-        eps: Interface widths, shape (1,) or (batch,), solver dtype.
-        dx: Grid spacing ``length / n_x``.
-        x: Grid points ``i * dx``, shape (n_x,), solver dtype.
-        k: Wavenumbers ``2 pi m / length``, ``m = 0 .. n_x // 2``, shape (n_x // 2 + 1,).
-
-    Raises:
-        ValueError: If an argument is outside its valid range; the message names it.
+    Construction is ``PDE``'s: ``AllenCahn(n_x, eps=..., dt=..., length=...)``.
     """
 
-    name = "allen_cahn"
-    parameter_names = ("eps",)
-    _positive = frozenset({"eps"})
+    # 512 points: a front's spectrum exp(-pi eps k / sqrt 2) is below 1e-6 at the 1/2-rule
+    # cut k = 128 for eps = 0.05 (the last fifth of the kept modes measured 5e-6 of the
+    # largest at t = 5; 256 points gave 1.5e-3). By t = 5 the phases have separated
+    # (reaction time 1) and the fronts of the wider interfaces have begun to move; dt = 0.01
+    # is 0.09 of the limit for max|u0| <= 3, small for the reaction's accuracy.
+    info = PDEInfo(
+        name="allen_cahn",
+        description="Allen-Cahn u_t = eps^2 u_xx + u - u^3",
+        fields={"u": "order parameter"},
+        coefficients={"eps": Coefficient((1e-4, 10.0), "length", ("loguniform", 0.05, 0.2))},
+        defaults=Defaults(
+            n=512, length=2 * math.pi, t_end=5.0, dt=0.01, initial_condition={"kind": "modes"}
+        ),
+    )
     _dealias_factor = 4
-
-    def __init__(
-        self,
-        n_x: int,
-        *,
-        eps: Coefficient,
-        dt: float,
-        length: float = 2 * math.pi,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
-    ) -> None:
-        super().__init__(
-            n_x, dt=dt, length=length, device=device, dtype=dtype, coefficients={"eps": eps}
-        )
-
-    @staticmethod
-    def max_stable_dt(u_max: float = 1.0) -> float:
-        """Largest ``dt`` for which the explicit reaction is stable.
-
-        ``dt = 2.785 / (3 max(u_max, 1)^2 - 1)``: see the class docstring. The state tends to
-        the phases +-1, so ``u_max`` below 1 counts as 1.
-
-        Args:
-            u_max: Bound on ``|u|`` over the rollout (> 0); 1 for data in [-1, 1].
-                Defaults to 1.0.
-
-        Returns:
-            The step size bound, in time units.
-        """
-        validate_positive("u_max", u_max)
-        return RK4_REAL_LIMIT / (3 * max(u_max, 1.0) ** 2 - 1)
 
     @staticmethod
     def _operators(
@@ -115,3 +75,14 @@ class AllenCahn(PeriodicSpectral1D):
 
     def _pointwise(self, u: torch.Tensor) -> torch.Tensor:
         return u - u**3
+
+    @classmethod
+    def max_stable_dt(
+        cls, grid: Grid, coefficients: Mapping[str, Bound], u_max: float | None = None
+    ) -> float:
+        """``2.785 / (3 max(u_max, 1)^2 - 1)``: the explicit reaction's limit.
+
+        See the class docstring. The state tends to the phases +-1, so ``u_max`` below 1 (or
+        none) counts as 1. Diffusion sets no limit, whatever ``eps`` and the grid.
+        """
+        return RK4_REAL_LIMIT / (3 * max(state_bound(u_max), 1.0) ** 2 - 1)

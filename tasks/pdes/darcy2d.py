@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import scipy.sparse
@@ -13,9 +13,8 @@ import scipy.sparse.linalg
 import torch
 
 from pdeflow.tasks.fields import grf_mode_variance, lognormal_field, step_function
+from pdeflow.tasks.pdes.base import PDE, Coefficient, Defaults, Grid, PDEInfo, as_grid
 from pdeflow.tasks.pdes.errors import BlowUpError
-from pdeflow.tasks.pdes.immutable import Immutable
-from pdeflow.tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
 
 Method = Literal["auto", "direct", "cg"]
 CoefficientKind = Literal["piecewise", "lognormal"]
@@ -55,11 +54,6 @@ class CGNotConverged(BlowUpError):
         return (type(self), (self.samples, self.residual, self.max_iter))
 
 
-def _validate_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 4:
-        raise ValueError(f"n must be an integer >= 4, got {n!r}")
-
-
 def _dst2(x: torch.Tensor, twiddle: torch.Tensor) -> torch.Tensor:
     """Unnormalised DST-II along the last axis via an FFT of the odd extension.
 
@@ -82,7 +76,16 @@ def _idst2(coef: torch.Tensor, twiddle: torch.Tensor) -> torch.Tensor:
     return (2 * n) * torch.fft.ifft(z, n=2 * n, dim=-1)[..., :n].imag
 
 
-class Darcy2D(Immutable):
+class _Poisson(NamedTuple):
+    """The exact inverse of the constant-coefficient operator: eigenvalues (n, n) and the DST-II
+    twiddles (n,) forward and inverse, float64 and complex128 on the solver's device."""
+
+    eig2: torch.Tensor
+    tw_fwd: torch.Tensor
+    tw_inv: torch.Tensor
+
+
+class Darcy2D(PDE):
     r"""Steady Darcy flow on the unit square with a homogeneous Dirichlet boundary, batched.
 
     .. math::
@@ -119,129 +122,86 @@ class Darcy2D(Immutable):
     for n = 32 to 128, against 60-230 unscaled) but degrades at jumps (40-127 on the 3/12
     fields). ``"auto"`` is direct on the CPU and CG elsewhere.
 
-    Stability limit: none; the problem is stationary (``max_stable_dt`` is ``math.inf``).
+    Stability limit: none; the problem is stationary (``max_stable_dt`` is ``math.inf``, and
+    ``resolution_warning`` is ``None``: the coefficient is generated on the grid, so no
+    physical scale lies below it, and the scheme's O(h^2) error holds at every ``n``).
+    ``rollout`` returns one frame ``[a, u]``, solving for the permeability in channel 0.
 
     Args:
-        n: Cells per side, >= 4.
-        length: Side :math:`\ell > 0`. Defaults to 1.0.
-        device: Torch device. Defaults to ``"cpu"``.
-        dtype: ``torch.float32`` or ``torch.float64`` (default) of the results.
-        beta: Forcing :math:`\beta` in ``parameter_ranges``: a scalar or one per sample.
+        grid: A ``Grid`` (square, >= 4 cells per side, any parity) or the cells per side.
         method: ``"auto"`` (default), ``"direct"`` or ``"cg"``.
         tol: CG stopping rule ``||f - A u|| / ||f|| <= tol``, in (0, 1). Defaults to 1e-10.
         max_iter: CG iteration limit >= 1. Defaults to ``DEFAULT_MAX_ITER`` = 1000.
-        dt: Accepted for the common constructor signature of the PDEs and ignored.
+        **kwargs: ``length`` (default 1.0), ``device``, ``dtype`` (of the results), ``beta``
+            (in [1e-3, 1e3], one value or one per sample) and ``dt`` (accepted for the common
+            signature and unused); see ``pdeflow.tasks.pdes.base.PDE``.
 
     Attributes:
-        n, length, device, dtype, method, tol, max_iter: The constructor arguments (``method``
-            resolved from ``"auto"``).
-        beta: Forcing values, shape (1,) or (batch,), float64.
+        method, tol, max_iter: The constructor arguments (``method`` resolved from ``"auto"``).
         h: Cell size ``length / n``.
-        x, y: Cell centres, shape (n,), ``dtype``.
+        x, y: Cell centres, shape (n,), ``dtype`` (``coordinates``).
 
     Raises:
         ValueError: If an argument is outside its valid range; the message names it.
     """
 
-    name: ClassVar[str] = "darcy_2d"
-    dim: ClassVar[int] = 2
-    fields: ClassVar[tuple[str, ...]] = ("a", "u")
-    field_units: ClassVar[dict[str, str]] = {"a": "1 (permeability)", "u": "beta * length^2 / a"}
-    boundary: ClassVar[str] = "Dirichlet u = 0"
-    description: ClassVar[str] = "2D steady Darcy flow -div(a grad u) = beta, u = 0 on the edge"
-    parameter_names: ClassVar[tuple[str, ...]] = ("beta",)
-    parameter_ranges: ClassVar[dict[str, tuple[float, float]]] = {"beta": (1e-3, 1e3)}
-    default_parameters: ClassVar[dict[str, tuple[str, float, float]]] = {
-        "beta": ("loguniform", 0.01, 100.0)
-    }
-    default_length: ClassVar[float] = 1.0
-    default_n: ClassVar[int] = 64
-    # Stationary: one frame, no time stepping; these only satisfy the common contract.
-    default_t_end: ClassVar[float] = 0.0
-    default_dt: ClassVar[float] = 1.0
-    stationary: ClassVar[bool] = True
+    # Stationary: one frame, no time stepping; t_end and dt only fill the common fields.
+    info = PDEInfo(
+        name="darcy_2d",
+        dim=2,
+        description="2D steady Darcy flow -div(a grad u) = beta, u = 0 on the edge",
+        fields={"a": "1 (permeability)", "u": "beta * length^2 / a"},
+        coefficients={"beta": Coefficient((1e-3, 1e3), "1", sample=("loguniform", 0.01, 100.0))},
+        defaults=Defaults(n=64, length=1.0, t_end=0.0, dt=1.0, n_frames=1),
+        boundary="Dirichlet u = 0",
+        stationary=True,
+        coordinate_offset=0.5,
+    )
+    even_grid = False
+    min_points = 4
 
     def __init__(
         self,
-        n: int,
+        grid: Grid | int,
         *,
-        length: float = 1.0,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
-        beta: Coefficient,
         method: Method = "auto",
         tol: float = 1e-10,
         max_iter: int = DEFAULT_MAX_ITER,
-        dt: float | None = None,
+        **kwargs: Any,
     ) -> None:
-        _validate_n(n)
-        validate_positive("length", length)
-        beta64 = per_sample("beta", beta, positive=True)
-        lo, hi = self.parameter_ranges["beta"]
-        if not bool(((beta64 >= lo) & (beta64 <= hi)).all()):
-            raise ValueError(f"beta must lie in [{lo:g}, {hi:g}], got {beta!r}")
         if method not in ("auto", "direct", "cg"):
             raise ValueError(f"method must be 'auto', 'direct' or 'cg', got {method!r}")
-        if not isinstance(tol, numbers.Real) or not 0 < tol < 1:
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not 0 < tol < 1:
             raise ValueError(f"tol must be a number in (0, 1), got {tol!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, numbers.Integral) or max_iter < 1:
             raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        device = torch.device(device)
         if method == "auto":
-            method = "direct" if device.type == "cpu" else "cg"
-        h = float(length) / n
+            method = "direct" if torch.device(kwargs.get("device", "cpu")).type == "cpu" else "cg"
+        for key, value in (("method", method), ("tol", float(tol)), ("max_iter", int(max_iter))):
+            object.__setattr__(self, key, value)
+        super().__init__(grid, **kwargs)
+
+    def _setup(self, params: dict[str, torch.Tensor]) -> dict[str, Any]:
+        n, h = self.n, self.dx
         m = torch.arange(1, n + 1, dtype=torch.float64)
         eig = (4 / h**2) * torch.sin(math.pi * m / (2 * n)) ** 2
         weight = torch.full_like(m, 2.0 / n)
         weight[-1] = 1.0 / n
         angle = math.pi * m / (2 * n)
-        state = {
-            "n": int(n),
-            "length": float(length),
-            "h": h,
-            "device": device,
-            "dtype": dtype,
-            "method": method,
-            "tol": float(tol),
-            "max_iter": int(max_iter),
-            "beta": beta64,
-            "x": ((torch.arange(n, dtype=torch.float64) + 0.5) * h).to(device, dtype),
-            "_eig2": (eig[:, None] + eig[None, :]).to(device),
-            "_tw_fwd": (0.5j * torch.exp(-1j * angle)).to(device),
-            "_tw_inv": (weight * torch.exp(1j * angle)).to(device),
-        }
-        state["y"] = state["x"]
-        for key, value in state.items():
-            object.__setattr__(self, key, value)
-
-    def __repr__(self) -> str:
-        beta = self.beta.tolist()
-        beta_repr = beta[0] if len(beta) == 1 else f"<{len(beta)} values>"
-        return (
-            f"Darcy2D(n={self.n}, beta={beta_repr}, length={self.length}, "
-            f"method={self.method!r}, device='{self.device}', dtype={self.dtype})"
+        # A tuple, not tensors: the base would cast tensors to the solver's dtype, and CG
+        # runs in float64 whatever the dtype of the results.
+        poisson = _Poisson(
+            (eig[:, None] + eig[None, :]).to(self.device),
+            (0.5j * torch.exp(-1j * angle)).to(self.device),
+            (weight * torch.exp(1j * angle)).to(self.device),
         )
-
-    # --- class-level helpers of the 2D contract -------------------------------------------
-
-    @classmethod
-    def max_stable_dt(cls, n: int, length: float, u_max: float | None = None, **_: float) -> float:
-        """``math.inf``: a stationary problem has no time step to limit."""
-        return math.inf
-
-    @classmethod
-    def resolution_warning(cls, n: int, length: float, **_: object) -> str | None:
-        """``None``: the coefficient is generated on the grid, so no physical scale lies below
-        it, and the scheme's O(h^2) error holds at every ``n``."""
-        return None
+        x, y = (torch.from_numpy(c) for c in self.coordinates(self.grid))
+        return {"h": h, "x": x, "y": y, "_poisson": poisson}
 
     @classmethod
     def initial_condition(
         cls,
-        n: int,
-        length: float,
+        grid: Grid,
         seeds: Sequence[int] | np.ndarray,
         *,
         dtype: torch.dtype = torch.float64,
@@ -261,8 +221,7 @@ class Darcy2D(Immutable):
         any position of any batch, in either dtype: batch-invariant by construction.
 
         Args:
-            n: Cells per side, >= 4.
-            length: Side > 0.
+            grid: The grid (square).
             seeds: Integer seeds >= 0, shape (batch,); sample ``i`` depends on ``seeds[i]`` only.
             dtype: Returned dtype. Defaults to ``torch.float64``.
             device: Returned device. Defaults to ``"cpu"``.
@@ -273,21 +232,21 @@ class Darcy2D(Immutable):
         Returns:
             Tensor of shape (batch, 2, n, n): ``a`` (> 0) and zeros.
         """
-        _validate_n(n)
-        validate_positive("length", length)
+        grid = as_grid(grid, None, cls.info.dim, cls.info.defaults.length)
+        shape, length = grid.shape, grid.length
         tau = COEF_TAU / length
         if coefficient == "piecewise":
             low, high = (float(v) for v in levels)
             if not 0 < low < high:
                 raise ValueError(f"levels must be (low, high) with 0 < low < high, got {levels!r}")
-            a = step_function((n, n), length, seeds, levels=(low, high), alpha=COEF_ALPHA, tau=tau)
+            a = step_function(shape, length, seeds, levels=(low, high), alpha=COEF_ALPHA, tau=tau)
         elif coefficient == "lognormal":
-            half = grf_mode_variance((n, n), length, alpha=COEF_ALPHA, tau=tau)
+            half = grf_mode_variance(shape, length, alpha=COEF_ALPHA, tau=tau)
             # Pointwise variance at sigma = 1: the sum over all modes, i.e. twice the rfft half
             # minus its m_y = 0 column, which holds its own conjugates (Nyquist modes are 0).
             var = 2 * half.sum() - half[:, 0].sum()
             sigma = LOGNORMAL_STD / math.sqrt(var)
-            a = lognormal_field((n, n), length, seeds, alpha=COEF_ALPHA, tau=tau, sigma=sigma)
+            a = lognormal_field(shape, length, seeds, alpha=COEF_ALPHA, tau=tau, sigma=sigma)
         else:
             raise ValueError(f"coefficient must be 'piecewise' or 'lognormal', got {coefficient!r}")
         out = np.stack([a, np.zeros_like(a)], axis=1)
@@ -353,9 +312,9 @@ class Darcy2D(Immutable):
 
     def _poisson_inverse(self, r: torch.Tensor) -> torch.Tensor:
         """Exact inverse of the constant-coefficient (a = 1) operator, by DST-II both ways."""
-        spec = _dst2(_dst2(r, self._tw_fwd).transpose(1, 2), self._tw_fwd)
-        spec = spec / self._eig2
-        return _idst2(_idst2(spec, self._tw_inv).transpose(1, 2), self._tw_inv)
+        eig2, fwd, inv = self._poisson
+        spec = _dst2(_dst2(r, fwd).transpose(1, 2), fwd) / eig2
+        return _idst2(_idst2(spec, inv).transpose(1, 2), inv)
 
     def solve_cg(
         self, a: torch.Tensor, f: torch.Tensor | None = None
@@ -459,36 +418,12 @@ class Darcy2D(Immutable):
             return self.solve_direct(a, f)
         return self.solve_cg(a, f)[0]
 
-    def step(self, u: torch.Tensor) -> torch.Tensor:
-        """Solve for the coefficients in channel 0: (batch, 2, n, n) -> ``[a, u]``, same shape."""
-        if not isinstance(u, torch.Tensor) or u.ndim != 4 or u.shape[1] != 2:
-            got = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
-            raise ValueError(
-                f"u must be a tensor of shape (batch, 2, {self.n}, {self.n}), got {got}"
-            )
-        a = u[:, 0]
-        sol = self.solve(a)
-        if not bool(torch.isfinite(sol).all()):
-            bad = ~torch.isfinite(sol).flatten(1).all(dim=1)
-            raise BlowUpError(torch.nonzero(bad).flatten().tolist(), 0.0)
-        return torch.stack([a.to(device=self.device, dtype=self.dtype), sol], dim=1)
+    def _start(self, u: torch.Tensor) -> torch.Tensor:
+        return u
 
-    def rollout(
-        self, u0: torch.Tensor, n_frames: int = 1, steps_per_frame: int = 1
-    ) -> torch.Tensor:
-        """The time-dependent PDEs' interface for a stationary problem: one frame ``[a, u]``.
+    def _advance(self, s: torch.Tensor, n_steps: int) -> torch.Tensor:
+        """Solve for the permeability in channel 0: (batch, 2, n, n) -> ``[a, u]``."""
+        return torch.stack([s[:, 0], self.solve(s[:, 0])], dim=1)
 
-        Args:
-            u0: (batch, 2, n, n), channel 0 the permeability ``a``; channel 1 is ignored.
-            n_frames: Must be 1.
-            steps_per_frame: Must be 1.
-
-        Returns:
-            Tensor of shape (batch, 1, 2, n, n): ``a`` and the solution ``u``.
-        """
-        if n_frames != 1 or steps_per_frame != 1:
-            raise ValueError(
-                f"{self.name} is stationary: n_frames and steps_per_frame must be 1, got "
-                f"{n_frames!r} and {steps_per_frame!r}"
-            )
-        return self.step(u0)[:, None]
+    def _frame(self, s: torch.Tensor) -> torch.Tensor:
+        return s

@@ -70,38 +70,3 @@ def check_rollout_counts(n_frames: object, steps_per_frame: object) -> None:
     for name, value in (("n_frames", n_frames), ("steps_per_frame", steps_per_frame)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def raise_if_not_finite(state, time: float) -> None:
-    """Raise ``BlowUpError`` naming the samples of a (batch, ...) tensor with non-finite values."""
-    import torch  # the solvers' own dependency; this module stays importable without it
-
-    finite = torch.isfinite(state.flatten(1)).all(dim=1)
-    if not bool(finite.all()):
-        raise BlowUpError(torch.nonzero(~finite).flatten().tolist(), time)
-
-
-def check_field_state(solver, s, name: str, per_sample: str = "the coefficients"):
-    """Validate a (batch, n_fields, n, n) state of a 2D multi-field solver; cast it to its dtype.
-
-    ``solver`` supplies ``fields``, ``n``, ``_n_batch`` (per-sample coefficient count, 1 when
-    shared), ``device`` and ``dtype``; ``per_sample`` names what carries per-sample values.
-
-    Raises:
-        ValueError: naming ``name``: wrong shape, complex or integer values, or a batch that
-            differs from the per-sample coefficients'.
-    """
-    import torch  # the solvers' own dependency; this module stays importable without it
-
-    shape = (len(solver.fields), solver.n, solver.n)
-    if not isinstance(s, torch.Tensor) or s.ndim != 4 or tuple(s.shape[1:]) != shape:
-        got = tuple(s.shape) if isinstance(s, torch.Tensor) else type(s).__name__
-        raise ValueError(f"{name} must be a tensor of shape (batch, *{shape}), got {got}")
-    if s.is_complex() or not s.is_floating_point():
-        raise ValueError(f"{name} must be real floating point, got {s.dtype}")
-    if solver._n_batch > 1 and s.shape[0] != solver._n_batch:
-        raise ValueError(
-            f"{name} has batch {s.shape[0]} but there are {solver._n_batch} per-sample values "
-            f"of {per_sample}"
-        )
-    return s.to(device=solver.device, dtype=solver.dtype)

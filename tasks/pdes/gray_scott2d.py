@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 
 from pdeflow.tasks.fields import seeded_samples
-from pdeflow.tasks.pdes.errors import check_field_state, check_rollout_counts, raise_if_not_finite
+from pdeflow.tasks.pdes import base
+from pdeflow.tasks.pdes.base import PDE, Coefficient, Defaults, Grid, PDEInfo
 from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
-from pdeflow.tasks.pdes.immutable import Immutable
-from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT, Coefficient, per_sample, validate_positive
+from pdeflow.tasks.pdes.spectral1d import RK4_REAL_LIMIT
 
 # Bound on v assumed by max_stable_dt when none is given. u stays in [0, 1] (see the class
 # docstring); v, the autocatalyst, measured at most 0.52 for F in {0.02, 0.03, 0.04, 0.05} x
-# kappa in {0.055, 0.06, 0.065} from initial_condition to t = 2000 (n = 128, length 1).
+# kappa in {0.055, 0.06, 0.065} from initial_condition to t = 2000 (n = 128, length 1), and at
+# most 0.60 at the four corners of the default (F, kappa) box (seeds 0-3, the own defaults).
 V_BOUND = 0.75
 
 # Grid points per diffusion length sqrt(Dv / (F + kappa)) that resolution_warning asks for.
@@ -27,35 +27,8 @@ V_BOUND = 0.75
 # the n = 256 run by 10-70% (relative L2) at t = 200.
 POINTS_PER_LENGTH = 1.0
 
-
-def _validate_n(n: int) -> None:
-    """Raise ValueError unless ``n`` is an even integer >= 8 (a real FFT grid)."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 8 or n % 2:
-        raise ValueError(f"n must be an even integer >= 8, got {n!r}")
-
-
-def _coefficient_in_range(
-    name: str, value: Coefficient, bounds: tuple[float, float]
-) -> torch.Tensor:
-    """Validate a scalar or per-sample coefficient against closed ``bounds``; float64 (m,)."""
-    values = per_sample(name, value, positive=False)
-    low, high = bounds
-    if not bool(((values >= low) & (values <= high)).all()):
-        raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got {value!r}")
-    return values
-
-
-def _batch_size(params: Mapping[str, torch.Tensor]) -> int:
-    """Common number of per-sample values (1 if every coefficient is a scalar)."""
-    sizes = {name: p.numel() for name, p in params.items() if p.numel() > 1}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"per-sample coefficients differ in length: {sizes}")
-    return next(iter(sizes.values()), 1)
-
-
-def _largest(name: str, value: float | tuple[float, float]) -> float:
-    """Largest value of a coefficient given as a number or a (low, high) pair."""
-    return float(per_sample(name, value, positive=False).max())
+RATE = "1/time"
+DIFFUSIVITY = "length^2/time"
 
 
 def _patches(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -81,7 +54,7 @@ def _patches(rng: np.random.Generator, n: int) -> np.ndarray:
     return state
 
 
-class GrayScott2D(Immutable):
+class GrayScott2D(PDE):
     r"""Gray-Scott reaction-diffusion system on a periodic square, batched over samples.
 
     .. math::
@@ -93,8 +66,8 @@ class GrayScott2D(Immutable):
     periodic in ``x`` and ``y``. Symbols: ``u`` (substrate) and ``v`` (autocatalyst) are the
     channels of the state, shape (batch, 2, n, n), dimensionless concentrations; :math:`F` is
     ``F`` (feed rate) and :math:`\kappa` is ``kappa`` (kill rate), both 1/time, one value for
-    the batch or one per sample; :math:`D_u, D_v` are the constructor constants ``Du``, ``Dv``
-    (length^2/time); :math:`\ell` is ``length``. The defaults ``Du = 2e-5``, ``Dv = 1e-5`` are
+    the batch or one per sample; :math:`D_u, D_v` are ``Du``, ``Dv`` (length^2/time), one
+    value per run; :math:`\ell` is ``length``. The defaults ``Du = 2e-5``, ``Dv = 1e-5`` are
     Pearson's (1993), "Complex patterns in a simple system", Science 261, 189-192, who mapped
     the patterns over :math:`F \in [0, 0.08]`, :math:`\kappa \in [0.03, 0.07]` on a square of
     side 2.5 with 256^2 points (spacing 0.0098); the default side here is 1, so that 128^2
@@ -123,201 +96,110 @@ class GrayScott2D(Immutable):
 
         \Delta t \le \frac{2.785}{v_{max}(v_{max} + 2) + F_{max} + \kappa_{max}},
 
-    using :math:`u \le 1`. With :math:`v_{max} = 0.75` (``V_BOUND``) and the default parameter
-    box this is 1.28; the default ``dt = 1`` is Pearson's. Past the limit the feed and kill
-    terms overshoot and the rollout raises ``BlowUpError`` once values overflow.
+    using :math:`u \le 1` (given a bound ``u_max`` on both fields, :math:`v_{max} = u_{max}`
+    and :math:`u \le \max(1, u_{max})`). With :math:`v_{max} = 0.75` (``V_BOUND``) and the
+    default parameter box this is 1.28; the default ``dt = 1`` is Pearson's. Past the limit
+    the feed and kill terms overshoot and the rollout raises ``BlowUpError`` once values overflow.
 
     Args:
-        n: Grid points per side, even and >= 8.
-        dt: Time step > 0, in time units.
-        length: Side :math:`\ell > 0` of the square. Defaults to 1.0.
-        device: Torch device of all tensors. Defaults to ``"cpu"``.
-        dtype: ``torch.float32`` or ``torch.float64`` (default) for the state.
-        F: Feed rate in ``parameter_ranges["F"]``: a scalar, or a sequence/tensor of shape
-            (batch,). Defaults to 0.04.
-        kappa: Kill rate in ``parameter_ranges["kappa"]``, likewise. Defaults to 0.06.
-        Du: Diffusivity of ``u`` (>= 0, one value). Defaults to 2e-5.
-        Dv: Diffusivity of ``v`` (>= 0, one value). Defaults to 1e-5.
+        grid: A ``Grid`` (square, even and >= 8 points per side) or the points per side.
+        **kwargs: ``dt``, ``length`` (default 1.0), ``device``, ``dtype`` and the coefficients:
+            ``F`` and ``kappa`` in [0, 0.1], each one value or one per sample, and ``Du``,
+            ``Dv`` in [0, 0.01], one value per run (defaults 2e-5 and 1e-5); see
+            ``pdeflow.tasks.pdes.base.PDE``.
 
     Attributes:
-        n, dt, length, device, dtype, Du, Dv: The constructor arguments.
-        F, kappa: The coefficients, each of shape (1,) or (batch,), solver dtype.
-        dx: Grid spacing ``length / n``.
-        x, y: Grid coordinates ``i * dx``, shape (n,), solver dtype.
-
-    Raises:
-        ValueError: If an argument is outside its valid range; the message names it.
+        x, y: Grid coordinates ``i * dx``, shape (n,), solver dtype (``coordinates``).
     """
 
-    name: ClassVar[str] = "gray_scott_2d"
-    dim: ClassVar[int] = 2
-    fields: ClassVar[tuple[str, ...]] = ("u", "v")
-    field_units: ClassVar[dict[str, str]] = {
-        "u": "dimensionless (substrate concentration)",
-        "v": "dimensionless (autocatalyst concentration)",
-    }
-    boundary: ClassVar[str] = "periodic"
-    description: ClassVar[str] = "Gray-Scott reaction-diffusion (Pearson 1993), spectral + ETDRK4"
-    parameter_names: ClassVar[tuple[str, ...]] = ("F", "kappa")
-    parameter_ranges: ClassVar[dict[str, tuple[float, float]]] = {
-        "F": (0.0, 0.1),
-        "kappa": (0.0, 0.1),
-    }
-    # Where patterns persisted in the V_BOUND runs (F = 0.04, 0.05 at kappa = 0.06, 0.065, and
-    # F = 0.03 at 0.06); a few samples near (0.035, 0.065) may still decay to u = 1, v = 0.
-    default_parameters: ClassVar[dict[str, tuple[str, float, float]]] = {
-        "F": ("uniform", 0.035, 0.05),
-        "kappa": ("uniform", 0.06, 0.065),
-    }
-    default_length: ClassVar[float] = 1.0
-    default_n: ClassVar[int] = 128
-    default_t_end: ClassVar[float] = 2000.0
-    default_dt: ClassVar[float] = 1.0
-    stationary: ClassVar[bool] = False
+    # F and kappa: where patterns persisted in the V_BOUND runs (F = 0.04, 0.05 at
+    # kappa = 0.06, 0.065, and F = 0.03 at 0.06); a few samples near (0.035, 0.065) may
+    # still decay to u = 1, v = 0. Du and Dv shape the ETDRK4 coefficients: one per run.
+    # Pearson's step and horizon; max_stable_dt = 1.28 for the default box on any grid.
+    info = PDEInfo(
+        name="gray_scott_2d",
+        dim=2,
+        description="Gray-Scott reaction-diffusion (Pearson 1993), spectral + ETDRK4",
+        fields={
+            "u": "dimensionless (substrate concentration)",
+            "v": "dimensionless (autocatalyst concentration)",
+        },
+        coefficients={
+            "F": Coefficient((0.0, 0.1), RATE, sample=("uniform", 0.035, 0.05)),
+            "kappa": Coefficient((0.0, 0.1), RATE, sample=("uniform", 0.06, 0.065)),
+            "Du": Coefficient((0.0, 0.01), DIFFUSIVITY, value=2e-5, per_run=True),
+            "Dv": Coefficient((0.0, 0.01), DIFFUSIVITY, value=1e-5, per_run=True),
+        },
+        defaults=Defaults(n=128, length=1.0, t_end=2000.0, dt=1.0, n_frames=21),
+    )
 
-    def __init__(
-        self,
-        n: int,
-        *,
-        dt: float,
-        length: float = 1.0,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
-        F: Coefficient = 0.04,
-        kappa: Coefficient = 0.06,
-        Du: float = 2e-5,
-        Dv: float = 1e-5,
-    ) -> None:
-        _validate_n(n)
-        validate_positive("length", length)
-        validate_positive("dt", dt)
-        for name, value in (("Du", Du), ("Dv", Dv)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not (math.isfinite(value) and value >= 0)
-            ):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        params = {
-            "F": _coefficient_in_range("F", F, self.parameter_ranges["F"]),
-            "kappa": _coefficient_in_range("kappa", kappa, self.parameter_ranges["kappa"]),
-        }
-        n_batch = _batch_size(params)
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        device = torch.device(device)
-        complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-
-        kx = torch.fft.fftfreq(n, d=length / n, dtype=torch.float64) * (2 * math.pi)
-        ky = torch.fft.rfftfreq(n, d=length / n, dtype=torch.float64) * (2 * math.pi)
+    def _setup(self, params: dict[str, torch.Tensor]) -> dict[str, Any]:
+        n, dx = self.n, self.dx
+        kx = torch.fft.fftfreq(n, d=dx, dtype=torch.float64) * (2 * math.pi)
+        ky = torch.fft.rfftfreq(n, d=dx, dtype=torch.float64) * (2 * math.pi)
         k2 = kx[:, None] ** 2 + ky[None, :] ** 2
-        linear = -torch.tensor([float(Du), float(Dv)], dtype=torch.float64)[:, None, None] * k2
-        coef = etdrk4_coefficients(linear, float(dt), dtype=torch.float64)
-        state: dict[str, object] = {
-            f"_{name}": getattr(coef, name).to(device=device, dtype=complex_dtype)
-            for name in coef._fields
+        linear = -torch.cat([params["Du"], params["Dv"]])[:, None, None] * k2
+        coef = etdrk4_coefficients(linear, self.dt, dtype=torch.float64)
+        # Complex, so that the base casts them with the spectra they multiply.
+        out: dict[str, Any] = {
+            f"_{name}": getattr(coef, name).to(torch.complex128) for name in coef._fields
         }
-        for name, p in params.items():
-            state[name] = p.to(device=device, dtype=dtype)
-            state[f"_{name}"] = p[:, None, None].to(device=device, dtype=dtype)
-        grid = torch.arange(n, dtype=torch.float64) * (length / n)
-        state.update(x=grid.to(device, dtype), y=grid.to(device, dtype))
-        state.update(n=int(n), dt=float(dt), length=float(length), dx=float(length) / n)
-        state.update(Du=float(Du), Dv=float(Dv), device=device, dtype=dtype, _n_batch=n_batch)
-        for name, value in state.items():
-            object.__setattr__(self, name, value)
-
-    def __repr__(self) -> str:
-        parts = [f"n={self.n}"]
-        for name in self.parameter_names:
-            values = getattr(self, name).tolist()
-            parts.append(f"{name}={values[0] if len(values) == 1 else f'<{len(values)} values>'}")
-        parts += [f"Du={self.Du}", f"Dv={self.Dv}", f"dt={self.dt}", f"length={self.length}"]
-        parts += [f"device='{self.device}'", f"dtype={self.dtype}"]
-        return f"{type(self).__name__}({', '.join(parts)})"
+        x, y = (torch.from_numpy(c) for c in self.coordinates(self.grid))
+        out.update(_feed=params["F"][:, None, None], _kill=params["kappa"][:, None, None])
+        return {**out, "x": x, "y": y}
 
     @classmethod
     def max_stable_dt(
-        cls,
-        n: int,
-        length: float,
-        u_max: float | None = None,
-        **coefficient_maxima: float,
+        cls, grid: Grid, coefficients: Mapping[str, base.Bound], u_max: float | None = None
     ) -> float:
-        """Largest stable step ``2.785 / (v_max (v_max + 2) + F_max + kappa_max)``.
+        """Largest stable step ``2.785 / (v_max (v_max + 2 max(1, u_max)) + F_max + kappa_max)``.
 
         See the class docstring for the derivation. The grid does not enter: diffusion is
         integrated exactly.
 
         Args:
-            n: Grid points per side, even and >= 8.
-            length: Side of the square > 0.
-            u_max: Bound on ``v`` over the rollout (> 0; ``u`` <= 1 always). Defaults to
-                ``V_BOUND`` = 0.75.
-            coefficient_maxima: Largest ``F`` and ``kappa`` of the batch; each defaults to the
-                upper end of ``default_parameters``.
+            grid: The grid.
+            coefficients: Every coefficient's value or (low, high) range.
+            u_max: Bound on ``u`` and ``v`` over the rollout; None: ``V_BOUND`` = 0.75 on ``v``
+                and 1 on ``u``, the bounds of the initial state's runs.
 
         Returns:
             The step size bound, in time units.
         """
-        _validate_n(n)
-        validate_positive("length", length)
-        v_max = V_BOUND if u_max is None else u_max
-        validate_positive("u_max", v_max)
-        unknown = set(coefficient_maxima) - set(cls.parameter_names)
-        if unknown:
-            raise ValueError(
-                f"unknown coefficients {sorted(unknown)}; valid: {cls.parameter_names}"
-            )
-        rates = sum(
-            _largest(name, coefficient_maxima.get(name, cls.default_parameters[name][2]))
-            for name in cls.parameter_names
-        )
-        return RK4_REAL_LIMIT / (v_max * (v_max + 2) + rates)
+        v_max = V_BOUND if u_max is None else float(u_max)
+        rates = base.largest(coefficients["F"]) + base.largest(coefficients["kappa"])
+        return RK4_REAL_LIMIT / (v_max * (v_max + 2 * max(1.0, v_max)) + rates)
 
     @classmethod
     def resolution_warning(
-        cls, n: int, length: float, **coefficient_ranges: float | tuple[float, float]
+        cls, grid: Grid, coefficients: Mapping[str, base.Bound], u_max: float | None = None
     ) -> str | None:
         """A message if the grid cannot resolve the edge of a ``v`` spot, else ``None``.
 
         Away from a spot ``v`` decays over the diffusion length
         :math:`\\ell_v = \\sqrt{D_v / (F + \\kappa)}`, the thinnest scale of the patterns; at
         least ``POINTS_PER_LENGTH`` = 1 grid point per :math:`\\ell_v` is asked for at the
-        largest ``F + kappa``.
-
-        Args:
-            n: Grid points per side, even and >= 8.
-            length: Side of the square > 0.
-            coefficient_ranges: ``F`` and ``kappa`` as numbers or (low, high) pairs, each
-                defaulting to ``default_parameters``; ``Dv`` (default 1e-5) likewise.
-
-        Returns:
-            The warning, with the estimated ``n`` needed, or ``None``.
+        largest ``F + kappa`` and the smallest ``Dv``.
         """
-        _validate_n(n)
-        validate_positive("length", length)
-        rates = sum(
-            _largest(name, coefficient_ranges.get(name, cls.default_parameters[name][2]))
-            for name in cls.parameter_names
-        )
-        dv = float(per_sample("Dv", coefficient_ranges.get("Dv", 1e-5), positive=True).min())
+        rates = base.largest(coefficients["F"]) + base.largest(coefficients["kappa"])
         if rates <= 0:
             return None
-        scale = math.sqrt(dv / rates)
-        n_needed = 2 * math.ceil(POINTS_PER_LENGTH * length / scale / 2)
-        if n >= n_needed:
+        scale = math.sqrt(max(base.smallest(coefficients["Dv"]), 0.0) / rates)
+        h = max(grid.spacing)
+        if scale >= POINTS_PER_LENGTH * h:
             return None
+        if scale == 0:
+            return f"{cls.info.name}: Dv = 0 leaves the spot edges sharp on every grid"
+        n_needed = 2 * math.ceil(POINTS_PER_LENGTH * max(grid.lengths) / scale / 2)
         return (
-            f"{cls.name}: n={n} gives {n * scale / length:.2g} points per diffusion length "
-            f"sqrt(Dv / (F + kappa)) = {scale:.3g}; use n >= {n_needed}"
+            f"{cls.info.name}: grid {grid.describe()} gives {scale / h:.2g} points per diffusion "
+            f"length sqrt(Dv / (F + kappa)) = {scale:.3g}; use n >= {n_needed}"
         )
 
     @classmethod
     def initial_condition(
         cls,
-        n: int,
-        length: float,
+        grid: Grid,
         seeds: Iterable[int],
         *,
         dtype: torch.dtype = torch.float64,
@@ -332,8 +214,7 @@ class GrayScott2D(Immutable):
         position of any batch: batch-invariant by construction.
 
         Args:
-            n: Grid points per side, even and >= 8.
-            length: Side of the square > 0 (the layout scales with it).
+            grid: The grid (the layout scales with its side).
             seeds: One integer per sample; sample ``i`` uses
                 ``numpy.random.default_rng(int(seeds[i]))`` alone.
             dtype: Torch dtype of the result.
@@ -342,11 +223,7 @@ class GrayScott2D(Immutable):
         Returns:
             The state, shape (batch, 2, n, n).
         """
-        _validate_n(n)
-        validate_positive("length", length)
-        seeds = [int(seed) for seed in seeds]
-        if not seeds:
-            raise ValueError("seeds must hold at least one seed")
+        n = base.as_grid(grid, None, cls.info.dim, cls.info.defaults.length).n
         states = seeded_samples(seeds, (2, n, n), lambda rng: _patches(rng, n))
         return torch.as_tensor(states, dtype=dtype, device=device)
 
@@ -355,65 +232,26 @@ class GrayScott2D(Immutable):
         s = torch.fft.irfft2(w, s=(self.n, self.n))
         u, v = s[:, 0], s[:, 1]
         uvv = u * v * v
-        feed = self._F * (1 - u)
-        out = torch.stack([feed - uvv, uvv - (self._F + self._kappa) * v], dim=1)
+        feed = self._feed * (1 - u)
+        out = torch.stack([feed - uvv, uvv - (self._feed + self._kill) * v], dim=1)
         return torch.fft.rfft2(out)
 
-    def _step_hat(self, w: torch.Tensor) -> torch.Tensor:
-        """One ETDRK4 step in Fourier space (Cox & Matthews 2002, eqs. 26-29)."""
-        nw = self._nonlinear(w)
-        e2w = self._e2 * w
-        a = torch.addcmul(e2w, self._q, nw)
-        na = self._nonlinear(a)
-        nb = self._nonlinear(torch.addcmul(e2w, self._q, na))
-        c = (self._e2 * a).addcmul_(self._q, 2 * nb - nw)
-        nc = self._nonlinear(c)
-        out = self._e * w
-        out.addcmul_(self._f1, nw).addcmul_(self._f2, 2 * (na + nb)).addcmul_(self._f3, nc)
-        return out
+    def _start(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft2(u)
 
-    def _check_state(self, s: torch.Tensor, name: str) -> torch.Tensor:
-        """Validate a (batch, 2, n, n) state and cast it to the solver's dtype and device."""
-        return check_field_state(self, s, name)
+    def _advance(self, w: torch.Tensor, n_steps: int) -> torch.Tensor:
+        """``n_steps`` ETDRK4 steps in Fourier space (Cox & Matthews 2002, eqs. 26-29)."""
+        for _ in range(n_steps):
+            nw = self._nonlinear(w)
+            e2w = self._e2 * w
+            a = torch.addcmul(e2w, self._q, nw)
+            na = self._nonlinear(a)
+            nb = self._nonlinear(torch.addcmul(e2w, self._q, na))
+            c = (self._e2 * a).addcmul_(self._q, 2 * nb - nw)
+            nc = self._nonlinear(c)
+            w = (self._e * w).addcmul_(self._f1, nw)
+            w.addcmul_(self._f2, 2 * (na + nb)).addcmul_(self._f3, nc)
+        return w
 
-    def step(self, u: torch.Tensor) -> torch.Tensor:
-        """Advance the batch by one time step ``dt``.
-
-        Args:
-            u: State of shape (batch, 2, n, n), channels ``fields``.
-
-        Returns:
-            The state at ``t + dt``, shape (batch, 2, n, n), solver dtype.
-        """
-        w = torch.fft.rfft2(self._check_state(u, "u"))
-        return torch.fft.irfft2(self._step_hat(w), s=(self.n, self.n))
-
-    def rollout(self, u0: torch.Tensor, n_frames: int, steps_per_frame: int) -> torch.Tensor:
-        """Integrate a batch and record ``n_frames`` frames, ``steps_per_frame`` steps apart.
-
-        Args:
-            u0: Initial state of shape (batch, 2, n, n).
-            n_frames: Number of frames to return (>= 1), frame 0 being ``u0``.
-            steps_per_frame: Time steps between frames (>= 1); frame ``f`` is at time
-                ``f * steps_per_frame * dt``.
-
-        Returns:
-            Trajectory of shape (batch, n_frames, 2, n, n), solver dtype and device.
-
-        Raises:
-            BlowUpError: If a frame has non-finite values; ``samples`` lists the batch indices.
-        """
-        s = self._check_state(u0, "u0")
-        check_rollout_counts(n_frames, steps_per_frame)
-        frames = torch.empty(
-            (s.shape[0], n_frames, *s.shape[1:]), dtype=self.dtype, device=s.device
-        )
-        frames[:, 0] = s
-        raise_if_not_finite(s, 0.0)
-        w = torch.fft.rfft2(s)
-        for frame in range(1, n_frames):
-            for _ in range(steps_per_frame):
-                w = self._step_hat(w)
-            frames[:, frame] = torch.fft.irfft2(w, s=(self.n, self.n))
-            raise_if_not_finite(frames[:, frame], frame * steps_per_frame * self.dt)
-        return frames
+    def _frame(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft2(w, s=(self.n, self.n))

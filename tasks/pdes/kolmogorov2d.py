@@ -3,34 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
 
 import torch
 
-from pdeflow.tasks.pdes.navier_stokes2d import CFL_MAX, IC_SPEED_BOUND, NavierStokes2D, _validate_n
-from pdeflow.tasks.pdes.spectral1d import Coefficient, per_sample, validate_positive
+from pdeflow.tasks.pdes.base import PDE, Bound, Coefficient, Grid, largest, smallest
+from pdeflow.tasks.pdes.navier_stokes2d import NavierStokes2D
 
 DEFAULT_AMPLITUDE = 0.1
 DEFAULT_DRAG = 0.1
 DEFAULT_WAVENUMBER = 4
-
-
-def _one_value(name: str, value: Coefficient, bounds: tuple[float, float]) -> float:
-    """A coefficient that must be the same for the whole batch, as a float in ``bounds``."""
-    values = per_sample(name, value, positive=False)
-    if not bool((values == values[0]).all()):
-        raise ValueError(
-            f"{name} takes one value for the whole batch (set it under constants), got {value!r}"
-        )
-    low, high = bounds
-    first = float(values[0])
-    if not low <= first <= high:
-        raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got {first:g}")
-    return first
-
-
-def _smallest(value: float | tuple[float, float]) -> float:
-    return float(per_sample("nu", value, positive=True).min())
 
 
 class KolmogorovFlow2D(NavierStokes2D):
@@ -50,8 +34,9 @@ class KolmogorovFlow2D(NavierStokes2D):
     :math:`\mu` = 0.1 on the unit square; wavenumber 4 and drag 0.1 are those of Kochkov et
     al. (2021), PNAS 118, e2101784118 (there with amplitude 1 on :math:`[0, 2\pi)^2`).
 
-    Only ``nu`` may differ between the samples of a batch; ``forcing_amplitude`` and ``drag``
-    are one value per batch (a generate config sets them under ``constants``).
+    Only ``nu`` may differ between the samples of a batch; ``forcing_amplitude`` (:math:`F`,
+    length/time^2) and ``drag`` are coefficients with one value per run (a generate config sets
+    them under ``constants``), float64 tensors of shape (1,).
 
     Stability limit: ``max_stable_dt`` bounds the speed by the initial state's bound plus
     :math:`F / (\mu + \nu k_1^2)`, :math:`k_1 = 2\pi/\ell`. The energy balance
@@ -62,121 +47,58 @@ class KolmogorovFlow2D(NavierStokes2D):
     peaks of the turbulent state are not bounded rigorously, so the per-frame CFL check of the
     rollout stays the guard.
 
+    Construction is ``PDE``'s (``grid``, ``dt``, ``length``, ``device``, ``dtype``, ``cfl_max``
+    and the coefficients ``nu``, ``forcing_amplitude``, ``drag``) plus one option.
+
     Args:
-        n: Grid points per side, even and >= 8.
-        dt: Time step > 0.
-        length: Side > 0. Defaults to 1.0.
-        device: Torch device. Defaults to ``"cpu"``.
-        dtype: ``torch.float32`` or ``torch.float64`` (default).
-        nu: Viscosity in ``parameter_ranges["nu"]``, a scalar or one per sample.
-        forcing_amplitude: :math:`F` in ``parameter_ranges``, one value. Defaults to 0.1.
-        drag: :math:`\mu` in ``parameter_ranges``, one value. Defaults to 0.1.
         forcing_wavenumber: Integer :math:`k_f \ell / 2\pi` with ``3 * it < n``. Defaults to 4.
-        cfl_max: Largest Courant number a rollout accepts. Defaults to ``CFL_MAX`` = 0.7.
+        **kwargs: ``PDE``'s arguments.
 
     Raises:
         ValueError: If an argument is outside its valid range; the message names it.
     """
 
-    name: ClassVar[str] = "kolmogorov_2d"
-    description: ClassVar[str] = (
-        "2D Navier-Stokes, vorticity form, Kolmogorov forcing F sin(k_f y) and drag, periodic"
+    info = replace(
+        NavierStokes2D.info,
+        name="kolmogorov_2d",
+        description=(
+            "2D Navier-Stokes, vorticity form, Kolmogorov forcing F sin(k_f y) and drag, periodic"
+        ),
+        coefficients={
+            "nu": replace(
+                NavierStokes2D.info.coefficients["nu"], sample=("loguniform", 1e-4, 1e-3)
+            ),
+            "forcing_amplitude": Coefficient(
+                (0.0, 10.0), "length/time^2", value=DEFAULT_AMPLITUDE, per_run=True
+            ),
+            "drag": Coefficient((0.0, 10.0), "1/time", value=DEFAULT_DRAG, per_run=True),
+        },
+        # max_stable_dt = 0.0075 on the default grid at nu = 1e-4 (NavierStokes2D's grid, side,
+        # horizon and frames).
+        defaults=replace(NavierStokes2D.info.defaults, dt=0.005),
     )
-    parameter_names: ClassVar[tuple[str, ...]] = ("nu", "forcing_amplitude", "drag")
-    parameter_ranges: ClassVar[dict[str, tuple[float, float]]] = {
-        "nu": (1e-6, 10.0),
-        "forcing_amplitude": (0.0, 10.0),
-        "drag": (0.0, 10.0),
-    }
-    default_parameters: ClassVar[dict[str, tuple[str, float, float]]] = {
-        "nu": ("loguniform", 1e-4, 1e-3)
-    }
-    # One value per batch: a generate config may fix them (constants) but not sample them.
-    batch_constants: ClassVar[dict[str, float]] = {
-        "forcing_amplitude": DEFAULT_AMPLITUDE,
-        "drag": DEFAULT_DRAG,
-    }
-    # max_stable_dt(64, 1.0) = 0.0075 at nu = 1e-4.
-    default_dt: ClassVar[float] = 0.005
 
     def __init__(
-        self,
-        n: int,
-        *,
-        dt: float,
-        length: float = 1.0,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
-        nu: Coefficient,
-        forcing_amplitude: Coefficient = DEFAULT_AMPLITUDE,
-        drag: Coefficient = DEFAULT_DRAG,
-        forcing_wavenumber: int = DEFAULT_WAVENUMBER,
-        cfl_max: float = CFL_MAX,
+        self, grid: Grid | int, *, forcing_wavenumber: int = DEFAULT_WAVENUMBER, **kwargs: Any
     ) -> None:
-        ranges = self.parameter_ranges
-        super().__init__(
-            n,
-            dt=dt,
-            length=length,
-            device=device,
-            dtype=dtype,
-            nu=nu,
-            forcing="kolmogorov",
-            forcing_amplitude=_one_value(
-                "forcing_amplitude", forcing_amplitude, ranges["forcing_amplitude"]
-            ),
-            forcing_wavenumber=forcing_wavenumber,
-            drag=_one_value("drag", drag, ranges["drag"]),
-            cfl_max=cfl_max,
-        )
+        # The forcing amplitude and drag are coefficients here, so PDE's __init__ takes them.
+        object.__setattr__(self, "forcing", "kolmogorov")
+        object.__setattr__(self, "forcing_wavenumber", forcing_wavenumber)
+        PDE.__init__(self, grid, **kwargs)
+
+    def _forcing_constants(self, params: dict[str, torch.Tensor]) -> tuple[float, float]:
+        return float(params["forcing_amplitude"][0]), float(params["drag"][0])
 
     @classmethod
-    def max_stable_dt(
-        cls,
-        n: int,
-        length: float,
-        u_max: float | None = None,
-        cfl_max: float = CFL_MAX,
-        **coefficients: float | tuple[float, float],
+    def _speed_bound(
+        cls, grid: Grid, coefficients: Mapping[str, Bound], u_max: float | None
     ) -> float:
-        """Largest ``dt`` of the explicit advection: ``cfl_max * dx / u_max``.
+        """``NavierStokes2D``'s bound of the initial state plus the forced ``F / (mu + nu k_1^2)``.
 
-        Args:
-            n: Grid points per side, even and >= 8.
-            length: Side > 0.
-            u_max: Bound on the speed (> 0). ``None``: ``IC_SPEED_BOUND * length`` plus the
-                forced bound ``F / (drag + nu k_1^2)`` of the class docstring.
-            cfl_max: Courant limit (> 0). Defaults to ``CFL_MAX`` = 0.7.
-            coefficients: ``nu`` (value or range; the smallest counts, default: the low end of
-                ``default_parameters``), ``forcing_amplitude`` and ``drag`` (value or range;
-                the largest amplitude and smallest drag count, default: ``batch_constants``).
-
-        Returns:
-            The step size bound, in time units.
+        The largest amplitude, smallest drag and smallest ``nu`` of the bounds count.
         """
-        _validate_n(n)
-        validate_positive("length", length)
-        unknown = set(coefficients) - set(cls.parameter_names)
-        if unknown:
-            raise ValueError(
-                f"unknown coefficients {sorted(unknown)}; valid: {cls.parameter_names}"
-            )
-        if u_max is None:
-            nu = _smallest(coefficients.get("nu", cls.default_parameters["nu"][1]))
-            amp = coefficients.get("forcing_amplitude", cls.batch_constants["forcing_amplitude"])
-            amp = float(per_sample("forcing_amplitude", amp, positive=False).abs().max())
-            drag = coefficients.get("drag", cls.batch_constants["drag"])
-            drag = float(per_sample("drag", drag, positive=False).min())
-            u_max = IC_SPEED_BOUND * length + amp / (drag + nu * (2 * math.pi / length) ** 2)
-        return NavierStokes2D.max_stable_dt(n, length, u_max, cfl_max)
-
-    @classmethod
-    def resolution_warning(
-        cls,
-        n: int,
-        length: float,
-        nu: float | tuple[float, float] | None = None,
-        **_: float | tuple[float, float],
-    ) -> str | None:
-        """``NavierStokes2D.resolution_warning`` at the smallest ``nu``; forcing may need more."""
-        return super().resolution_warning(n, length, nu)
+        nu = smallest(coefficients["nu"])
+        forced = largest(coefficients["forcing_amplitude"]) / (
+            smallest(coefficients["drag"]) + nu * (2 * math.pi / grid.length) ** 2
+        )
+        return super()._speed_bound(grid, coefficients, u_max) + forced

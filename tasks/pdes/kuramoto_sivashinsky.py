@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import torch
 
-from pdeflow.tasks.pdes.spectral1d import (
-    RK4_IMAG_LIMIT,
-    Coefficient,
-    PeriodicSpectral1D,
-    per_sample,
-    validate_grid,
-    validate_positive,
-)
+from pdeflow.tasks.pdes.base import Bound, Coefficient, Defaults, Grid, PDEInfo, smallest
+from pdeflow.tasks.pdes.spectral1d import RK4_IMAG_LIMIT, PeriodicSpectral1D, per_sample
 
 # Fraction of the frozen-coefficient stability limit a rollout accepts (the Courant number of
 # the KS docstring is 1 at the limit): the same ~26% margin as Burgers' 1.0 of 1.35.
 CFL_MAX = 0.75
+
+# Bound on |u| on the attractor for nu = 1: measured max|u| 3.0 at length 22 (tests), with a
+# third of margin. The scaling of the class docstring multiplies it by 1 / sqrt(nu).
+ATTRACTOR_U_MAX = 4.0
 
 
 def _k_star(k: torch.Tensor, u_max: torch.Tensor, nu: torch.Tensor) -> torch.Tensor:
@@ -36,6 +34,28 @@ def _k_star(k: torch.Tensor, u_max: torch.Tensor, nu: torch.Tensor) -> torch.Ten
     return (k * active).amax(dim=-1)
 
 
+def unit_courant_dt(grid: Grid, nu: Bound, u_max: float) -> float:
+    """The ``dt`` at which the Courant number ``C`` of the KS docstring is 1.
+
+    ``dt = 2 sqrt(2) / (u_max k_*)``, minimised over the values of ``nu`` (the smallest gives
+    the largest ``k_*``).
+
+    Args:
+        grid: The 1D grid.
+        nu: Hyperdiffusivity, a value or its (low, high) range over the samples.
+        u_max: Bound on ``|u|`` over the rollout (> 0).
+
+    Returns:
+        The step size, in time units; ``math.inf`` if hyperdiffusion outruns advection in
+        every kept mode.
+    """
+    nu64 = per_sample("nu", list(nu) if isinstance(nu, tuple | list) else nu, positive=True)
+    m = torch.arange(grid.n // 2 + 1)
+    k = (2 * math.pi / grid.length) * m[3 * m < grid.n].to(torch.float64)
+    k_star = _k_star(k, torch.tensor([float(u_max)], dtype=torch.float64), nu64).amax().item()
+    return math.inf if k_star == 0 else RK4_IMAG_LIMIT / (u_max * k_star)
+
+
 class KuramotoSivashinsky(PeriodicSpectral1D):
     r"""Kuramoto-Sivashinsky equation on a periodic interval, batched over samples.
 
@@ -45,7 +65,7 @@ class KuramotoSivashinsky(PeriodicSpectral1D):
         \qquad x \in [0, \ell), \; t > 0,
 
     with periodic boundary conditions :math:`u(0, t) = u(\ell, t)`. Symbols: ``u`` is the state
-    of shape (batch, n_x) sampled at ``x``; :math:`\nu` is ``nu`` (hyperdiffusivity, units
+    of shape (batch, 1, n_x) sampled at ``x``; :math:`\nu` is ``nu`` (hyperdiffusivity, units
     length^4/time), one value for the batch or one per sample; :math:`\ell` is ``length``; the
     time step is ``dt``. The usual form has :math:`\nu = 1`; the substitution
     :math:`x = \sqrt\nu x'`, :math:`t = \nu t'`, :math:`u = u' / \sqrt\nu` maps any
@@ -88,87 +108,34 @@ class KuramotoSivashinsky(PeriodicSpectral1D):
     default ``cfl_max = 0.75`` keeps the margin of Burgers (a local, linearised argument,
     checked once per frame); a violation raises rather than return garbage.
 
-    Args:
-        n_x: Number of grid points, even and >= 8.
-        nu: Hyperdiffusivity > 0: a scalar, or a sequence/tensor of shape (batch,) with one per
-            sample. Defaults to 1.0.
-        dt: Time step > 0, in time units.
-        length: Domain length :math:`\ell > 0`. Defaults to 22.0.
-        device: Torch device of all tensors. Defaults to ``"cpu"``.
-        dtype: ``torch.float32`` or ``torch.float64`` (default) for the state.
-        cfl_max: Largest Courant number ``C`` above a rollout accepts; ``math.inf`` disables
-            the check. Defaults to ``CFL_MAX`` = 0.75.
-
-    Attributes:
-        n_x, dt, length, cfl_max, device, dtype: The constructor arguments.
-        nu: Hyperdiffusivities, shape (1,) or (batch,), solver dtype.
-        dx: Grid spacing ``length / n_x``.
-        x: Grid points ``i * dx``, shape (n_x,), solver dtype.
-        k: Wavenumbers ``2 pi m / length``, ``m = 0 .. n_x // 2``, shape (n_x // 2 + 1,).
-
-    Raises:
-        ValueError: If an argument is outside its valid range; the message names it.
+    Construction is ``PDE``'s: ``KuramotoSivashinsky(n_x, nu=..., dt=..., length=...,
+    cfl_max=...)``; ``cfl_max`` (``C`` above) defaults to ``CFL_MAX`` = 0.75,
+    and ``math.inf`` disables the check.
     """
 
-    name = "ks"
-    parameter_names = ("nu",)
-    _positive = frozenset({"nu"})
+    # From modes 1-3 (amplitudes in [-1, 1]) the chaotic attractor is reached by t ~ 20-40;
+    # 128 points keep the last kept modes below 1e-6 of the energetic ones at nu = 0.5
+    # (64 measured 2e-4), and dt = 0.1 is 0.69 of ``max_stable_dt`` there.
+    info = PDEInfo(
+        name="ks",
+        description="Kuramoto-Sivashinsky u_t + u u_x + u_xx + nu u_xxxx = 0",
+        fields={"u": "amplitude"},
+        coefficients={"nu": Coefficient((1e-3, 100.0), "length^4/time", ("uniform", 0.5, 1.5))},
+        defaults=Defaults(
+            n=128,
+            length=22.0,
+            t_end=100.0,
+            dt=0.1,
+            n_frames=101,
+            initial_condition={"kind": "modes"},
+        ),
+    )
+    CFL_MAX = CFL_MAX
 
-    def __init__(
-        self,
-        n_x: int,
-        *,
-        nu: Coefficient = 1.0,
-        dt: float,
-        length: float = 22.0,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
-        cfl_max: float = CFL_MAX,
-    ) -> None:
-        super().__init__(
-            n_x,
-            dt=dt,
-            length=length,
-            device=device,
-            dtype=dtype,
-            coefficients={"nu": nu},
-            cfl_max=cfl_max,
-        )
-
-    @staticmethod
-    def max_stable_dt(
-        n_x: int,
-        length: float,
-        u_max: float,
-        nu: float | Sequence[float] | torch.Tensor = 1.0,
-        cfl_max: float = CFL_MAX,
-    ) -> float:
-        """Largest ``dt`` for which the Courant number of the class docstring is ``cfl_max``.
-
-        ``dt = cfl_max * 2 sqrt(2) / (u_max k_*)``, minimised over the values of ``nu``.
-
-        Args:
-            n_x: Number of grid points, even and >= 8.
-            length: Domain length > 0.
-            u_max: Bound on ``|u|`` over the rollout (> 0); about 3 on the attractor for
-                ``nu = 1``.
-            nu: Hyperdiffusivity > 0, one value or one per sample. Defaults to 1.0.
-            cfl_max: Courant limit (> 0). Defaults to ``CFL_MAX`` = 0.75.
-
-        Returns:
-            The step size bound, in time units; ``math.inf`` if hyperdiffusion outruns
-            advection in every kept mode.
-        """
-        validate_grid(n_x, length)
-        validate_positive("u_max", u_max)
-        validate_positive("cfl_max", cfl_max)
-        nu64 = per_sample("nu", nu, positive=True)
-        m = torch.arange(n_x // 2 + 1)
-        k = (2 * math.pi / length) * m[3 * m < n_x].to(torch.float64)
-        k_star = _k_star(k, torch.tensor([float(u_max)], dtype=torch.float64), nu64).amax()
-        if k_star.item() == 0:
-            return math.inf
-        return cfl_max * RK4_IMAG_LIMIT / (u_max * k_star.item())
+    def _setup(self, params: dict[str, torch.Tensor]) -> dict:
+        out = super()._setup(params)
+        # What the Courant number needs on the solver's device and dtype.
+        return {**out, "_k_kept": out["k"][out["_keep"][0].real > 0], "_nu": params["nu"]}
 
     @staticmethod
     def _operators(
@@ -180,7 +147,19 @@ class KuramotoSivashinsky(PeriodicSpectral1D):
     def _pointwise(self, u: torch.Tensor) -> torch.Tensor:
         return u.square_()
 
-    def _courant(self, u: torch.Tensor) -> torch.Tensor:
-        u_max = u.abs().amax(dim=-1)
-        k_star = _k_star(self.k[self._keep[0].real > 0], u_max, self.nu)
-        return u_max * k_star * (self.dt / RK4_IMAG_LIMIT)
+    def _courant(self, u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        u_max = u.abs().amax(dim=(1, 2))
+        return u_max * _k_star(self._k_kept, u_max, self._nu) * (self.dt / RK4_IMAG_LIMIT)
+
+    @classmethod
+    def max_stable_dt(
+        cls, grid: Grid, coefficients: Mapping[str, Bound], u_max: float | None = None
+    ) -> float:
+        """``CFL_MAX`` times ``unit_courant_dt`` for ``|u|`` bounded by the attractor.
+
+        Any state grows to the attractor, so ``u_max`` is raised to
+        ``ATTRACTOR_U_MAX / sqrt(nu)`` at the smallest ``nu`` (``u_max`` None: that bound).
+        """
+        nu = coefficients["nu"]
+        u = max(u_max or 0.0, ATTRACTOR_U_MAX / math.sqrt(smallest(nu)))
+        return cls.CFL_MAX * unit_courant_dt(grid, nu, u)

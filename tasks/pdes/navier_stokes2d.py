@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from pdeflow.tasks.fields import gaussian_random_field
-from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
+from pdeflow.tasks.pdes.base import (
+    PDE,
+    Bound,
+    Coefficient,
+    Defaults,
+    Grid,
+    PDEInfo,
+    as_grid,
+    smallest,
+)
 from pdeflow.tasks.pdes.etdrk4 import etdrk4_coefficients
-from pdeflow.tasks.pdes.immutable import Immutable
-from pdeflow.tasks.pdes.spectral1d import RK4_IMAG_LIMIT, Coefficient, per_sample, validate_positive
+from pdeflow.tasks.pdes.spectral1d import RK4_IMAG_LIMIT, validate_positive
 
 # Exact frozen-coefficient limit of the explicit advection, derived in the class docstring:
-# C = max|u| dt / dx <= 3 / pi ~= 0.955. 0.7 keeps the ~27% margin of the 1D Burgers solver.
+# C = max|u| dt / dx <= 3 / pi ~= 0.955. NavierStokes2D.CFL_MAX = 0.7 keeps the ~27% margin of
+# the 1D Burgers solver.
 CFL_LIMIT = RK4_IMAG_LIMIT * 3 / (2 * math.pi * math.sqrt(2))
-CFL_MAX = 0.7
 
 # Default initial state (see initial_condition): the FNO Navier-Stokes spectrum, vorticity rms
 # 1/time (one time unit is about one eddy turnover). IC_SPEED_BOUND bounds its speed for
@@ -32,11 +40,9 @@ IC_VORTICITY_RMS = 1.0
 IC_SPEED_BOUND = 0.5
 
 Forcing = Literal["none", "kolmogorov"]
-
-
-def _validate_n(n: int) -> None:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 8 or n % 2:
-        raise ValueError(f"n must be an even integer >= 8, got {n!r}")
+# The internal state: the pruned spectrum (batch, n_ky, n), projected onto the kept modes, and
+# the work buffers of its batch size.
+State = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
 def _wavenumbers(n: int, length: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -65,6 +71,12 @@ def _to_spectral(w: torch.Tensor) -> torch.Tensor:
     return torch.fft.fft(torch.fft.rfft(w, dim=-1)[..., : _n_ky(n)].transpose(-1, -2), dim=-1)
 
 
+def _to_physical(v: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``_to_spectral`` for spectra (..., n_ky, n) of real fields: (..., n, n)."""
+    n = v.shape[-1]
+    return torch.fft.irfft(torch.fft.ifft(v, dim=-1).transpose(-1, -2), n=n, dim=-1)
+
+
 def _band_limited_unit_rms(w: np.ndarray, rms: float) -> np.ndarray:
     """One sample (n, n) projected onto the modes the 2/3 rule keeps, scaled to spatial ``rms``.
 
@@ -79,13 +91,23 @@ def _band_limited_unit_rms(w: np.ndarray, rms: float) -> np.ndarray:
     return w * (rms / np.sqrt(np.mean(w**2)))
 
 
-def _to_physical(v: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``_to_spectral`` for spectra (..., n_ky, n) of real fields: (..., n, n)."""
-    n = v.shape[-1]
-    return torch.fft.irfft(torch.fft.ifft(v, dim=-1).transpose(-1, -2), n=n, dim=-1)
+def speed_per_vorticity(n: int, length: float) -> float:
+    r"""Bound on ``max|u|`` per unit rms vorticity of a field on the kept modes, length units.
+
+    With :math:`\hat u_k = i (k_y, -k_x) \hat\omega_k / |k|^2`, Cauchy-Schwarz and Parseval
+    give :math:`|\mathbf u(x)| \le \sum_{k \ne 0} |\hat\omega_k| / |k| \le
+    \omega_{rms} \, (\sum_{k \ne 0} |k|^{-2})^{1/2}` over the kept square. The truncated
+    nonlinearity conserves enstrophy and viscosity and drag only remove it, so an unforced
+    rollout keeps the bound of its initial rms. 0.68, 0.76, 0.82 for ``length`` 1 at n = 32,
+    64, 128 (the sum grows like :math:`2\pi \ln n`).
+    """
+    m = np.fft.fftfreq(n, 1.0 / n)
+    m = m[3 * np.abs(m) < n]
+    m2 = m[:, None] ** 2 + m[None, :] ** 2
+    return length / (2 * math.pi) * math.sqrt(float(np.sum(1.0 / m2[m2 > 0])))
 
 
-class NavierStokes2D(Immutable):
+class NavierStokes2D(PDE):
     r"""Incompressible Navier-Stokes equations in 2D, vorticity-streamfunction form, batched.
 
     .. math::
@@ -125,119 +147,84 @@ class NavierStokes2D(Immutable):
     :math:`|\mathbf U| \sqrt 2 \,(2\pi / 3 \Delta x)\, \Delta t \le 2\sqrt 2`, i.e.
     :math:`C = \max|\mathbf u| \Delta t / \Delta x \le 3/\pi \approx 0.955` with
     :math:`|\mathbf u|` the speed. Viscous damping only widens the region, so this bound is
-    conservative. The default ``cfl_max = 0.7`` keeps ~27% margin for the nonlinearity (the
-    frozen argument is local) and for the check running once per frame; a violation raises.
+    conservative. The default ``cfl_max = CFL_MAX = 0.7`` keeps ~27% margin for the
+    nonlinearity (the frozen argument is local) and for the check running once per frame; a
+    violation raises ``CFLViolation``.
+
+    Construction is ``PDE``'s (``grid``, ``dt``, ``length``, ``device``, ``dtype``, ``cfl_max``,
+    the coefficient ``nu``) plus the forcing options below; frame 0 of a rollout is ``u0`` as
+    given, and the state is projected onto the kept modes before the first step.
 
     Args:
-        n: Grid points per side, even and >= 8.
-        dt: Time step > 0, in time units.
-        length: Side :math:`\ell > 0`. Defaults to 1.0.
-        device: Torch device of all tensors. Defaults to ``"cpu"``.
-        dtype: ``torch.float32`` or ``torch.float64`` (default) for the state.
-        nu: Viscosity > 0: a scalar, or a sequence/tensor of shape (batch,) with one per sample.
         forcing: ``"none"`` (default) or ``"kolmogorov"``.
         forcing_amplitude: :math:`F`, finite. Defaults to 0.1.
         forcing_wavenumber: Integer :math:`k_f \ell / 2\pi \ge 1` with ``3 * it < n``. Defaults
             to 4.
         drag: :math:`\mu \ge 0`. Defaults to 0.0.
-        cfl_max: Largest Courant number a rollout accepts; ``math.inf`` disables the check.
-            Defaults to ``CFL_MAX`` = 0.7.
+        **kwargs: ``PDE``'s arguments.
 
-    Attributes:
-        n, dt, length, device, dtype, forcing, forcing_amplitude, forcing_wavenumber, drag,
-        cfl_max: The constructor arguments.
-        nu: Viscosities, shape (1,) or (batch,), solver dtype.
-        dx: Grid spacing ``length / n``.
+    Attributes (besides ``PDE``'s):
+        forcing, forcing_amplitude, forcing_wavenumber, drag: The forcing options.
         x, y: Grid coordinates ``i * dx``, shape (n,), solver dtype.
 
     Raises:
         ValueError: If an argument is outside its valid range; the message names it.
     """
 
-    name: ClassVar[str] = "navier_stokes_2d"
-    dim: ClassVar[int] = 2
-    fields: ClassVar[tuple[str, ...]] = ("vorticity",)
-    field_units: ClassVar[dict[str, str]] = {"vorticity": "1/time"}
-    boundary: ClassVar[str] = "periodic"
-    description: ClassVar[str] = (
-        "2D incompressible Navier-Stokes, vorticity form, periodic, decaying turbulence"
+    # C <= 0.5 * 0.01 * 64 = 0.32 < CFL_MAX for the default initial state (IC_SPEED_BOUND);
+    # 41 frames, one per 0.25 time units (about a quarter eddy turnover).
+    info = PDEInfo(
+        name="navier_stokes_2d",
+        dim=2,
+        description="2D incompressible Navier-Stokes, vorticity form, decaying turbulence",
+        fields={"vorticity": "1/time"},
+        coefficients={"nu": Coefficient((1e-6, 10.0), "length^2/time", ("loguniform", 1e-4, 1e-2))},
+        defaults=Defaults(n=64, length=1.0, t_end=10.0, dt=0.01, n_frames=41),
     )
-    parameter_names: ClassVar[tuple[str, ...]] = ("nu",)
-    parameter_ranges: ClassVar[dict[str, tuple[float, float]]] = {"nu": (1e-6, 10.0)}
-    default_parameters: ClassVar[dict[str, tuple[str, float, float]]] = {
-        "nu": ("loguniform", 1e-4, 1e-2)
-    }
-    default_length: ClassVar[float] = 1.0
-    default_n: ClassVar[int] = 64
-    default_t_end: ClassVar[float] = 10.0
-    # C <= 0.5 * 0.01 * 64 = 0.32 < cfl_max for the default initial state (IC_SPEED_BOUND).
-    default_dt: ClassVar[float] = 0.01
-    stationary: ClassVar[bool] = False
+    CFL_MAX = 0.7
 
     def __init__(
         self,
-        n: int,
+        grid: Grid | int,
         *,
-        dt: float,
-        length: float = 1.0,
-        device: str | torch.device = "cpu",
-        dtype: torch.dtype = torch.float64,
-        nu: Coefficient,
         forcing: Forcing = "none",
         forcing_amplitude: float = 0.1,
         forcing_wavenumber: int = 4,
         drag: float = 0.0,
-        cfl_max: float = CFL_MAX,
-    ) -> None:
-        _validate_n(n)
-        validate_positive("length", length)
-        validate_positive("dt", dt)
-        nu64 = per_sample("nu", nu, positive=True)
-        lo, hi = self.parameter_ranges["nu"]
-        if not bool(((nu64 >= lo) & (nu64 <= hi)).all()):
-            raise ValueError(f"nu must lie in [{lo:g}, {hi:g}], got {nu!r}")
-        self._validate_forcing(n, forcing, forcing_amplitude, forcing_wavenumber, drag)
-        validate_positive("cfl_max", cfl_max, allow_inf=True)
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        device = torch.device(device)
-        cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-        tensors = self._operators(n, float(length), nu64, float(drag), float(dt))
-        f_hat = 0.0
-        if forcing == "kolmogorov":
-            # Spectrum of -F k_f cos(k_f y): one coefficient n^2/2 * (-F k_f) at [m_f, 0].
-            k_f = 2 * math.pi * forcing_wavenumber / length
-            f_hat = -forcing_amplitude * k_f * n * n / 2
-        grid = torch.arange(n, dtype=torch.float64) * (length / n)
-        state: dict[str, object] = {
-            name: t.to(device=device, dtype=cdtype if t.is_complex() else dtype)
-            for name, t in tensors.items()
-        }
-        state.update(nu=nu64.to(device=device, dtype=dtype), x=grid.to(device, dtype))
-        state.update(y=grid.to(device, dtype), n=int(n), dt=float(dt), length=float(length))
-        state.update(dx=float(length) / n, device=device, dtype=dtype, forcing=forcing)
-        state.update(forcing_amplitude=float(forcing_amplitude), drag=float(drag))
-        state.update(forcing_wavenumber=int(forcing_wavenumber), cfl_max=float(cfl_max))
-        state.update(_f_hat=f_hat, _n_batch=nu64.numel())
-        for key, value in state.items():
-            object.__setattr__(self, key, value)
-
-    @staticmethod
-    def _validate_forcing(
-        n: int, forcing: str, amplitude: float, wavenumber: int, drag: float
+        **kwargs: Any,
     ) -> None:
         if forcing not in ("none", "kolmogorov"):
             raise ValueError(f"forcing must be 'none' or 'kolmogorov', got {forcing!r}")
+        amplitude = forcing_amplitude
         if not isinstance(amplitude, numbers.Real) or not math.isfinite(amplitude):
             raise ValueError(f"forcing_amplitude must be a finite number, got {amplitude!r}")
+        if not isinstance(drag, numbers.Real) or not math.isfinite(drag) or drag < 0:
+            raise ValueError(f"drag must be a finite number >= 0, got {drag!r}")
+        options = dict(forcing=forcing, forcing_amplitude=float(amplitude), drag=float(drag))
+        for key, value in {**options, "forcing_wavenumber": forcing_wavenumber}.items():
+            object.__setattr__(self, key, value)
+        super().__init__(grid, **kwargs)
+
+    def _forcing_constants(self, params: dict[str, torch.Tensor]) -> tuple[float, float]:
+        """The forcing amplitude ``F`` and the drag ``mu`` of this solver."""
+        return self.forcing_amplitude, self.drag
+
+    def _setup(self, params: dict[str, torch.Tensor]) -> dict[str, Any]:
+        n, wavenumber = self.n, self.forcing_wavenumber
         ok = isinstance(wavenumber, numbers.Integral) and not isinstance(wavenumber, bool)
         if not ok or wavenumber < 1 or 3 * wavenumber >= n:
             raise ValueError(
                 f"forcing_wavenumber must be an integer in [1, {(n - 1) // 3}] (kept by the "
                 f"2/3 rule at n={n}), got {wavenumber!r}"
             )
-        if not isinstance(drag, numbers.Real) or not math.isfinite(drag) or drag < 0:
-            raise ValueError(f"drag must be a finite number >= 0, got {drag!r}")
+        amplitude, drag = self._forcing_constants(params)
+        out: dict[str, Any] = self._operators(n, self.length, params["nu"], drag, self.dt)
+        # Spectrum of -F k_f cos(k_f y): one coefficient n^2/2 * (-F k_f) at [m_f, 0].
+        k_f = 2 * math.pi * wavenumber / self.length
+        out["_f_hat"] = -amplitude * k_f * n * n / 2 if self.forcing == "kolmogorov" else 0.0
+        x, y = (torch.from_numpy(c) for c in self.coordinates(self.grid))
+        out.update(x=x, y=y, forcing_wavenumber=int(wavenumber))
+        return out
 
     @staticmethod
     def _operators(
@@ -267,64 +254,46 @@ class NavierStokes2D(Immutable):
         out.update(_vel=vel, _nl=nl, _keep=keep.to(torch.complex128))
         return out
 
-    def __repr__(self) -> str:
-        nu = self.nu.tolist()
-        nu_repr = nu[0] if len(nu) == 1 else f"<{len(nu)} values>"
-        return (
-            f"NavierStokes2D(n={self.n}, nu={nu_repr}, dt={self.dt}, length={self.length}, "
-            f"forcing={self.forcing!r}, drag={self.drag}, device='{self.device}', "
-            f"dtype={self.dtype}, cfl_max={self.cfl_max})"
-        )
+    # --- class-level facts: stability, resolution, initial state ----------------------------
 
-    # --- class-level helpers of the 2D contract -------------------------------------------
+    @classmethod
+    def _speed_bound(
+        cls, grid: Grid, coefficients: Mapping[str, Bound], u_max: float | None
+    ) -> float:
+        """Bound on the speed over a rollout, length/time.
+
+        ``u_max`` bounds max|omega_0| of a generic initial family, hence its rms, and
+        ``speed_per_vorticity`` turns that into a speed bound for the whole unforced rollout;
+        without it, the measured ``IC_SPEED_BOUND * length`` of ``initial_condition``.
+        """
+        if u_max is None:
+            return IC_SPEED_BOUND * grid.length
+        return u_max * speed_per_vorticity(grid.n, grid.length)
 
     @classmethod
     def max_stable_dt(
-        cls,
-        n: int,
-        length: float,
-        u_max: float | None = None,
-        cfl_max: float = CFL_MAX,
-        **coefficient_maxima: float,
+        cls, grid: Grid, coefficients: Mapping[str, Bound], u_max: float | None = None
     ) -> float:
-        """Largest ``dt`` the explicit advection accepts: ``cfl_max * dx / u_max``.
+        """Largest ``dt`` the explicit advection accepts: ``CFL_MAX * dx / max|u|``.
 
         See the class docstring for the derivation from RK4's imaginary-axis limit and the
-        2/3-rule wavenumbers. Viscosity and drag are integrated exactly and do not limit ``dt``,
-        so coefficient maxima (``nu=...``) are accepted and only checked by name.
+        2/3-rule wavenumbers. Viscosity and drag are integrated exactly and do not limit ``dt``.
 
         Args:
-            n: Grid points per side, even and >= 8.
-            length: Side > 0.
-            u_max: Bound on the speed over the rollout (> 0), length/time. ``None``: the bound
-                ``IC_SPEED_BOUND * length`` of the unforced default initial state (kinetic
-                energy only decays without forcing; a forced flow must pass its own bound).
-            cfl_max: Courant limit (> 0). Defaults to ``CFL_MAX`` = 0.7.
-            coefficient_maxima: Optional maxima of ``parameter_names``; unused.
+            grid: The square grid.
+            coefficients: Each coefficient's value or (low, high) range (``nu`` is unused).
+            u_max: Bound on max|omega_0| (1/time) of a generic initial family; ``None``: the
+                PDE's own ``initial_condition`` (see ``_speed_bound``).
 
         Returns:
-            The step size bound, in time units.
+            The step size bound, in time units (infinite for a state at rest).
         """
-        _validate_n(n)
-        validate_positive("length", length)
-        validate_positive("cfl_max", cfl_max)
-        unknown = set(coefficient_maxima) - set(cls.parameter_names)
-        if unknown:
-            raise ValueError(
-                f"unknown coefficients {sorted(unknown)}; valid: {cls.parameter_names}"
-            )
-        if u_max is None:
-            u_max = IC_SPEED_BOUND * length
-        validate_positive("u_max", u_max)
-        return cfl_max * (length / n) / u_max
+        speed = cls._speed_bound(grid, coefficients, u_max)
+        return math.inf if speed == 0 else cls.CFL_MAX * grid.spacing[0] / speed
 
     @classmethod
     def resolution_warning(
-        cls,
-        n: int,
-        length: float,
-        nu: float | tuple[float, float] | None = None,
-        vorticity_rms: float = IC_VORTICITY_RMS,
+        cls, grid: Grid, coefficients: Mapping[str, Bound], u_max: float | None = None
     ) -> str | None:
         """Warn when the grid cannot resolve the thinnest vorticity filaments.
 
@@ -340,36 +309,31 @@ class NavierStokes2D(Immutable):
         n = 48 by 0.19%, n = 64 by 1e-4. An order-of-magnitude estimate; forcing may need more.
 
         Args:
-            n: Grid points per side.
-            length: Side > 0.
-            nu: Viscosity, or its range ``(low, high)``; the smallest value counts. ``None``:
-                the low end of ``default_parameters``, 1e-4.
-            vorticity_rms: Spatial rms of the initial vorticity, 1/time. Defaults to
-                ``IC_VORTICITY_RMS`` = 1.0, that of ``initial_condition``.
+            grid: The square grid.
+            coefficients: ``nu`` as a value or range; the smallest counts.
+            u_max: Bound on max|omega_0| (1/time), which bounds its rms; ``None``: the rms
+                ``IC_VORTICITY_RMS`` = 1.0 of ``initial_condition``.
 
         Returns:
             A message with the estimated ``n`` needed, or ``None`` if ``n`` suffices.
         """
-        _validate_n(n)
-        validate_positive("length", length)
-        validate_positive("vorticity_rms", vorticity_rms)
-        if nu is None:
-            nu = cls.default_parameters["nu"][1]
-        nu_min = float(per_sample("nu", nu, positive=True).min())
+        nu_min = smallest(coefficients["nu"])
+        vorticity_rms = IC_VORTICITY_RMS if u_max is None else u_max
+        if vorticity_rms == 0:
+            return None
         delta = math.sqrt(nu_min / vorticity_rms)
-        needed = math.ceil(3 * length / (2 * math.pi * delta))
-        if n >= needed:
+        needed = math.ceil(3 * grid.length / (2 * math.pi * delta))
+        if grid.n >= needed:
             return None
         return (
-            f"{cls.name}: n={n} under-resolves the vorticity filaments of width "
+            f"{cls.info.name}: n={grid.n} under-resolves the vorticity filaments of width "
             f"~sqrt(nu/omega_rms) = {delta:.3g} at nu={nu_min:g}; about n >= {needed} is needed"
         )
 
     @classmethod
     def initial_condition(
         cls,
-        n: int,
-        length: float,
+        grid: Grid,
         seeds: Sequence[int] | np.ndarray,
         *,
         dtype: torch.dtype = torch.float64,
@@ -387,8 +351,7 @@ class NavierStokes2D(Immutable):
         batch-invariant by construction.
 
         Args:
-            n: Grid points per side, even and >= 8.
-            length: Side > 0.
+            grid: The square grid (a ``Grid``; an integer means the default side).
             seeds: Integer seeds >= 0, shape (batch,); sample ``i`` depends on ``seeds[i]`` only.
             dtype: Returned dtype. Defaults to ``torch.float64``.
             device: Returned device. Defaults to ``"cpu"``.
@@ -397,30 +360,15 @@ class NavierStokes2D(Immutable):
         Returns:
             Vorticity of shape (batch, 1, n, n).
         """
-        _validate_n(n)
-        validate_positive("length", length)
+        grid = as_grid(grid, None, cls.info.dim, cls.info.defaults.length)
         validate_positive("vorticity_rms", vorticity_rms)
+        n, length = grid.n, grid.length
         w = gaussian_random_field((n, n), length, seeds, alpha=IC_ALPHA, tau=IC_TAU / length)
         for sample in w:
             sample[...] = _band_limited_unit_rms(sample, vorticity_rms)
         return torch.from_numpy(w[:, None]).to(device=device, dtype=dtype)
 
     # --- time stepping ----------------------------------------------------------------------
-
-    def _check_state(self, w: torch.Tensor, name: str) -> torch.Tensor:
-        shape = (self.n, self.n)
-        if not isinstance(w, torch.Tensor) or w.ndim != 4 or tuple(w.shape[1:]) != (1, *shape):
-            got = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            raise ValueError(
-                f"{name} must be a tensor of shape (batch, 1, {self.n}, {self.n}), got {got}"
-            )
-        if w.is_complex():
-            raise ValueError(f"{name} must be real, got {w.dtype}")
-        if self._n_batch > 1 and w.shape[0] != self._n_batch:
-            raise ValueError(
-                f"{name} has batch {w.shape[0]} but nu has {self._n_batch} per-sample values"
-            )
-        return w.to(device=self.device, dtype=self.dtype)
 
     def _workspace(self, n_batch: int) -> dict[str, torch.Tensor]:
         """Buffers reused by every step: fresh large allocations each step cost page faults."""
@@ -468,68 +416,19 @@ class NavierStokes2D(Immutable):
         v.mul_(self._e).addcmul_(self._f1, nv).addcmul_(self._f2, na.add_(nb))
         return v.addcmul_(self._f3, nc)
 
-    def step(self, w: torch.Tensor) -> torch.Tensor:
-        """Advance the batch by one time step ``dt``, after projecting onto the kept modes.
+    def _start(self, u: torch.Tensor) -> State:
+        return _to_spectral(u[:, 0]).mul_(self._keep), self._workspace(u.shape[0])
 
-        Args:
-            w: Vorticity of shape (batch, 1, n, n); cast to the solver's dtype and device.
+    def _advance(self, s: State, n_steps: int) -> State:
+        v, ws = s
+        for _ in range(n_steps):
+            v = self._step_hat(v, ws)
+        return v, ws
 
-        Returns:
-            The vorticity at ``t + dt``, shape (batch, 1, n, n), solver dtype.
-        """
-        w = self._check_state(w, "w")
-        v = _to_spectral(w[:, 0]).mul_(self._keep)
-        return _to_physical(self._step_hat(v, self._workspace(w.shape[0])))[:, None]
+    def _frame(self, s: State) -> torch.Tensor:
+        return _to_physical(s[0])[:, None]
 
-    def _check_frame(
-        self, w: torch.Tensor, v: torch.Tensor, ws: dict[str, torch.Tensor], time: float
-    ) -> None:
-        """Raise if a frame (batch, n, n) is non-finite or a sample's Courant number too big."""
-        finite = torch.isfinite(w).flatten(1).all(dim=1)
-        if not bool(finite.all()):
-            raise BlowUpError(torch.nonzero(~finite).flatten().tolist(), time)
-        vel = self._velocity(v, ws)
-        speed = vel.square().sum(dim=1).amax(dim=(1, 2)).sqrt()
-        cfl = speed * (self.dt / self.dx)
-        over = cfl > self.cfl_max
-        if bool(over.any()):
-            raise CFLViolation(
-                torch.nonzero(over).flatten().tolist(), time, cfl[over].tolist(), self.cfl_max
-            )
-
-    def rollout(self, u0: torch.Tensor, n_frames: int, steps_per_frame: int) -> torch.Tensor:
-        """Integrate a batch and record ``n_frames`` frames, ``steps_per_frame`` steps apart.
-
-        Frame 0 is ``u0`` as given; the state is projected onto the kept modes before the first
-        step. Every frame is checked: values finite, and each sample's Courant number
-        ``max|u| dt / dx`` at most ``cfl_max`` (speed from the projected state).
-
-        Args:
-            u0: Initial vorticity of shape (batch, 1, n, n), real.
-            n_frames: Number of frames to return (>= 1), frame 0 being ``u0``.
-            steps_per_frame: Time steps between frames (>= 1); frame ``f`` is at time
-                ``f * steps_per_frame * dt``.
-
-        Returns:
-            Trajectory of shape (batch, n_frames, 1, n, n), solver dtype and device.
-
-        Raises:
-            BlowUpError: If a frame has non-finite values; ``samples`` lists the batch indices.
-            CFLViolation: If a frame exceeds ``cfl_max``; ``samples`` lists the batch indices.
-        """
-        u0 = self._check_state(u0, "u0")
-        check_rollout_counts(n_frames, steps_per_frame)
-        n_batch = u0.shape[0]
-        frames = torch.empty(
-            (n_batch, n_frames, 1, self.n, self.n), dtype=self.dtype, device=self.device
-        )
-        frames[:, 0] = u0
-        ws = self._workspace(n_batch)
-        v = _to_spectral(u0[:, 0]).mul_(self._keep)
-        self._check_frame(u0[:, 0], v, ws, 0.0)
-        for frame in range(1, n_frames):
-            for _ in range(steps_per_frame):
-                v = self._step_hat(v, ws)
-            frames[:, frame, 0] = _to_physical(v)
-            self._check_frame(frames[:, frame, 0], v, ws, frame * steps_per_frame * self.dt)
-        return frames
+    def _courant(self, u: torch.Tensor, s: State) -> torch.Tensor:
+        """``max|u| dt / dx`` of each sample, the speed from the projected spectrum."""
+        speed = self._velocity(*s).square().sum(dim=1).amax(dim=(1, 2)).sqrt()
+        return speed * (self.dt / self.dx)

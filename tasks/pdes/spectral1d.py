@@ -12,23 +12,20 @@ derivative such as :math:`-ik/2`, or a rate), and a pointwise nonlinearity ``f``
 the wavenumbers and its per-sample coefficients, ``f``, and, where an explicit advection term
 limits ``dt``, a Courant number. This module turns them into the ETDRK4 scheme of Cox &
 Matthews (2002), J. Comput. Phys. 176, 430-455 (see ``pdeflow.tasks.pdes.etdrk4``), with ``G``
-folded into the scheme's weights, a Galerkin truncation that dealiases ``f``, and a batched rollout
-that checks every frame.
+folded into the scheme's weights and a Galerkin truncation that dealiases ``f``; the batched
+rollout and its frame checks are ``pdeflow.tasks.pdes.base.PDE``'s.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-from pdeflow.tasks.pdes.errors import BlowUpError, CFLViolation, check_rollout_counts
+from pdeflow.tasks.pdes.base import PDE, CoefficientValue
 from pdeflow.tasks.pdes.etdrk4 import ETDRK4Coefficients, etdrk4_coefficients
-from pdeflow.tasks.pdes.immutable import Immutable
 
 # Points on the full contour circle for a complex or positive linear operator: the density of
 # pdeflow.tasks.pdes.etdrk4 (32 points on the upper half), which needs the conjugate symmetry
@@ -49,7 +46,8 @@ RK4_REAL_LIMIT = 2.7852935634052813
 
 _WEIGHTS = ("_e", "_e2", "_gq", "_gq2", "_gf1", "_gf2", "_gf3")
 
-Coefficient = float | Sequence[float] | torch.Tensor
+# A coefficient's value, once or per sample (the name the 2D solvers import).
+Coefficient = CoefficientValue
 
 
 def _contour_phis(z: torch.Tensor) -> list[torch.Tensor]:
@@ -116,13 +114,6 @@ def etdrk4_coefficients_complex(linear: torch.Tensor, dt: float) -> ETDRK4Coeffi
     return ETDRK4Coefficients(*(c.reshape(linear.shape) for c in coef))
 
 
-def validate_grid(n_x: int, length: float) -> None:
-    """Raise ValueError unless ``n_x`` is an even integer >= 8 and ``length`` finite and > 0."""
-    if isinstance(n_x, bool) or not isinstance(n_x, numbers.Integral) or n_x < 8 or n_x % 2:
-        raise ValueError(f"n_x must be an even integer >= 8, got {n_x!r}")
-    validate_positive("length", length)
-
-
 def validate_positive(name: str, value: float, *, allow_inf: bool = False) -> None:
     """Raise ValueError naming ``name`` unless ``value`` is a real number > 0 (finite)."""
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
@@ -147,89 +138,52 @@ def per_sample(name: str, value: Coefficient, *, positive: bool) -> torch.Tensor
     return values
 
 
-class PeriodicSpectral1D(Immutable, ABC):
+def modes_initial_condition(amplitude: float) -> dict:
+    """The generate config's ``modes`` family: a_k uniform in [-amplitude, amplitude], k = 1-3.
+
+    Its bound ``max|u0| <= 3 amplitude`` is what the stability check then uses.
+    """
+    spec = {"distribution": "uniform", "low": -amplitude, "high": amplitude}
+    return {"kind": "modes", "modes": (1, 2, 3), "amplitude": spec}
+
+
+def state_bound(u_max: float | None) -> float:
+    """The bound on ``|u|`` a stability limit uses: ``u_max``, or 1 without one.
+
+    The 1D solvers have no initial state of their own; ``u_max`` is None only for an initial
+    family without a bound (a Gaussian random field), whose default amplitude is 1.
+    """
+    return 1.0 if u_max is None else float(u_max)
+
+
+class PeriodicSpectral1D(PDE):
     """Base class: a 1D periodic pseudo-spectral PDE, ETDRK4 in time, immutable, batched.
 
-    Subclasses set the class attributes and implement ``_operators`` (and ``_pointwise`` and
-    ``_courant`` where they apply); their ``__init__`` names the coefficients and calls this one.
-    The state is projected onto the kept modes ``_dealias_factor * m < n_x`` before the first
+    A subclass sets ``info`` and implements ``_operators`` (and ``_pointwise`` and ``_courant``
+    where they apply); construction, checks and the rollout are ``PDE``'s. The state, of shape
+    (batch, 1, n), is projected onto the kept modes ``_dealias_factor * m < n`` before the first
     step, so every later frame lies in their span: the scheme leaves the cut modes at zero.
 
-    Args:
-        n_x: Number of grid points, even and >= 8.
-        dt: Time step > 0, in time units.
-        length: Domain length > 0.
-        device: Torch device of all tensors.
-        dtype: ``torch.float32`` or ``torch.float64`` for the state.
-        coefficients: Each of ``parameter_names`` mapped to a scalar or one value per sample.
-        cfl_max: Largest Courant number a rollout accepts (``math.inf`` disables the check);
-            only for subclasses that define ``_courant``, else ``None``.
+    Attributes (besides ``PDE``'s):
+        x: Grid points ``i * dx``, shape (n,), solver dtype.
+        k: Wavenumbers ``2 pi m / length``, ``m = 0 .. n // 2``, shape (n // 2 + 1,).
     """
 
-    name: ClassVar[str]
-    parameter_names: ClassVar[tuple[str, ...]]
-    # Coefficients that must be > 0 (the others need only be finite).
-    _positive: ClassVar[frozenset[str]] = frozenset()
-    # Modes with _dealias_factor * m >= n_x are cut: 3 is Orszag's 2/3 rule for a quadratic f,
+    # Modes with _dealias_factor * m >= n are cut: 3 is Orszag's 2/3 rule for a quadratic f,
     # 4 the 1/2 rule for a cubic one, 2 drops only the Nyquist mode, 1 keeps every mode.
     _dealias_factor: ClassVar[int] = 3
 
-    def __init__(
-        self,
-        n_x: int,
-        *,
-        dt: float,
-        length: float,
-        device: str | torch.device,
-        dtype: torch.dtype,
-        coefficients: Mapping[str, Coefficient],
-        cfl_max: float | None = None,
-    ) -> None:
-        validate_grid(n_x, length)
-        params, n_batch = self._coefficients(coefficients)
-        validate_positive("dt", dt)
-        if cfl_max is not None:
-            validate_positive("cfl_max", cfl_max, allow_inf=True)
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        device = torch.device(device)
-        complex_dtype = torch.complex64 if dtype == torch.float32 else torch.complex128
+    _pointwise = None  # f(u) on a (batch, n) state; may work in place. None: linear PDE.
 
-        n_modes = n_x // 2 + 1
-        k = (2 * math.pi / length) * torch.arange(n_modes, dtype=torch.float64)
-        keep = self._dealias_factor * torch.arange(n_modes) < n_x
+    def _setup(self, params: dict[str, torch.Tensor]) -> dict[str, Any]:
+        n_modes = self.n // 2 + 1
+        k = (2 * math.pi / self.length) * torch.arange(n_modes, dtype=torch.float64)
+        keep = self._dealias_factor * torch.arange(n_modes) < self.n
         linear, gain = self._operators(k, {name: p[:, None] for name, p in params.items()})
-        tensors = dict(params, k=k, x=torch.arange(n_x, dtype=torch.float64) * (length / n_x))
-        tensors["_keep"] = keep.to(torch.complex128)[None]
-        tensors.update(self._weights(linear, None if gain is None else gain * keep, float(dt)))
-        state: dict[str, object] = {
-            name: t.to(device=device, dtype=complex_dtype if t.is_complex() else dtype)
-            for name, t in tensors.items()
-        }
-        state.update(n_x=int(n_x), dt=float(dt), length=float(length), dx=float(length) / n_x)
-        state.update(device=device, dtype=dtype, _n_batch=n_batch)
-        if cfl_max is not None:
-            state["cfl_max"] = float(cfl_max)
-        for name, value in state.items():
-            object.__setattr__(self, name, value)
-
-    @classmethod
-    def _coefficients(
-        cls, coefficients: Mapping[str, Coefficient]
-    ) -> tuple[dict[str, torch.Tensor], int]:
-        """Validated float64 coefficients, each of shape (1,) or (batch,), and the batch size."""
-        params = {
-            name: per_sample(name, coefficients[name], positive=name in cls._positive)
-            for name in cls.parameter_names
-        }
-        sizes = {name: p.numel() for name, p in params.items() if p.numel() > 1}
-        first, first_size = next(iter(sizes.items()), (None, 1))
-        for name, size in sizes.items():
-            if size != first_size:
-                raise ValueError(
-                    f"{name} has {size} per-sample values but {first} has {first_size}"
-                )
-        return params, first_size
+        x = torch.from_numpy(self.coordinates(self.grid)[0])
+        tensors = dict(k=k, x=x, _keep=keep.to(torch.complex128)[None])
+        tensors.update(self._weights(linear, None if gain is None else gain * keep, self.dt))
+        return tensors
 
     @staticmethod
     def _weights(
@@ -257,7 +211,6 @@ class PeriodicSpectral1D(Immutable, ABC):
         }
 
     @staticmethod
-    @abstractmethod
     def _operators(
         k: torch.Tensor, params: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -267,38 +220,11 @@ class PeriodicSpectral1D(Immutable, ABC):
             k: Wavenumbers ``2 pi m / length``, shape (n_modes,), float64.
             params: Each coefficient as a float64 column of shape (1, 1) or (batch, 1).
         """
-
-    _pointwise = None  # f(u) on a (batch, n_x) state; may work in place. None: linear PDE.
-    _courant = None  # Courant number of each sample of a (batch, n_x) state, or None.
-
-    def __repr__(self) -> str:
-        parts = [f"n_x={self.n_x}"]
-        for name in self.parameter_names:
-            values = getattr(self, name).tolist()
-            parts.append(f"{name}={values[0] if len(values) == 1 else f'<{len(values)} values>'}")
-        parts += [f"dt={self.dt}", f"length={self.length}", f"device='{self.device}'"]
-        parts.append(f"dtype={self.dtype}")
-        if hasattr(self, "cfl_max"):
-            parts.append(f"cfl_max={self.cfl_max}")
-        return f"{type(self).__name__}({', '.join(parts)})"
-
-    def _check_state(self, u: torch.Tensor, name: str) -> torch.Tensor:
-        """Validate a (batch, n_x) state against this solver and cast it to its dtype/device."""
-        if not isinstance(u, torch.Tensor) or u.ndim != 2 or u.shape[1] != self.n_x:
-            shape = tuple(u.shape) if isinstance(u, torch.Tensor) else type(u).__name__
-            raise ValueError(f"{name} must be a tensor of shape (batch, {self.n_x}), got {shape}")
-        if u.is_complex():
-            raise ValueError(f"{name} must be real, got {u.dtype}")
-        if self._n_batch > 1 and u.shape[0] != self._n_batch:
-            raise ValueError(
-                f"{name} has batch {u.shape[0]} but the coefficients have {self._n_batch} "
-                "per-sample values"
-            )
-        return u.to(device=self.device, dtype=self.dtype)
+        raise NotImplementedError
 
     def _nonlinear(self, v: torch.Tensor) -> torch.Tensor:
         """Spectrum of f(u), (batch, n_modes); ``G`` and dealiasing are in the weights."""
-        return torch.fft.rfft(self._pointwise(torch.fft.irfft(v, n=self.n_x)))
+        return torch.fft.rfft(self._pointwise(torch.fft.irfft(v, n=self.n)))
 
     def _step_hat(self, v: torch.Tensor) -> torch.Tensor:
         """One ETDRK4 step in Fourier space; ``v`` and the result have shape (batch, n_modes)."""
@@ -315,63 +241,13 @@ class PeriodicSpectral1D(Immutable, ABC):
         out = e * v
         return out.addcmul_(gf1, nv).addcmul_(gf2, na.add_(nb)).addcmul_(gf3, nc)
 
-    def step(self, u: torch.Tensor) -> torch.Tensor:
-        """Advance the batch by one time step ``dt``, after projecting onto the kept modes.
+    def _start(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.fft.rfft(u[:, 0]).mul_(self._keep)
 
-        Args:
-            u: State of shape (batch, n_x), real; cast to the solver's dtype and device.
+    def _advance(self, s: torch.Tensor, n_steps: int) -> torch.Tensor:
+        for _ in range(n_steps):
+            s = self._step_hat(s)
+        return s
 
-        Returns:
-            The state at ``t + dt``, shape (batch, n_x), solver dtype.
-        """
-        u = self._check_state(u, "u")
-        v = torch.fft.rfft(u).mul_(self._keep)
-        return torch.fft.irfft(self._step_hat(v), n=self.n_x)
-
-    def _check_frame(self, u: torch.Tensor, time: float) -> None:
-        """Raise if any sample of a (batch, n_x) frame is non-finite or above ``cfl_max``."""
-        finite = torch.isfinite(u).all(dim=-1)
-        if not bool(finite.all()):
-            raise BlowUpError(torch.nonzero(~finite).flatten().tolist(), time)
-        if self._courant is None:
-            return
-        cfl = self._courant(u)
-        over = cfl > self.cfl_max
-        if bool(over.any()):
-            raise CFLViolation(
-                torch.nonzero(over).flatten().tolist(), time, cfl[over].tolist(), self.cfl_max
-            )
-
-    def rollout(self, u0: torch.Tensor, n_frames: int, steps_per_frame: int) -> torch.Tensor:
-        """Integrate a batch and record ``n_frames`` frames, ``steps_per_frame`` steps apart.
-
-        Every frame, ``u0`` included, is checked: all values finite and, for equations with an
-        explicit advection term, each sample's Courant number at most ``cfl_max``.
-
-        Args:
-            u0: Initial state of shape (batch, n_x), real.
-            n_frames: Number of frames to return (>= 1), frame 0 being ``u0``.
-            steps_per_frame: Time steps between frames (>= 1); frame ``f`` is at time
-                ``f * steps_per_frame * dt``.
-
-        Returns:
-            Trajectory of shape (batch, n_frames, n_x), solver dtype and device.
-
-        Raises:
-            BlowUpError: If a frame has non-finite values; ``samples`` lists the batch indices.
-            CFLViolation: If a frame exceeds ``cfl_max``; ``samples`` lists the batch indices.
-        """
-        u0 = self._check_state(u0, "u0")
-        check_rollout_counts(n_frames, steps_per_frame)
-        frames = torch.empty(
-            (u0.shape[0], n_frames, self.n_x), dtype=self.dtype, device=self.device
-        )
-        frames[:, 0] = u0
-        self._check_frame(u0, 0.0)
-        v = torch.fft.rfft(u0).mul_(self._keep)
-        for frame in range(1, n_frames):
-            for _ in range(steps_per_frame):
-                v = self._step_hat(v)
-            frames[:, frame] = torch.fft.irfft(v, n=self.n_x)
-            self._check_frame(frames[:, frame], frame * steps_per_frame * self.dt)
-        return frames
+    def _frame(self, s: torch.Tensor) -> torch.Tensor:
+        return torch.fft.irfft(s, n=self.n)[:, None]

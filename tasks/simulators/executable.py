@@ -81,7 +81,7 @@ class ExecutableSimulator(Simulator):
         keep_failed: bool = False,
     ):
         super().__init__(output_shape, fields, dtype)
-        self.command = _check_command(command)
+        self.command = check_command(command)
         if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real):
             raise ValueError(f"timeout_s must be a number of seconds > 0, got {timeout_s!r}")
         if not 0 < timeout_s < float("inf"):
@@ -219,7 +219,7 @@ def _add_note(reason: str, note: str) -> str:
     return f"{body} ({note}){head[len(body) :]}{sep}{rest}"
 
 
-def _check_command(command: Sequence[str]) -> tuple[str, ...]:
+def check_command(command: Sequence[str]) -> tuple[str, ...]:
     if isinstance(command, str) or not isinstance(command, Sequence) or not command:
         raise ValueError(
             "command must be a non-empty list of strings (program, then arguments), "

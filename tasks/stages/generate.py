@@ -31,11 +31,12 @@ class GenerationError(RuntimeError):
     """One or more blocks failed; completed blocks stay complete and are not recomputed."""
 
 
-def solve_block(store_path: str, store_name: str, gen_json: dict, block: int) -> dict:
+def solve_block(store_path: str, store_name: str, gen: GenerateConfig, block: int) -> dict:
     """Dask task: solve block ``block`` and write it to its own chunk-aligned region.
 
     A block the manifest already holds is returned as recorded, unsolved: Dask re-runs
-    finished tasks whose results were held by a worker that died (prefect #15442).
+    finished tasks whose results were held by a worker that died (prefect #15442). ``gen``
+    arrives pickled, validated once in the flow process and never again here.
     """
     from distributed import get_worker
 
@@ -43,7 +44,6 @@ def solve_block(store_path: str, store_name: str, gen_json: dict, block: int) ->
     layout = store.layout()
     if (entry := store.complete_block(block, layout)) is not None:
         return {"block": block, "seconds": entry.seconds, "skipped": True}
-    gen = GenerateConfig.model_validate(gen_json)
     try:
         import torch
 
@@ -57,7 +57,7 @@ def solve_block(store_path: str, store_name: str, gen_json: dict, block: int) ->
     with store.scratch_dir(f"block-{block}") as work:
         # Sample directories in the store's scratch, which the next run empties after a kill;
         # failed samples kept for debugging (keep_failed) stay in the system's temporary dir.
-        keep = gen.is_custom and gen.simulator.keep_failed
+        keep = gen.problem.keep_failed
         try:
             values = solve_parameters(
                 gen, params, seeds, np.arange(start, stop), None if keep else str(work)
@@ -160,7 +160,7 @@ class Generate(Stage):
             solve_block,
             [str(run.store.path)] * len(units),
             [run.store.name] * len(units),
-            [gen.model_dump(mode="json")] * len(units),
+            [gen] * len(units),
             units,
             pure=False,
             resources=task_resources(run.cfg.cluster, gen.device),

@@ -49,16 +49,15 @@ def mc_seeds(qc, n: int) -> np.ndarray:
 
 
 def solve_summary(
-    gen_json: dict, params: np.ndarray, seeds: np.ndarray
+    gen: GenerateConfig, params: np.ndarray, seeds: np.ndarray
 ) -> tuple[np.ndarray, RunningMoments, np.ndarray | None]:
     """Dask task: solve a batch and return its QoI and field moments (not the fields).
 
     For a user simulator (``pde: custom``) the initial states (n, channel, *space) come back too:
     only the simulator knows them, and the surrogate starts its rollouts from them.
     """
-    gen = GenerateConfig.model_validate(gen_json)
     traj = solve_parameters(gen, params, seeds)
-    u0 = traj[:, 0].copy() if gen.is_custom else None
+    u0 = None if gen.problem.draws_initial_states else traj[:, 0].copy()
     return final_energy(traj), RunningMoments().update(traj.astype(np.float64)), u0
 
 
@@ -115,14 +114,13 @@ def run_all(
     client, gen: GenerateConfig, pred: Predictors, params: np.ndarray, seeds: np.ndarray
 ) -> dict:
     """QoI and moments from the solver (blocks on Dask, overlapped) and both predictors."""
-    gen_json = gen.model_dump(mode="json")
     starts = range(0, len(params), gen.block_size)
     blocks = [params[s : s + gen.block_size] for s in starts]
     block_seeds = [seeds[s : s + gen.block_size] for s in starts]
-    futures = client.map(solve_summary, [gen_json] * len(blocks), blocks, block_seeds, pure=False)
+    futures = client.map(solve_summary, [gen] * len(blocks), blocks, block_seeds, pure=False)
     # Built-in PDEs: the predictors run while the solver's blocks do. A user simulator's initial
     # states are known only once its blocks are back.
-    out = None if gen.is_custom else pred.summaries(params, seeds)
+    out = pred.summaries(params, seeds) if gen.problem.draws_initial_states else None
     qoi, mom, u0 = [], RunningMoments(), []
     for q, m, first in client.gather(futures):
         qoi.append(q)

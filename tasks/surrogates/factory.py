@@ -21,7 +21,7 @@ def surrogate_name(cfg: PipelineConfig) -> str:
 def check_trainable(cfg: PipelineConfig) -> None:
     """Raise ValueError when the generated data cannot train a one-step surrogate."""
     gen = cfg.generate
-    if not gen.is_custom and gen.entry.stationary:
+    if gen.problem.stationary:
         raise ValueError(
             f"train: {gen.pde} is stationary (one state per sample); the one-step surrogate "
             "needs a time-dependent PDE"

@@ -1,9 +1,9 @@
-"""Fourier neural operators for one-step prediction of 1D and 2D fields.
+"""Fourier neural operators for one-step prediction of 1D, 2D and 3D fields.
 
 Implements the architecture of Li et al. 2021, "Fourier Neural Operator for Parametric Partial
 Differential Equations" (ICLR 2021), for a state ``u`` of shape ``(batch, n_fields, *space)`` on a
-uniform grid with one (``FNO1d``) or two (``FNO2d``) spatial axes, conditioned on PDE parameters
-``p`` of shape ``(batch, n_params)``. The grid is periodic unless ``padding`` > 0.
+uniform grid with one (``FNO1d``), two (``FNO2d``) or three (``FNO3d``) spatial axes, conditioned
+on PDE parameters ``p`` of shape ``(batch, n_params)``. The grid is periodic unless ``padding`` > 0.
 
 The network works in normalised units and predicts a normalised increment; ``OneStepSurrogate``
 carries the normalisation statistics as buffers and maps physical ``u(t)`` to physical
@@ -59,11 +59,11 @@ class Pointwise(nn.Module):
 
 
 class _SpectralConv(nn.Module, ABC):
-    """Weights shared by the 1D and 2D spectral convolutions: one complex matrix per mode."""
+    """Weights shared by the spectral convolutions: one complex matrix per mode."""
 
-    @staticmethod
+    @classmethod
     @abstractmethod
-    def mode_shape(modes: int) -> tuple[int, ...]:
+    def mode_shape(cls, modes: int) -> tuple[int, ...]:
         """Shape of the retained-mode axes of the weight for ``modes`` modes per axis."""
 
     def __init__(
@@ -107,8 +107,8 @@ class SpectralConv1d(_SpectralConv):
         generator: CPU generator for the weight initialisation; ``None`` uses the global RNG.
     """
 
-    @staticmethod
-    def mode_shape(modes: int) -> tuple[int, ...]:
+    @classmethod
+    def mode_shape(cls, modes: int) -> tuple[int, ...]:
         return (modes,)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -128,50 +128,71 @@ class SpectralConv1d(_SpectralConv):
         return torch.fft.irfft(y_hat, n=n_x, dim=-1)
 
 
-class SpectralConv2d(_SpectralConv):
-    """2D Fourier layer kernel of Li et al. 2021 on a ``(n_x, n_y)`` grid.
+class SpectralConvNd(_SpectralConv):
+    """Fourier layer kernel of Li et al. 2021 on a grid of ``n_dims`` >= 2 axes.
 
-    Keeps the wavenumbers ``k_y = 0 .. modes-1`` of the real FFT along y and both
-    ``k_x = 0 .. modes-1`` and ``k_x = -modes .. -1`` along x (a real field's half-spectrum needs
-    both signs in the first axis), applies a complex ``(in_channels, out_channels)`` matrix per
+    Keeps the wavenumbers ``0 .. modes-1`` of the real FFT along the last axis and both
+    ``0 .. modes-1`` and ``-modes .. -1`` along every other axis (a real field's half-spectrum
+    needs both signs there), applies a complex ``(in_channels, out_channels)`` matrix per
     retained mode and transforms back with zeros elsewhere. Linear, no bias, commutes with
-    periodic shifts in x and y.
+    periodic shifts along every axis. Subclasses set ``n_dims``.
 
     Args:
         in_channels: Number of input channels.
         out_channels: Number of output channels.
-        modes: Retained modes per axis; at forward time ``modes <= n_x // 2`` and
-            ``modes <= n_y // 2 + 1``.
+        modes: Retained modes per axis; at forward time ``modes <= n // 2`` on every axis but
+            the last and ``modes <= n_last // 2 + 1``.
         generator: CPU generator for the weight initialisation; ``None`` uses the global RNG.
     """
 
-    @staticmethod
-    def mode_shape(modes: int) -> tuple[int, ...]:
-        # Rows 0 .. modes-1 of the k_x axis hold k_x = 0 .. modes-1, rows modes .. 2 modes-1
-        # hold k_x = -modes .. -1.
-        return (2 * modes, modes)
+    n_dims: int
+
+    @classmethod
+    def mode_shape(cls, modes: int) -> tuple[int, ...]:
+        # Along each leading axis, rows 0 .. modes-1 hold k = 0 .. modes-1 and rows
+        # modes .. 2 modes-1 hold k = -modes .. -1.
+        return (2 * modes,) * (cls.n_dims - 1) + (modes,)
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the truncated spectral convolution.
 
         Args:
-            x: Real tensor ``(batch, in_channels, n_x, n_y)``.
+            x: Real tensor ``(batch, in_channels, *space)`` with ``n_dims`` spatial axes.
 
         Returns:
-            Real tensor ``(batch, out_channels, n_x, n_y)`` whose spectrum is zero outside the
+            Real tensor ``(batch, out_channels, *space)`` whose spectrum is zero outside the
             retained modes.
         """
-        n_x, n_y = x.shape[-2:]
+        space = x.shape[2:]
         m = self.modes
-        check_modes(m, n_x, n_y)
-        # rfft2 taken axis by axis, so that the x transform runs on the m kept columns only.
-        x_hat = torch.fft.fft(torch.fft.rfft(x, dim=-1)[..., :m], dim=-2)
-        x_low = torch.cat([x_hat[..., :m, :], x_hat[..., n_x - m :, :]], dim=-2)
-        y_low = torch.einsum("bixy,ioxy->boxy", x_low, torch.view_as_complex(self.weight))
-        gap = y_low.new_zeros(*y_low.shape[:2], n_x - 2 * m, m)
-        y_hat = torch.cat([y_low[..., :m, :], gap, y_low[..., m:, :]], dim=-2)
-        # irfft zero-pads the missing high k_y, which is exactly the truncation along y.
-        return torch.fft.irfft(torch.fft.ifft(y_hat, dim=-2), n=n_y, dim=-1)
+        check_modes(m, *space)
+        # rfftn taken axis by axis from the last, each transform running on the modes kept so
+        # far only.
+        x_hat = torch.fft.rfft(x, dim=-1)[..., :m]
+        for axis in range(-2, -len(space) - 1, -1):
+            x_hat = torch.fft.fft(x_hat, dim=axis)
+            n = x_hat.shape[axis]
+            x_hat = torch.cat([x_hat.narrow(axis, 0, m), x_hat.narrow(axis, n - m, m)], dim=axis)
+        y_hat = torch.einsum("bi...,io...->bo...", x_hat, torch.view_as_complex(self.weight))
+        for axis in range(-len(space), -1):
+            gap = list(y_hat.shape)
+            gap[axis] = space[axis] - 2 * m
+            halves = (y_hat.narrow(axis, 0, m), y_hat.new_zeros(gap), y_hat.narrow(axis, m, m))
+            y_hat = torch.fft.ifft(torch.cat(halves, dim=axis), dim=axis)
+        # irfft zero-pads the missing high modes, which is exactly the truncation along it.
+        return torch.fft.irfft(y_hat, n=space[-1], dim=-1)
+
+
+class SpectralConv2d(SpectralConvNd):
+    """2D Fourier layer kernel on a ``(n_x, n_y)`` grid; see ``SpectralConvNd``."""
+
+    n_dims = 2
+
+
+class SpectralConv3d(SpectralConvNd):
+    """3D Fourier layer kernel on a ``(n_x, n_y, n_z)`` grid; see ``SpectralConvNd``."""
+
+    n_dims = 3
 
 
 def check_modes(modes: int, *shape: int) -> None:
@@ -205,7 +226,7 @@ def _check_at_least(low: int, **sizes: int) -> None:
 
 
 class _FNO(nn.Module):
-    """Shared body of ``FNO1d`` and ``FNO2d``; subclasses set ``n_dims`` and ``spectral_layer``."""
+    """Shared body of the FNOs; subclasses set ``n_dims`` and ``spectral_layer``."""
 
     n_dims: int
     spectral_layer: type[_SpectralConv]
@@ -312,6 +333,31 @@ class FNO2d(_FNO):
 
     n_dims = 2
     spectral_layer = SpectralConv2d
+
+
+class FNO3d(_FNO):
+    """Fourier neural operator (Li et al. 2021) for 3D fields ``(batch, C, n_x, n_y, n_z)``.
+
+    The same network as ``FNO1d`` and ``FNO2d`` with ``SpectralConv3d`` Fourier layers:
+    parameters broadcast over the grid as channels, 1x1 lift, ``n_layers`` layers
+    ``v <- GELU(K v + W v)`` (no activation after the last), two 1x1 projections. With
+    ``padding=0`` it is equivariant to periodic shifts along each axis.
+
+    Args:
+        n_fields: Number of state channels C.
+        n_params: Number of scalar PDE parameters P (may be 0).
+        width: Hidden channel count.
+        modes: Retained modes per axis, at most ``(n + padding) // 2`` on x and y and
+            ``(n_z + padding) // 2 + 1`` on z; the weights hold ``4 modes^3`` complex matrices
+            per layer, so 3D models use fewer modes than 2D ones.
+        n_layers: Number of Fourier layers.
+        padding: Zeros appended to the end of every axis after the lift and cropped before the
+            projection, for non-periodic fields; 0 for periodic fields.
+        generator: CPU generator for the initialisation; ``None`` uses the global RNG.
+    """
+
+    n_dims = 3
+    spectral_layer = SpectralConv3d
 
 
 def check_inputs(
