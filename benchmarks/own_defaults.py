@@ -4,7 +4,7 @@ The config names only the PDE, the sample count and the design (plus a split and
 ``quantify.alpha`` that 16 samples can calibrate, and a short training); grid, domain, step,
 horizon, frames, initial state and coefficient ranges are the PDE's own. Each PDE runs the four
 stages on one local Dask cluster, with the FNO of its dimension. A steady PDE (Darcy) has no
-time step to learn: it runs generate and reduce.
+time step to learn, and its input field is random: it runs generate alone.
 
 Usage::
 
@@ -33,8 +33,10 @@ def config(name: str, n_samples: int, epochs: int):
                 "design": "random",
                 "block_size": 8,
                 "chunk_size": 8,
-                # 4 calibration samples of 16 for a 75% band: the conformal rank needs >= 3.
-                "split": {"train": 0.5, "val": 0.125, "test": 0.125, "calibration": 0.25},
+                # Of 16 samples, 7 train, 2 validate, 2 test and 5 calibrate a 75% band (the
+                # conformal rank needs >= 3); the seeded split of 0.5/0.125/0.125/0.25 left no
+                # test sample.
+                "split": {"train": 0.4, "val": 0.1, "test": 0.2, "calibration": 0.3},
             },
             "train": {"epochs": epochs, "width": 16, "modes": 8, "n_layers": 3},
             "reduce": {"max_rank": 8},
@@ -49,7 +51,7 @@ def run_one(name: str, n_samples: int, epochs: int) -> dict:
 
     cfg = config(name, n_samples, epochs)
     stages = (
-        ("generate", "reduce")
+        ("generate",)
         if cfg.generate.problem.stationary
         else ("generate", "train", "reduce", "quantify")
     )
@@ -70,11 +72,11 @@ def run_one(name: str, n_samples: int, epochs: int) -> dict:
 def _fmt(row: dict) -> str:
     st = row["stages"]
     train = st.get("train", {}).get("metrics", {})
-    red = st["reduce"]["metrics"]
+    red = st.get("reduce", {}).get("metrics", {})
     one = train.get("nrmse_one_step")
     persist = train.get("nrmse_persist_one_step")
     learned = "-" if one is None else f"{one:.3g} vs {persist:.3g}"
-    rom = red["rom_rel_error_mean"]
+    rom = red.get("rom_rel_error_mean", float("nan"))
     secs = " ".join(f"{k[:3]} {v['s']:.0f}s" for k, v in st.items())
     return f"| {row['pde']} | {row['grid']} | {row['frames']} | {learned} | {rom:.3g} | {secs} |"
 

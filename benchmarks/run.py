@@ -33,6 +33,7 @@ SECTIONS = (
     "scaling",
     "memory",
     "throughput",
+    "overhead",
     "pipeline",
 )
 # Wall-time budgets (s) of a whole run: the pipeline section repeats its comparison only while
@@ -86,6 +87,7 @@ def sections(args: argparse.Namespace, scratch: Path, deadline: float) -> dict:
         exponax_compare,
         memory,
         ns3d,
+        overhead,
         pipeline,
         scaling,
         server_throughput,
@@ -109,6 +111,7 @@ def sections(args: argparse.Namespace, scratch: Path, deadline: float) -> dict:
         "scaling": lambda: scaling.measure(args.quick),
         "memory": lambda: memory.measure(args.quick),
         "throughput": lambda: server_throughput.measure(args.quick),
+        "overhead": lambda: overhead.measure(args.quick),
         # Last: the ephemeral server keeps running services that would disturb later sections.
         "pipeline": prefect,
     }

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 from enum import StrEnum
@@ -15,8 +14,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.traceback import Traceback
 
-from pdeflow.tasks.environment import configure_environment
+from pdeflow.tasks.environment import configure_environment, settle_io
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)
@@ -67,26 +67,6 @@ def _refusals() -> tuple[type[BaseException], ...]:
     return (ConfigError, StoreError, ExtensionError)
 
 
-class _QuietRunFailures(logging.Filter):
-    """Drops Prefect's flow/task-run error records (a traceback each): the CLI prints one
-    message instead. ``--debug`` keeps them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        run_logger = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
-        return not (run_logger and record.levelno >= logging.ERROR)
-
-
-def _quiet_logs() -> None:
-    """After Prefect set up its logging (imported with the flows): drop its run-failure
-    tracebacks from the console, and keep Dask's notices (cluster start, worker errors that
-    the flow reports anyway) off it."""
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_QuietRunFailures())
-    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]:
-        logging.getLogger(name).setLevel(logging.ERROR)
-    logging.getLogger("distributed").setLevel(logging.ERROR)
-
-
 def _precheck(cfg, stage: str, overwrite: bool) -> None:
     """Refuse a store of another config, a nested store name, or a stage whose upstream is not
     ready, before any server, cluster or compute starts (the lock is taken right after)."""
@@ -117,26 +97,74 @@ def run(
     with contextlib.ExitStack() as held:
         try:
             cfg = load_config(config, set_ or [])
+            server = _start_server_early()  # boots during the checks and imports below
             _precheck(cfg, stage.value, overwrite)  # reads only: a refusal leaves no trace
             # Held until the command ends; the flow and its stages take it again (re-entrant).
             held.enter_context(RunStore.named(cfg.store).lock(f"pdeflow run {stage.value}"))
         except (*_refusals(), ValueError) as err:
             _fail(str(err))
-        from pdeflow.flows.serve import load_flow
+        flow = load_flow_quietly(stage.value)  # imports Prefect, Dask and torch meanwhile
+        if server is not None:
+            server.join()
+        failure, kept = _run_flow(flow, cfg, overwrite, stage.value)
+    if isinstance(failure, _refusals()):
+        _fail(f"{stage.value} refused: {failure}")
+    if failure is not None:  # the flow failed: say why, without a Prefect traceback
+        if _OPTIONS["debug"]:
+            console.print(Traceback.from_exception(type(failure), failure, failure.__traceback__))
+        from pdeflow.tasks.orchestration import write_failure_log
 
-        flow = load_flow(stage.value)  # imports Prefect, Dask and torch
-        from pdeflow.tasks.orchestration import set_reporter
+        where = write_failure_log(cfg.store, stage.value, failure, kept)
+        more = f"full traceback in {where} (or run with --debug)" if where else "run with --debug"
+        _fail(f"{stage.value} failed: {failure}\n{more}", code=EXIT_FAILED)
+    _print_summary(cfg.store)
 
-        if not _OPTIONS["debug"]:
-            _quiet_logs()
-        with Progress(
-            TextColumn("{task.description:<10}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as bars:
+
+def load_flow_quietly(stage: str):
+    """The flow of ``stage`` (``serve.load_flow``), imported here, not at the CLI's start."""
+    from pdeflow.flows.serve import load_flow
+
+    return load_flow(stage)
+
+
+def _start_server_early():
+    """Start Prefect's temporary server in a thread, so that it boots while the store is
+    checked and the flow's modules import (each takes seconds). The thread starts nothing when
+    a server is configured (PREFECT_API_URL); the flow's first API call finds the one started.
+    After a refusal the server's own exit hook stops it."""
+    import threading
+
+    def start() -> None:
+        # Prefect's own import happens here too, off the main thread.
+        from prefect.settings import get_current_settings
+
+        settings = get_current_settings()
+        if settings.api.url or not settings.server.ephemeral.enabled:
+            return
+        from prefect.server.api.server import SubprocessASGIServer
+
+        with contextlib.suppress(Exception):  # the flow's own start then reports the failure
+            SubprocessASGIServer().start()
+
+    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_flow(flow, cfg, overwrite: bool, stage: str):
+    """Run the flow with progress: bars on a terminal, plain lines every interval otherwise.
+
+    Returns:
+        The flow's exception (None if it succeeded) and the kept error records
+        (``orchestration.KeptErrors``).
+    """
+    from pdeflow.tasks.orchestration import route_logs, set_reporter
+
+    bars = _bars() if console.is_terminal else None
+    kept = route_logs(plain_progress=bars is None, debug=_OPTIONS["debug"])
+    failure = None
+    with bars or contextlib.nullcontext():
+        if bars is not None:
             ids: dict[str, int] = {}
 
             def report(name: str, done: int, total: int) -> None:
@@ -145,25 +173,30 @@ def run(
                 bars.update(ids[name], completed=done, total=total)
 
             set_reporter(report)
-            failure = None
-            try:
-                flow(config=cfg, overwrite=overwrite)
-            except Exception as err:  # said below, once the bars are drawn
-                failure = err
-            finally:
-                set_reporter(None)
-    if isinstance(failure, _refusals()):
-        _fail(f"{stage.value} refused: {failure}")
-    if failure is not None:  # the flow failed: say why, without a Prefect traceback
-        _fail(f"{stage.value} failed: {failure}", code=EXIT_FAILED)
-    _print_summary(cfg.store)
+        try:
+            flow(config=cfg, overwrite=overwrite)
+        except Exception as err:  # said by the caller, once the bars are drawn
+            failure = err
+        finally:
+            set_reporter(None)
+    return failure, kept
+
+
+def _bars() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 def _print_summary(store_name: str) -> None:
     from pdeflow.storage import RunStore
-    from pdeflow.tasks.stages.status import summary as store_summary
 
-    summary = store_summary(RunStore.named(store_name))
+    summary = _summary(RunStore.named(store_name))
     out = Console()
     _print_summary_table(out, summary)
     out.print(
@@ -171,6 +204,14 @@ def _print_summary(store_name: str) -> None:
         "group='reduce' / group='quantify'.",
         highlight=False,
     )
+
+
+def _summary(handle) -> dict:
+    """``storage.records.summarize`` with the CLI's stage order: no stage module is imported,
+    so ``show`` needs no torch or Dask."""
+    from pdeflow.storage.records import summarize
+
+    return summarize(handle, tuple(s.value for s in Stage if s is not Stage.pipeline))
 
 
 def _open_store(store: str):
@@ -192,17 +233,18 @@ def show(
     store: Annotated[str, typer.Argument(help="Store path, or a name under the runs directory.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """Print what STORE holds: stages (status, duration), blocks complete, metrics."""
-    from pdeflow.tasks.stages.status import summary as store_summary
-
-    summary = store_summary(_open_store(store))
+    """Print what STORE holds: stages (status, start, duration), blocks complete, metrics."""
+    summary = _summary(_open_store(store))
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         return
     out = Console()
     out.print(f"[bold]{summary['store']}[/]")
     for name, info in summary["stages"].items():
-        took = f"  ({info['seconds']:.1f} s)" if info.get("seconds") is not None else ""
+        took = ""
+        if info.get("started"):
+            ended = f"{info['seconds']:.1f} s" if info.get("seconds") is not None else "running"
+            took = f"  (started {info['started'][:19].replace('T', ' ')} UTC, {ended})"
         out.print(f"  {name:<9} {info['status']}{took}", highlight=False)
         if info.get("error"):
             out.print(f"            {info['error'].splitlines()[0]}", highlight=False)
@@ -402,7 +444,7 @@ def serve(
 ) -> None:
     """Serve every stage and the pipeline as deployments for the Prefect UI (Ctrl-C stops).
 
-    Needs a running server: `prefect server start` (127.0.0.1 only) and PREFECT_API_URL.
+    Needs a running server: `pdeflow server start` (127.0.0.1 only) and PREFECT_API_URL.
     """
     # Runs started from the UI should log INFO lines there; the WARNING default is for `run`.
     if os.environ.get("PREFECT_LOGGING_LEVEL") == "WARNING":
@@ -416,11 +458,36 @@ def serve(
         _fail(str(err))
 
 
+server_app = typer.Typer(no_args_is_help=True, help="A Prefect server for the UI.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(
+    port: Annotated[int, typer.Option(help="Port of the UI and its API.")] = 4200,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 for all.")] = "127.0.0.1",
+) -> None:
+    """Start a Prefect server whose UI calls its own API on --port, with crash detection.
+
+    Ctrl-C stops it. Clients: export PREFECT_API_URL=http://127.0.0.1:PORT/api.
+    """
+    from pdeflow.flows.server import start
+
+    try:
+        code = start(port=port, host=host)
+    except ValueError as err:
+        _fail(str(err))
+    raise typer.Exit(code)
+
+
 def main() -> None:
     configure_environment()
     # The CLI shows progress bars and a summary; Prefect's per-run INFO lines are noise there.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    app()
+    try:
+        app()
+    finally:  # also on typer's SystemExit: no zarr traceback at interpreter exit
+        settle_io()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from pydantic import (
     model_validator,
 )
 
-from pdeflow.tasks.config import PipelineConfig, format_validation_error
+from pdeflow.tasks.config import PipelineConfig, form_values, format_validation_error
 
 # Deployment name -> "module:flow object". One line here serves one more flow; every flow takes
 # ``config: PipelineConfig`` (and may take more parameters, e.g. ``overwrite``; ``generate`` and
@@ -51,8 +51,8 @@ TAGS = ["pdeflow"]
 NO_SERVER = (
     "PREFECT_API_URL is not set, so there is no Prefect server for the UI to show the "
     "deployments on.\n"
-    "Start one in another terminal (it listens on 127.0.0.1 only by default):\n"
-    "    prefect server start\n"
+    "Start one in another terminal (it listens on 127.0.0.1 only by default; --port to change):\n"
+    "    pdeflow server start\n"
     "then point this shell at it and serve again:\n"
     "    export PREFECT_API_URL=http://127.0.0.1:4200/api\n"
     "    pdeflow serve --config flows/configs/demo.yaml"
@@ -205,7 +205,8 @@ def schedule_parameters(
         cfg = PipelineConfig.model_validate(_deep_merge(config.model_dump(mode="json"), overrides))
     except ValidationError as err:
         raise ScheduleError(format_validation_error(err, f"{where}.parameters.config")) from None
-    params = {**entry.parameters, "config": cfg.model_dump(mode="json")}
+    # Fields left None are left out: the form's schema types them without null.
+    params = {**entry.parameters, "config": form_values(cfg)}
     errors = validate(params, flow.parameters.model_dump(), ignore_required=True)
     if errors:
         raise ScheduleError(
@@ -277,7 +278,7 @@ def build_deployments(config: PipelineConfig, schedules: Sequence[ScheduleEntry]
         deployments.append(
             flow.to_deployment(
                 name=name,
-                parameters={"config": config.model_dump(mode="json")},
+                parameters={"config": form_values(config)},
                 schedules=attached or None,
                 tags=TAGS,
                 description=f"{summary} The form opens with the served config "
@@ -341,7 +342,11 @@ def serve(
     """Serve every flow of :data:`FLOWS` on the server at ``PREFECT_API_URL`` until Ctrl-C.
 
     Every input is checked before anything is served: the server's URL first (cheap), then the
-    schedule file and each schedule's parameters, then the server's health.
+    schedule file and each schedule's parameters, then the server's health. Crash detection is
+    then set up: the flow runs send a heartbeat every
+    :func:`~pdeflow.flows.automations.heartbeat_seconds`, the server's automation marks a run
+    Crashed when they stop (created once, updated when the period changed), and a watcher marks
+    Crashed the task runs a dead attempt left Running.
 
     Args:
         config: the served config; it prefills every deployment's form.
@@ -353,10 +358,20 @@ def serve(
         ServeError: no server to serve on.
     """
     from prefect import serve as prefect_serve
+    from prefect.client.orchestration import get_client
+
+    from pdeflow.flows import automations
 
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 (got {limit})")
     api_url()
     deployments = build_deployments(config, load_schedules(schedules))
     check_server()
-    prefect_serve(*deployments, limit=limit)
+    heartbeat = automations.heartbeat_seconds()
+    with get_client(sync_client=True) as client:
+        automations.ensure_crash_detection(client, heartbeat)
+    watcher = automations.OrphanWatcher().start()
+    try:
+        prefect_serve(*deployments, limit=limit, heartbeat_seconds=heartbeat)
+    finally:
+        watcher.stop()

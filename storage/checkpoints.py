@@ -13,14 +13,14 @@ import io
 import re
 from pathlib import Path
 
-import torch
-
 from pdeflow.storage.fsio import FileEntry, check_file, read_json, write_durable, write_json
 
 _NAME = re.compile(r"^epoch-(\d{6})\.(pt|json)$")
 
 
 def torch_bytes(obj) -> bytes:
+    import torch  # here, not at import: `pdeflow show` reads records through this module
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
@@ -41,6 +41,8 @@ def load_torch(path: Path, expected: FileEntry | None = None):
         problem = check_file(path, expected)
         if problem is not None:
             raise ValueError(f"{path.name}: {problem}")
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True)
 
 

@@ -73,3 +73,43 @@ class StageRecord(BaseModel):
         payload = [self.stage, self.config_hash, self.upstream, self.outputs]
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def summarize(store, stages: tuple[str, ...]) -> dict:
+    """What ``store`` (a ``RunStore``) holds, for ``pdeflow show``: stage by stage, with times.
+
+    Reads records and the manifest only, so it needs none of the stages' modules (torch,
+    Dask): ``pdeflow show`` starts fast.
+
+    Args:
+        store: the run store.
+        stages: stage names in pipeline order.
+
+    Returns:
+        ``{"store": path, "stages": {name: {"status", "hash", "started", "finished",
+        "seconds"[, "error"]}}, "blocks": {"complete", "total"}, "metrics": {"<stage>.<metric>":
+        value}}``; ``started``/``finished`` are ISO 8601 UTC, ``seconds`` the last attempt's
+        wall time (None while it runs). Blocks count manifest entries of the current dataset;
+        ``pdeflow verify`` checks their bytes.
+    """
+    out, metrics = {}, {}
+    for name in stages:
+        rec = store.record(name)
+        if rec is None:
+            out[name] = {"status": "missing"}
+            continue
+        out[name] = {
+            "status": rec.status,
+            "hash": rec.config_hash,
+            "started": rec.started.isoformat() if rec.started else None,
+            "finished": rec.finished.isoformat() if rec.finished else None,
+            "seconds": rec.seconds,
+        }
+        if rec.error:
+            out[name]["error"] = rec.error
+        for key, value in rec.metrics.items():
+            metrics[f"{name}.{key}"] = value
+    layout = store.layout()
+    total = layout.n_blocks if layout else 0
+    blocks = {"total": total, "complete": len(store.complete_blocks(layout)) if layout else 0}
+    return {"store": str(store.path), "stages": out, "blocks": blocks, "metrics": metrics}

@@ -49,6 +49,84 @@ class _Frozen(BaseModel):
     # NaN and infinities in every float of the model, inside dicts, tuples and unions too.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler):
+        schema = super().__get_pydantic_json_schema__(core_schema, handler)
+        form_schema(handler.resolve_ref_schema(schema), handler.resolve_ref_schema)
+        return schema
+
+
+def form_schema(schema: dict, resolve, _seen: set[int] | None = None) -> None:
+    """Rewrite, in place, a model's JSON schema and its nested models' for Prefect's form.
+
+    Prefect's form renders ``X | None = None`` (JSON schema ``anyOf: [X, {type: null}]``) as
+    tabs whose selected "None" tab reads 'Property is type "None"'. A nullable field of a
+    scalar, array, enum or mapping type that defaults to None becomes a plain ``X`` input with
+    no default: empty means "not set", and Prefect's server-side validation still accepts an
+    explicit null for it (``prefect.utilities.schema_tools.validation.preprocess_schema`` makes
+    a non-required property without a default nullable; an enum also lists null, as a blank
+    choice). Nullable nested models keep the
+    tabs: an object input would fill in its fields' defaults and so set the model. Values for
+    the form must leave such fields out rather than send null (``form_values``).
+
+    Args:
+        schema: a model's resolved JSON schema (with ``properties``).
+        resolve: maps ``{"$ref": ...}`` to the referenced schema (pydantic's
+            ``GetJsonSchemaHandler.resolve_ref_schema``), so nested models are rewritten too.
+    """
+    seen = set() if _seen is None else _seen
+    if id(schema) in seen:
+        return
+    seen.add(id(schema))
+    for prop in schema.get("properties", {}).values():
+        branches = prop.get("anyOf") or []
+        typed = [b for b in branches if b.get("type") != "null"]
+        nullable = len(typed) == len(branches) - 1 == 1
+        if nullable and "type" in typed[0] and prop.get("default", 0) is None:
+            del prop["anyOf"], prop["default"]
+            prop.update({k: v for k, v in typed[0].items() if k not in prop})
+            if "enum" in prop:  # the null that validation allows must also be a choice
+                prop["enum"] = [*prop["enum"], None]
+        for ref in _refs(prop):
+            form_schema(resolve({"$ref": ref}), resolve, seen)
+
+
+def _refs(node: Any) -> list[str]:
+    """Every ``$ref`` inside a JSON schema node."""
+    if isinstance(node, dict):
+        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return own + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
+
+
+def form_values(model: BaseModel) -> dict:
+    """``model.model_dump(mode="json")`` without the fields that are None by default and unset.
+
+    The Prefect form's values (a deployment's default parameters): ``form_schema`` types such
+    a field without null, so the form's own validation would refuse a null there, while an
+    absent value leaves the field to its default, as the config itself does.
+    """
+    out = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if value is None and field.default is None:
+            continue
+        out[name] = form_values(value) if isinstance(value, BaseModel) else _jsonable(value)
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: form_values(v) if isinstance(v, BaseModel) else _jsonable(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [form_values(v) if isinstance(v, BaseModel) else _jsonable(v) for v in value]
+    return value
+
 
 class ParameterSpec(_Frozen):
     """Marginal distribution of one sampled parameter."""
@@ -414,6 +492,16 @@ class ReduceConfig(_Frozen):
         "thin_plate_spline", "cubic", "quintic", "linear", "multiquadric", "gaussian"
     ] = Field("thin_plate_spline", description="RBF kernel (scipy's RBFInterpolator).")
     smoothing: float = Field(0.0, ge=0, le=1e6, description="RBF smoothing; 0 interpolates.")
+    initial_modes: int = Field(
+        8,
+        ge=0,
+        le=256,
+        description="When each sample's initial state is drawn at random (initial_condition "
+        "kind fourier, grf, steps, or a PDE's own seeded state) and so is not a parameter: "
+        "leading POD coefficients of the initial state added to the ROM's inputs, at most "
+        "n_train - n_params - 2. 0: the parameters alone (the ROM then cannot predict the "
+        "field, and says so).",
+    )
 
 
 class QuantifyConfig(_Frozen):
@@ -493,21 +581,26 @@ class PipelineConfig(_Frozen):
                 "samples none; sample at least one coefficient, or run generate and train only"
             )
         if "quantify" in stages:
-            self._check_splits()
+            self._check_splits(("train", "val", "test", "calibration"))
+        elif {"train", "reduce"} & set(stages):
+            # Both fit on the training split and report held-out errors on the test split.
+            self._check_splits(("train", "test"))
 
-    def _check_splits(self) -> None:
+    def _check_splits(self, needed: tuple[str, ...]) -> None:
         """Enough samples in each split for training, the conformal scale and its guarantee."""
         gen, alpha = self.generate, self.quantify.alpha
         sp = gen.split
         codes = split_codes((sp.train, sp.val, sp.test, sp.calibration), sp.seed, 0, gen.n_samples)
         names = ("train", "val", "test", "calibration")
         counts = dict(zip(names, np.bincount(codes, minlength=4), strict=True))
-        empty = [name for name, n in counts.items() if n == 0]
+        empty = [name for name in needed if counts[name] == 0]
         if empty:
             raise ValueError(
                 f"generate.split: {empty} get no sample of generate.n_samples={gen.n_samples}; "
                 "raise n_samples or those fractions"
             )
+        if "calibration" not in needed:
+            return
         # Split conformal needs the rank ceil((n_cal + 1)(1 - alpha)) <= n_cal (Lei et al. 2018).
         need = math.ceil((1 - alpha) / alpha - 1e-9)
         if counts["calibration"] < need:

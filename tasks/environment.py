@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 # Offline machines make Prefect's telemetry log errors; no flow needs it. setdefault keeps any
 # value the user exported.
@@ -33,3 +34,30 @@ def configure_environment() -> None:
     CLI's ``main`` and the benchmarks do)."""
     for key, value in _PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+# Seconds to wait for zarr's I/O thread at exit: long enough for a loaded machine, short enough
+# that a thread stuck on a dead mount cannot hold the command open.
+IO_SETTLE_S = 10.0
+
+
+def settle_io(timeout: float = IO_SETTLE_S) -> None:
+    """Stop zarr's event-loop thread and close its loop before the interpreter exits.
+
+    zarr (3.1) registers an atexit hook that stops its loop, waits 0.2 s for the thread, then
+    closes the loop anyway: when the thread has not stopped yet (a callback still running, or
+    a loaded machine where the thread does not get the GIL in time), ``loop.close()`` raises
+    "Cannot close a running event loop" and Python prints that traceback at exit. Waiting here
+    for the thread, then letting zarr clean up, leaves its hook nothing to do. Does nothing if
+    zarr was never imported (zarr itself is not imported here: the storage layer owns it).
+    """
+    sync = sys.modules.get("zarr.core.sync")
+    if sync is None or sync.loop[0] is None:
+        return
+    loop, thread = sync.loop[0], sync.iothread[0]
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(loop.stop)
+    if thread is not None:
+        thread.join(timeout)
+    if thread is None or not thread.is_alive():
+        sync.cleanup_resources()

@@ -1,16 +1,20 @@
 """The Prefect side of running stages: progress bars and artifacts, run logs, the store lock.
 
 The stage wrappers (``pdeflow.tasks.generate`` and its siblings) call ``run_in_task``; the CLI
-installs its progress bars with ``set_reporter``; flows hold the store for their whole run with
-``hold_store``. The stages themselves (``pdeflow.tasks.stages``) know nothing of Prefect.
+installs its progress bars with ``set_reporter`` and routes the run's logs with ``route_logs``
+(progress lines, failures kept for ``write_failure_log``); flows hold the store for their
+whole run with ``hold_store``. The stages themselves (``pdeflow.tasks.stages``) know nothing
+of Prefect.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
@@ -18,6 +22,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 from prefect.logging import get_run_logger
+from prefect.settings import get_current_settings
 from pydantic import Field
 
 from pdeflow.storage import RunStore
@@ -183,3 +188,73 @@ def begin_growth(
         f"{grown.generate.n_samples} (extend_by={extend_by})"
     )
     return grown, PublishedGrowth(growth, grown.store)
+
+
+class QuietRunFailures(logging.Filter):
+    """Drops Prefect's flow/task-run error records (a traceback each) and pdeflow's progress
+    lines from a console handler: the CLI prints one message and its own progress instead.
+    ``--debug`` keeps the tracebacks."""
+
+    def __init__(self, debug: bool = False) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(PROGRESS_LOGGERS):
+            return False
+        run_logger = record.name.startswith(("prefect.flow_runs", "prefect.task_runs"))
+        return self.debug or not (run_logger and record.levelno >= logging.ERROR)
+
+
+class KeptErrors(logging.Handler):
+    """Keeps the run's error records (Prefect's tracebacks) for the failure log file."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+# Progress lines (every $PDEFLOW_PROGRESS_INTERVAL s) and finished blocks: the CLI's own.
+PROGRESS_LOGGERS = ("pdeflow.progress", "pdeflow.blocks")
+
+
+def route_logs(plain_progress: bool, debug: bool = False) -> KeptErrors:
+    """For the CLI, after Prefect set up its logging: keep its run-failure
+    tracebacks and pdeflow's progress off the console, and Dask's notices (cluster start,
+    worker errors that the flow reports anyway) too. Without a terminal, progress lines go to
+    stderr as plain lines. Returns the handler that keeps the error records."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(QuietRunFailures(debug))
+    for name in [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    if plain_progress:
+        lines = logging.StreamHandler(sys.stderr)
+        lines.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logging.getLogger(PROGRESS_LOGGERS[0]).addHandler(lines)
+    kept = KeptErrors()
+    logging.getLogger().addHandler(kept)
+    for name in ("prefect.flow_runs", "prefect.task_runs"):  # they do not propagate to root
+        logging.getLogger(name).addHandler(kept)
+    return kept
+
+
+def write_failure_log(store: str, stage: str, err: BaseException, kept: KeptErrors) -> Path | None:
+    """Write the failure's traceback and Prefect's error records to a file; its path, or None
+    if it cannot be written (the message then suggests --debug alone)."""
+    import datetime
+    import traceback
+
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = Path(get_current_settings().home) / "pdeflow-logs" / f"{store}-{stage}-{stamp}.log"
+    text = "".join(traceback.format_exception(err)) + "\n".join(["", *kept.lines, ""])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError:
+        return None
+    return path

@@ -42,9 +42,30 @@ def _fmt(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+# Model errors and the trivial predictions they must beat: metric -> (baseline label, metric).
+BASELINES = {
+    "train.nrmse_rollout": (("persistence", "train.nrmse_persist_rollout"),),
+    "train.nrmse_one_step": (("persistence", "train.nrmse_persist_one_step"),),
+    "reduce.rom_rel_error_mean": (
+        ("zero", "reduce.baseline_zero_rel_error"),
+        ("mean field", "reduce.baseline_mean_rel_error_mean"),
+    ),
+}
+
+
+def baseline_text(metrics: dict, key: str) -> str:
+    """``"persistence 0.12"`` or ``"zero 1, mean field 0.98"``: the baselines of ``key``."""
+    pairs = [(label, metrics[k]) for label, k in BASELINES.get(key, ()) if k in metrics]
+    return ", ".join(f"{label} {_fmt(v)}" for label, v in pairs)
+
+
 def metric_rows(summary: dict) -> list[dict]:
-    """One row per metric of a store summary, for tables."""
-    return [{"metric": k, "value": _fmt(v)} for k, v in sorted(summary["metrics"].items())]
+    """One row per metric of a store summary, for tables, with each error's baselines."""
+    metrics = summary["metrics"]
+    return [
+        {"metric": k, "value": _fmt(v), "trivial baseline": baseline_text(metrics, k)}
+        for k, v in sorted(metrics.items())
+    ]
 
 
 def _complete(cfg: PipelineConfig, store: RunStore, stage: str) -> bool:
@@ -60,7 +81,8 @@ def predict_samples(
 
     Shapes come from the stored data: every field (``attrs["fields"]``, default ``u``) becomes a
     channel. The surrogate rolls out from each stored initial frame; the ROM predicts from the
-    parameters alone. A model is included only when its stage is complete for ``cfg``.
+    parameters (and the stored initial frame, when it takes one). A model is included only when
+    its stage is complete for ``cfg``.
 
     Args:
         cfg: the run's config.
@@ -86,12 +108,25 @@ def predict_samples(
         )
         out["surrogate"] = traj.numpy().reshape(truth.shape)
     if _complete(cfg, store, "reduce"):
-        out["rom"] = load_rom(cfg, store).predict(p_unit).reshape(truth.shape)
+        rom = load_rom(cfg, store)
+        out["rom"] = rom.predict(p_unit, truth[:, 0]).reshape(truth.shape)
     return out
+
+
+def sample_plot_name(sample: int) -> str:
+    """``sample-<index>``: a sample plot is named by the store index of the sample it shows."""
+    return f"sample-{int(sample)}"
+
+
+def plot_heading(name: str) -> str:
+    """The report heading of plot ``name``: ``sample-3`` -> ``sample 3``, else the name."""
+    kind, _, rest = name.partition("-")
+    return f"sample {rest}" if kind == "sample" and rest.isdigit() else name
 
 
 def _sample_plots(cfg: PipelineConfig, store: RunStore, n: int) -> dict[str, str]:
     test = store.sample_indices("test")
+    which = "test sample" if len(test) else "sample"
     indices = test[:n] if len(test) else np.arange(min(n, cfg.generate.n_samples))
     series = predict_samples(cfg, store, indices)
     if len(series) == 1:  # no model to compare with
@@ -111,9 +146,10 @@ def _sample_plots(cfg: PipelineConfig, store: RunStore, n: int) -> dict[str, str
             channel_names=fields,
             time=ds["time"].values,
             x=ds["x"].values if space_ndim == 1 and "x" in ds.coords else None,
-            title=f"test sample {sample}: {label}",
+            title=f"{which} {sample}: {label}",
         )
-        out[f"sample-{k}"] = store.write_plot(f"sample-{k}", plots.png_bytes(fig))
+        name = sample_plot_name(sample)
+        out[name] = store.write_plot(name, plots.png_bytes(fig))
     return out
 
 
@@ -148,9 +184,10 @@ def write_plots(
 ) -> dict[str, str]:
     """Save PNG plots of what the store's complete stages hold, through the store.
 
-    ``training`` (loss curves from the train record), ``sample-<k>`` (test samples against the
-    surrogate and the ROM), ``sobol`` and ``coverage`` (from the quantify group). Plots of
-    missing stages are skipped; each file is written atomically.
+    ``training`` (loss curves from the train record), ``sample-<index>`` (test samples against
+    the surrogate and the ROM, named by their index in the store), ``sobol`` and ``coverage``
+    (from the quantify group). Plots of missing stages are skipped; each file is written
+    atomically.
 
     Args:
         cfg: the run's config.
@@ -209,22 +246,46 @@ def _training_section(rec) -> list[str]:
             f"{_fmt(m.get('nrmse_persist_rollout'))}), one step {_fmt(m.get('nrmse_one_step'))} "
             f"(persistence {_fmt(m.get('nrmse_persist_one_step'))})"
         )
+        lines += [f"- **Warning:** {w}" for w in surrogate_warnings(m)]
     return [*lines, ""]
+
+
+def surrogate_warnings(m: dict) -> list[str]:
+    """Why the surrogate is no better than persistence (repeating the input frame), if it is."""
+    out = []
+    for what in ("rollout", "one_step"):
+        err, base = m.get(f"nrmse_{what}"), m.get(f"nrmse_persist_{what}")
+        if err is not None and base is not None and err >= base:
+            out.append(
+                f"the surrogate's {what.replace('_', '-')} nRMSE {_fmt(err)} is no better than "
+                f"persistence ({_fmt(base)}, repeating the input frame); likely cause: too "
+                "little training (train.epochs, generate.n_samples) for the dynamics, or frames "
+                "so close in time that the state barely changes between them"
+            )
+    return out
 
 
 def _rom_section(rec) -> list[str]:
     if not rec or rec.status != "complete":
         return []
     m = rec.metrics
-    labels = {
-        "rank": "POD rank",
-        "energy_captured": "energy captured",
-        "pod_projection_error_mean": "POD projection error (mean, test)",
-        "rom_rel_error_mean": "ROM relative error (mean, test)",
-        "rom_rel_error_max": "ROM relative error (max, test)",
-    }
     lines = ["## Reduced-order model", ""]
-    lines += [f"- {label}: {_fmt(m[k])}" for k, label in labels.items() if k in m]
+    if "rank" in m:
+        lines.append(f"- POD rank {m['rank']}, energy captured {_fmt(m.get('energy_captured'))}")
+    if m.get("initial_modes"):
+        lines.append(
+            f"- inputs: the parameters and {m['initial_modes']} POD coefficients of the random "
+            "initial state"
+        )
+    if "rom_rel_error_mean" in m:
+        lines.append(
+            f"- ROM relative error (test): mean {_fmt(m['rom_rel_error_mean'])}, max "
+            f"{_fmt(m.get('rom_rel_error_max'))}; trivial baselines: predicting zero "
+            f"{_fmt(m.get('baseline_zero_rel_error', 1.0))}, the training mean field "
+            f"{_fmt(m.get('baseline_mean_rel_error_mean'))}; POD projection floor "
+            f"{_fmt(m.get('pod_projection_error_mean'))}"
+        )
+    lines += [f"- **Warning:** {note}" for note in rec.details.get("notes") or []]
     return [*lines, ""]
 
 
@@ -266,7 +327,8 @@ def _images(store: RunStore, names: list[str] | None) -> list[str]:
         return []
     lines = ["## Plots", ""]
     for name in order:
-        lines += [f"### {name}", "", f"File: `{store.plot_file(name)}` (in the store)", ""]
+        heading = plot_heading(name)
+        lines += [f"### {heading}", "", f"File: `{store.plot_file(name)}` (in the store)", ""]
         data = found[name]
         if len(data) <= EMBED_MAX_BYTES:
             lines += [f"![{name}](data:image/png;base64,{base64.b64encode(data).decode()})", ""]

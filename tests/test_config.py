@@ -286,3 +286,32 @@ def test_every_config_model_refuses_non_finite_and_schema_builds():
     assert [m.__name__ for m in models if m.model_config.get("allow_inf_nan") is not False] == []
     schema = PipelineConfig.model_json_schema()
     assert schema["properties"]["generate"]
+
+
+def test_form_schema_types_nullable_fields_and_prefect_still_accepts_null():
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools.validation import validate
+
+    from pdeflow.flows.pipeline import pipeline
+    from pdeflow.tasks.config import form_values
+
+    schema = parameter_schema(pipeline).model_dump()
+    gen = schema["definitions"]["GenerateConfig"]["properties"]
+    # Rendered as plain inputs, not as a None tab ('Property is type "None"').
+    for name, kind in (("n_x", "integer"), ("length", "number"), ("grid", "array")):
+        assert gen[name]["type"] == kind and "anyOf" not in gen[name] and "default" not in gen[name]
+    assert gen["preset"]["enum"][-1] is None
+    assert schema["definitions"]["ClusterConfig"]["properties"]["n_workers"]["type"] == "integer"
+    # A nullable nested model keeps the choice; a null that means something keeps its null.
+    assert {"type": "null"} in gen["simulator"]["anyOf"]
+    dashboard = schema["definitions"]["ClusterConfig"]["properties"]["dashboard"]
+    assert {"type": "null"} in dashboard["anyOf"]
+    cfg = PipelineConfig()
+    values = form_values(cfg)
+    assert "n_x" not in values["generate"] and values["generate"]["n_samples"] == 512
+    assert PipelineConfig.model_validate(values) == cfg
+    # The form validates without preprocessing; the server's run creation preprocesses and
+    # must still accept a client's explicit nulls.
+    assert validate({"config": values}, schema, ignore_required=True, preprocess=False) == []
+    full = {"config": cfg.model_dump(mode="json")}
+    assert validate(full, schema, ignore_required=True) == []

@@ -7,13 +7,16 @@ file; ``docker compose config`` runs too where it is available.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import yaml
 
+from pdeflow.flows.automations import DEFAULT_HEARTBEAT_S
 from pdeflow.tasks.config import load_config
 from pdeflow.tasks.runtime import cluster_kwargs, scaling_kwargs
 from tests.conftest import ROOT
@@ -208,3 +211,57 @@ def test_docker_compose_config(files):
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+# Crash detection: every flow run sends heartbeats at pdeflow's period, and whatever starts the
+# deployment creates the automation that marks a silent run Crashed.
+HEARTBEAT = str(DEFAULT_HEARTBEAT_S)
+
+
+def test_compose_sends_heartbeats_and_creates_crash_detection(compose):
+    services = compose["services"]
+    for name in ("prefect-server", "prefect-worker"):
+        # The server's window is derived from the period the worker's flow runs use.
+        assert _env(services[name])["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == HEARTBEAT, name
+    assert services["prefect-server"]["command"][:3] == ["pdeflow", "server", "start"]
+    assert _env(services["prefect-server"])["PREFECT_UI_API_URL"].endswith("/api")
+
+
+def test_work_pool_runs_send_heartbeats():
+    spec = yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:
+        env = deployment["work_pool"]["job_variables"]["env"]
+        assert env == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": HEARTBEAT}, deployment["name"]
+    assert "python -m pdeflow.flows.automations" in (DEPLOY / "prefect.yaml").read_text()
+
+
+def test_slurm_worker_sends_heartbeats_and_creates_crash_detection():
+    text = (DEPLOY / "slurm" / "prefect-worker.sbatch").read_text()
+    assert (
+        f'PREFECT_FLOWS_HEARTBEAT_FREQUENCY="${{PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-{HEARTBEAT}}}"'
+        in text
+    )
+    ensure = text.index("-m pdeflow.flows.automations")
+    assert text.index("export PREFECT_FLOWS_HEARTBEAT_FREQUENCY") < ensure < text.index("exec ")
+
+
+def test_kubernetes_readme_sends_heartbeats_and_creates_crash_detection():
+    readme = (DEPLOY / "kubernetes" / "README.md").read_text()
+    assert f'"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "{HEARTBEAT}"' in readme
+    assert (
+        f"PREFECT_FLOWS_HEARTBEAT_FREQUENCY={HEARTBEAT} python -m pdeflow.flows.automations"
+        in readme
+    )
+
+
+def test_automations_module_refuses_without_a_server(monkeypatch):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pdeflow.flows.automations"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "PREFECT_API_URL is not set" in proc.stderr
+    assert "Traceback" not in proc.stderr

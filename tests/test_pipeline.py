@@ -98,6 +98,25 @@ def test_show_json_reports_stages_blocks_metrics(first_run):
     assert "complete" in human and "4/4" in human
 
 
+def test_show_gives_each_stage_start_end_and_duration(first_run):
+    import datetime
+
+    cfg, _ = first_run
+    out = json.loads(cli("show", cfg.store, "--json").stdout)
+    previous_end = None
+    for name in ("generate", "train", "reduce", "quantify"):
+        info = out["stages"][name]
+        start = datetime.datetime.fromisoformat(info["started"])
+        end = datetime.datetime.fromisoformat(info["finished"])
+        assert start.tzinfo is not None and start <= end, info
+        assert info["seconds"] == pytest.approx((end - start).total_seconds())
+        assert previous_end is None or previous_end <= start  # stages in order, not overlapping
+        previous_end = end
+    human = cli("show", cfg.store).stdout
+    seconds = out["stages"]["train"]["seconds"]
+    assert f"{seconds:.1f} s)" in human and "started " in human
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

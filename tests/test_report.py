@@ -312,7 +312,9 @@ def test_write_plots_and_report_reference_them(tiny_store):
     cfg, store = tiny_store
     with store.lock():
         written = write_plots(cfg, store)
-    assert set(written) == {"training", "sample-0", "sample-1", "sobol", "coverage"}
+    shown = np.sort(store.sample_indices("test")[:2])
+    samples = {f"sample-{i}" for i in shown}
+    assert set(written) == {"training", "sobol", "coverage"} | samples
     for name, rel in written.items():
         assert rel == f"_pdeflow/plots/{name}.png"
         _assert_png(store.plots()[name])
@@ -328,3 +330,54 @@ def test_write_plots_and_report_reference_them(tiny_store):
     assert md.count("## Stages") == 1 and "### quantify: complete" in md
     # Without an explicit list the report finds the PNGs already in the store.
     assert report_markdown(cfg, store) == md
+    # Every error beside its trivial baselines, in the report and in the metrics table.
+    rom = store.record("reduce").metrics
+    assert (
+        f"predicting zero 1, the training mean field {rom['baseline_mean_rel_error_mean']:.6g}"
+        in md
+    )
+    assert "(persistence " in md
+
+
+def test_sample_headings_name_the_sample_their_plot_shows(tiny_store, monkeypatch):
+    from pdeflow.tasks import report
+
+    cfg, store = tiny_store
+    titles = {}
+    real = report.plots.sample_comparison
+
+    def spy(*args, **kwargs):
+        fig = real(*args, **kwargs)
+        titles[len(titles)] = kwargs["title"]
+        return fig
+
+    monkeypatch.setattr(report.plots, "sample_comparison", spy)
+    with store.lock():
+        written = report._sample_plots(cfg, store, 2)
+    md = report.report_markdown(cfg, store, list(written))
+    test = np.sort(store.sample_indices("test")[:2])
+    for k, sample in enumerate(test):
+        assert titles[k].startswith(f"test sample {sample}:")
+        # The heading sits directly over the plot it names.
+        block = md.split(f"### sample {sample}\n", 1)[1].split("###", 1)[0]
+        assert f"![sample-{sample}](data:image/png" in block
+
+
+def test_metric_rows_put_each_error_beside_its_baselines():
+    from pdeflow.tasks.report import metric_rows, surrogate_warnings
+
+    metrics = {
+        "train.nrmse_rollout": 0.3,
+        "train.nrmse_persist_rollout": 0.2,
+        "reduce.rom_rel_error_mean": 1.4,
+        "reduce.baseline_zero_rel_error": 1.0,
+        "reduce.baseline_mean_rel_error_mean": 0.98,
+        "reduce.rank": 8,
+    }
+    rows = {r["metric"]: r["trivial baseline"] for r in metric_rows({"metrics": metrics})}
+    assert rows["train.nrmse_rollout"] == "persistence 0.2"
+    assert rows["reduce.rom_rel_error_mean"] == "zero 1, mean field 0.98"
+    assert rows["reduce.rank"] == ""
+    (warning,) = surrogate_warnings({"nrmse_rollout": 0.3, "nrmse_persist_rollout": 0.2})
+    assert "no better than persistence (0.2" in warning and "likely cause" in warning
+    assert surrogate_warnings({"nrmse_rollout": 0.1, "nrmse_persist_rollout": 0.2}) == []

@@ -365,3 +365,79 @@ def test_rom_contract(name):
     assert rom.relative_errors(params, trajectories).shape == (12,)
     again = ReducedOrderModel(POD(rank=4), get_approximation(name)()).fit(params, trajectories)
     np.testing.assert_array_equal(again.predict(params), rom.predict(params))
+
+
+# --- 6. Random initial states as inputs, energy under a cap, baselines -------------------------
+
+
+def random_start_family(nu, amplitudes):
+    """Heat equation from u0 = sum_k c_k sin(k x), k = 1..3; c drawn per sample, not a parameter."""
+    k = np.arange(1, 4)
+    decay = np.exp(-nu[:, None, None] * k**2 * T_GRID[None, :, None])
+    return np.einsum("ntk,kx->ntx", amplitudes[:, None, :] * decay, np.sin(np.outer(k, X_GRID)))
+
+
+def test_rom_with_initial_state_inputs_predicts_what_parameters_alone_cannot():
+    rng = np.random.default_rng(0)
+    nu_train, nu_test = rng.uniform(0.01, 0.1, (60, 1)), rng.uniform(0.01, 0.1, (20, 1))
+    u_train = random_start_family(nu_train[:, 0], rng.uniform(-1, 1, (60, 3)))
+    u_test = random_start_family(nu_test[:, 0], rng.uniform(-1, 1, (20, 3)))
+    alone = ReducedOrderModel(POD(energy=1 - 1e-10), get_approximation("rbf")())
+    alone = alone.fit(nu_train, u_train)
+    both = ReducedOrderModel(POD(energy=1 - 1e-10), get_approximation("rbf")(), POD(rank=3))
+    both = both.fit(nu_train, u_train)
+    assert both.uses_initial_state and not alone.uses_initial_state
+    # The field is a smooth function of (nu, c) but not of nu: measured 2.42 against 0.016.
+    assert alone.relative_errors(nu_test, u_test).mean() > 0.5
+    assert both.relative_errors(nu_test, u_test).mean() < 0.05
+    np.testing.assert_allclose(both.predict(nu_test, u_test[:, 0])[:, 0], u_test[:, 0], atol=1e-8)
+    with pytest.raises(ValueError, match="initial_states"):
+        both.predict(nu_test)
+    # Coefficients computed elsewhere give the same model.
+    snaps = u_train.reshape(-1, N_X)
+    again = ReducedOrderModel(both.reduction_, get_approximation("rbf")(), both.initial_reduction_)
+    again.fit_coefficients(
+        nu_train,
+        both.reduction_.transform(snaps).reshape(60, N_TIME, -1),
+        both.initial_reduction_.transform(u_train[:, 0]),
+    )
+    np.testing.assert_allclose(
+        again.predict(nu_test, u_test[:, 0]), both.predict(nu_test, u_test[:, 0])
+    )
+    with pytest.raises(ValueError, match="initial_coefficients"):
+        again.fit_coefficients(nu_train, both.reduction_.transform(snaps).reshape(60, N_TIME, -1))
+
+
+def test_energy_counts_the_singular_values_not_computed():
+    s = np.array([4.0, 2.0, 1.0])
+    # 21 of the energy is in the three computed values, 4 more in values never computed.
+    assert POD.from_svd(s, np.eye(3), None, rank=2, total_energy=25.0).energy_ == pytest.approx(0.8)
+    assert select_rank(s, 0.8, total_energy=25.0) == 2
+    assert select_rank(s, 0.9, total_energy=25.0) == 3  # unreachable: every computed mode
+
+
+def test_rank_cap_and_baseline_warnings_give_the_numbers_and_the_cause():
+    from pdeflow.tasks.config import PipelineConfig, ReduceConfig
+    from pdeflow.tasks.stages.reduce import baseline_warning, rank_cap_warning
+
+    s = 0.5 ** np.arange(12)
+    pod = POD.from_svd(s, np.eye(12), None, rank=3)
+    capped = rank_cap_warning(ReduceConfig(max_rank=3, energy=0.99999), pod)
+    assert f"{pod.energy_:.6g}" in capped and "reduce.energy=0.99999" in capped
+    assert "reduce.max_rank=3" in capped and "needs 9 modes" in capped
+    assert rank_cap_warning(ReduceConfig(max_rank=3, energy=0.9), pod) is None
+    assert rank_cap_warning(ReduceConfig(max_rank=8, energy=0.99999), pod) is None
+
+    cfg = PipelineConfig()
+    m = {
+        "rom_rel_error_mean": 1.47,
+        "pod_projection_error_mean": 0.13,
+        "baseline_mean_rel_error_mean": 1.01,
+        "initial_modes": 0,
+    }
+    loses = baseline_warning(m, cfg, random_initial=True, n_train=300)
+    assert "1.47 is no better than predicting zero" in loses
+    assert "drawn at random" in loses and "reduce.initial_modes" in loses
+    assert baseline_warning({**m, "rom_rel_error_mean": 0.6}, cfg, True, 300) is None
+    mean_wins = baseline_warning({**m, "baseline_mean_rel_error_mean": 0.4}, cfg, False, 300)
+    assert "the training mean field (error 0.4)" in mean_wins and "generate.n_samples" in mean_wins

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
+import uuid
 from typing import get_args
 
 import pytest
 import yaml
 
+from pdeflow.flows import automations, server
 from pdeflow.flows import serve as serving
 from pdeflow.tasks.config import GenerateConfig, PipelineConfig, TrainConfig, load_config
 from pdeflow.tasks.sampling import DESIGNS
@@ -184,7 +189,7 @@ def test_serve_without_server_says_how_to_start_one(monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     proc = cli("serve", "--config", str(TINY), check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr
-    assert "prefect server start" in proc.stderr and "export PREFECT_API_URL" in proc.stderr
+    assert "pdeflow server start" in proc.stderr and "export PREFECT_API_URL" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -226,3 +231,157 @@ def test_schedules_example_documents_every_field():
     for field in serving.ScheduleEntry.model_fields:
         assert f"#   {field}" in text, field
     assert serving.load_schedules(EXAMPLE)
+
+
+# Crash detection: the heartbeat automation and the task runs a dead attempt leaves Running.
+
+
+def test_crash_detection_is_prefects_zombie_recipe_scoped_to_pdeflow():
+    from datetime import timedelta
+
+    spec = automations.crash_detection(30)
+    trigger = spec.trigger
+    assert spec.name == automations.AUTOMATION_NAME and spec.enabled
+    assert trigger.posture == "Proactive" and trigger.threshold == 1
+    assert trigger.after == {"prefect.flow-run.heartbeat"}
+    assert trigger.expect == {"prefect.flow-run.*"}
+    assert trigger.for_each == {"prefect.resource.id"}
+    assert trigger.within == timedelta(seconds=60)  # two heartbeat periods
+    (related,) = (
+        trigger.match_related
+        if isinstance(trigger.match_related, list)
+        else [trigger.match_related]
+    )
+    assert related.root == {
+        "prefect.resource.role": "tag",
+        "prefect.resource.id": "prefect.tag.pdeflow",
+    }
+    (action,) = spec.actions
+    assert action.type == "change-flow-run-state" and action.state == "CRASHED"
+    assert "Retry" in action.message
+    with pytest.raises(ValueError, match="heartbeat_s must be >= 30"):
+        automations.crash_detection(29)
+
+
+def _heartbeat_in(env: dict[str, str]) -> int:
+    """``heartbeat_seconds()`` in a fresh interpreter: Prefect reads its settings at import."""
+    code = "from pdeflow.flows.automations import heartbeat_seconds as h; print(h())"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_FLOWS_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return int(out.stdout)
+
+
+def test_heartbeat_defaults_to_a_minute_and_follows_prefects_setting():
+    # Prefect's own default (180 s) would show a dead run Crashed only after up to 6 minutes.
+    assert _heartbeat_in({}) == automations.DEFAULT_HEARTBEAT_S == 60
+    assert _heartbeat_in({"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "45"}) == 45
+
+
+def _named(client) -> list:
+    return client.read_automations_by_name(automations.AUTOMATION_NAME)
+
+
+def test_crash_detection_is_created_once_and_updated_in_place(prefect_api):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        for automation in _named(client):
+            client.delete_automation(automation.id)
+        first, done = automations.ensure_crash_detection(client, 30)
+        assert done == "created"
+        # A restarted `pdeflow serve` finds it: no second automation.
+        assert automations.ensure_crash_detection(client, 30) == (first, "unchanged")
+        assert automations.ensure_crash_detection(client, 90) == (first, "updated")
+        (stored,) = _named(client)
+        assert stored.trigger.within.total_seconds() == 180
+        # Two serve processes started at once may both create one: the extra one goes.
+        client.create_automation(automations.crash_detection(90))
+        kept, done = automations.ensure_crash_detection(client, 90)
+        assert done == "unchanged" and [a.id for a in _named(client)] == [kept]
+
+
+def _running_task(client, flow_run_id):
+    from prefect import task
+    from prefect.states import Running
+
+    @task(name="generate-data")
+    def step() -> None:
+        pass
+
+    task_run = client.create_task_run(step, flow_run_id, dynamic_key=str(uuid.uuid4()))
+    client.set_task_run_state(task_run.id, Running())
+    return task_run.id
+
+
+def _flow_run(client, tags: list[str]):
+    from prefect import flow
+    from prefect.states import Running
+
+    @flow(name="crash-probe")
+    def probe() -> None:
+        pass
+
+    run = client.create_flow_run(probe, tags=tags)
+    client.set_flow_run_state(run.id, Running(), force=True)
+    return run.id
+
+
+def test_task_runs_of_a_dead_attempt_are_crashed_and_live_ones_kept(prefect_api):
+    from prefect.client.orchestration import get_client
+    from prefect.states import AwaitingRetry, Crashed, Running
+
+    with get_client(sync_client=True) as client:
+        crashed_run = _flow_run(client, ["pdeflow"])
+        left_by_crash = _running_task(client, crashed_run)
+        client.set_flow_run_state(crashed_run, Crashed(), force=True)
+        retried_run = _flow_run(client, ["pdeflow"])
+        left_by_attempt_1 = _running_task(client, retried_run)
+        client.set_flow_run_state(retried_run, Crashed(), force=True)
+        client.set_flow_run_state(retried_run, AwaitingRetry(), force=True)
+        client.set_flow_run_state(retried_run, Running(), force=True)
+        attempt_2 = _running_task(client, retried_run)
+        other_project = _flow_run(client, ["elsewhere"])
+        foreign = _running_task(client, other_project)
+        client.set_flow_run_state(other_project, Crashed(), force=True)
+
+        crashed = automations.crash_orphaned_task_runs(client)
+        assert set(crashed) == {left_by_crash, left_by_attempt_1}
+        states = {t: client.read_task_run(t).state for t in crashed}
+        assert all(s.type == "CRASHED" and "attempt 1" in s.message for s in states.values())
+        for alive in (attempt_2, foreign):
+            assert client.read_task_run(alive).state.type == "RUNNING"
+        assert automations.crash_orphaned_task_runs(client) == []
+
+
+# `pdeflow server start`: the UI calls the API on the server's own port.
+
+
+def _ui_api_url_in(env: dict[str, str]) -> str:
+    """The UI's API URL as Prefect's settings resolve it in a server started with ``env``."""
+    code = "from prefect.settings import get_current_settings as s; print(s().server.ui.api_url)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_server_environment_points_the_ui_at_its_own_port():
+    # A client URL for another server exported in the same shell is what the UI would call.
+    shell = {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:4200/api"}
+    shell.pop("PREFECT_UI_API_URL", None)
+    assert _ui_api_url_in(shell) == "http://127.0.0.1:4200/api"
+    env = server.server_environment("127.0.0.1", 4299, shell)
+    assert env["PREFECT_SERVER_API_PORT"] == "4299"
+    assert _ui_api_url_in(env) == "http://127.0.0.1:4299/api"
+    # Bound to every interface: a browser on this machine reaches it on loopback.
+    wildcard = server.server_environment("0.0.0.0", 8080, shell)
+    assert wildcard["PREFECT_UI_API_URL"] == "http://127.0.0.1:8080/api"
+    # A URL set for a proxy or a published container port is the user's to keep.
+    proxied = {**shell, "PREFECT_UI_API_URL": "https://prefect.example.org/api"}
+    assert server.ui_api_url(server.server_environment("0.0.0.0", 4200, proxied)) == (
+        "https://prefect.example.org/api"
+    )
+    with pytest.raises(ValueError, match="--port: must be in 1..65535"):
+        server.server_environment("127.0.0.1", 70000, shell)

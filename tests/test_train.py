@@ -70,3 +70,17 @@ def test_without_a_validation_split_the_loss_is_not_measured_not_made_up(client)
     # Not measured: null in the record (NaN in memory), never a loss of 0.
     assert [h["val_loss"] for h in rec.details["history"]] == [None, None]
     assert "val loss not measured" in "\n".join(_training_section(rec))
+
+
+def test_an_empty_test_split_is_refused_before_training():
+    # 8 samples with 1% for testing: the seeded split leaves none, and the test metrics would
+    # divide by zero after the whole training. Refused up front, naming the setting.
+    from pdeflow.tasks.config import load_config
+    from pdeflow.tasks.surrogates.factory import check_trainable
+
+    split = "{train: 0.96, val: 0.02, test: 0.01, calibration: 0.01, seed: 0}"
+    cfg = load_config(
+        TINY, ["generate.n_samples=8", "generate.block_size=8", f"generate.split={split}"]
+    )
+    with pytest.raises(ValueError, match=r"generate.split: \['test'\] get no sample"):
+        check_trainable(cfg)

@@ -15,7 +15,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.exceptions import NotFittedError
 
-__all__ = ["POD", "fix_signs", "select_rank"]
+__all__ = ["POD", "energy_fractions", "fix_signs", "select_rank"]
 
 
 def _validate_energy(energy: float) -> float:
@@ -38,7 +38,9 @@ def _validate_singular_values(singular_values: np.ndarray) -> np.ndarray:
     return s
 
 
-def select_rank(singular_values: np.ndarray, energy: float) -> int:
+def select_rank(
+    singular_values: np.ndarray, energy: float, total_energy: float | None = None
+) -> int:
     """Smallest rank whose cumulative energy fraction reaches ``energy``.
 
     The energy fraction captured by rank ``r`` is ``sum(s[:r]**2) / sum(s**2)``, the usual POD
@@ -47,22 +49,37 @@ def select_rank(singular_values: np.ndarray, energy: float) -> int:
     Args:
         singular_values: Shape ``(n_singular,)``, non-negative, non-increasing.
         energy: Target fraction, ``0 < energy <= 1``.
+        total_energy: ``sum(s**2)`` over every singular value of the matrix, when only the
+            leading ones were computed (randomized SVD); default: those given.
 
     Returns:
-        The rank ``r`` with ``1 <= r <= n_singular``.
+        The rank ``r`` with ``1 <= r <= n_singular``; ``n_singular`` when even all the given
+        singular values fall short of ``energy`` (see :func:`energy_fractions`).
 
     Raises:
         ValueError: If ``energy`` is outside ``(0, 1]`` or the singular values are invalid.
     """
     energy = _validate_energy(energy)
     s = _validate_singular_values(singular_values)
-    squared = s**2
-    cumulative = np.cumsum(squared) / squared.sum()
+    cumulative = energy_fractions(s, total_energy)
     # The cumulative sum carries rounding of a few ulps per term, so an energy the spectrum meets
     # exactly (energy=1, or a designed spectrum) must not be missed by one rank.
     tol = 4.0 * np.finfo(float).eps * s.size
     rank = int(np.searchsorted(cumulative, energy - tol, side="left")) + 1
     return min(rank, s.size)
+
+
+def energy_fractions(singular_values: np.ndarray, total_energy: float | None = None) -> np.ndarray:
+    """Energy fraction captured by each rank: ``cumsum(s**2) / total``, shape ``(n_singular,)``.
+
+    Args:
+        singular_values: Shape ``(n_singular,)``.
+        total_energy: ``sum(s**2)`` over every singular value (the squared Frobenius norm of the
+            centred snapshots), when only the leading ones are given; default: ``sum(s**2)``.
+    """
+    squared = np.asarray(singular_values, dtype=float) ** 2
+    total = squared.sum() if total_energy is None else max(float(total_energy), squared.sum())
+    return np.cumsum(squared) / total
 
 
 def fix_signs(vt: np.ndarray) -> np.ndarray:
@@ -112,6 +129,8 @@ class POD:
         modes_: Orthonormal POD modes as rows, shape ``(rank_, n_features)``.
         rank_: Number of modes kept.
         energy_: Energy fraction captured by the ``rank_`` modes.
+        total_energy_: Squared Frobenius norm of the (centred) snapshots, ``sum(s**2)`` over
+            every singular value, computed or not.
         n_features_in_: Number of features seen in ``fit``.
 
     Example:
@@ -147,6 +166,7 @@ class POD:
         *,
         rank: int | None = None,
         energy: float = 0.9999,
+        total_energy: float | None = None,
     ) -> POD:
         """Build a fitted POD from an SVD of the centred snapshots computed elsewhere.
 
@@ -162,6 +182,9 @@ class POD:
                 snapshots were not centred.
             rank: Number of modes to keep; overrides ``energy``.
             energy: Energy fraction to capture when ``rank`` is None.
+            total_energy: Sum of all squared singular values when only the leading ones are
+                given (randomized SVD), so that ``energy_`` and the rank rule count the
+                energy that was not computed; default: ``sum(singular_values**2)``.
 
         Returns:
             A fitted POD.
@@ -171,15 +194,21 @@ class POD:
             raise ValueError(f"vt must be 2-D (n_vectors, n_features), got shape {vt.shape}")
         pod = cls(rank=rank, energy=energy, center=mean is not None)
         mean = np.zeros(vt.shape[1]) if mean is None else np.asarray(mean, dtype=float)
-        return pod._set_svd(singular_values, vt, mean)
+        return pod._set_svd(singular_values, vt, mean, total_energy)
 
-    def _set_svd(self, singular_values: np.ndarray, vt: np.ndarray, mean: np.ndarray) -> POD:
+    def _set_svd(
+        self,
+        singular_values: np.ndarray,
+        vt: np.ndarray,
+        mean: np.ndarray,
+        total_energy: float | None = None,
+    ) -> POD:
         s = _validate_singular_values(singular_values)
         if vt.shape[0] > s.size:
             raise ValueError(f"vt has {vt.shape[0]} rows but only {s.size} singular values")
         if mean.shape != (vt.shape[1],):
             raise ValueError(f"mean must have shape ({vt.shape[1]},), got {mean.shape}")
-        rank = self._resolve_rank(s)
+        rank = self._resolve_rank(s, total_energy)
         if rank > vt.shape[0]:
             raise ValueError(f"rank {rank} needs {rank} rows of vt, got {vt.shape[0]}")
         modes = fix_signs(vt[:rank])
@@ -190,13 +219,14 @@ class POD:
         self.singular_values_ = s
         self.modes_ = modes
         self.rank_ = rank
-        self.energy_ = float(np.sum(s[:rank] ** 2) / np.sum(s**2))
+        self.energy_ = float(energy_fractions(s, total_energy)[rank - 1])
+        self.total_energy_ = float(max(total_energy or 0.0, np.sum(s**2)))
         self.n_features_in_ = vt.shape[1]
         return self
 
-    def _resolve_rank(self, s: np.ndarray) -> int:
+    def _resolve_rank(self, s: np.ndarray, total_energy: float | None = None) -> int:
         if self.rank is None:
-            return select_rank(s, self.energy)
+            return select_rank(s, self.energy, total_energy)
         rank = int(self.rank)
         if rank != self.rank or not 1 <= rank <= s.size:
             raise ValueError(f"rank must be an integer in [1, {s.size}], got {self.rank!r}")

@@ -24,7 +24,7 @@ from pdeflow.tasks.design import SPLITS
 from pdeflow.tasks.pdes import BlowUpError
 from pdeflow.tasks.simulators import SimulationError
 from pdeflow.tasks.solve import solve_parameters
-from pdeflow.tasks.stages.base import Outcome, Stage, StageRun, diff
+from pdeflow.tasks.stages.base import Outcome, Stage, StageRun, blocks_log, diff
 
 
 class GenerationError(RuntimeError):
@@ -165,7 +165,8 @@ class Generate(Stage):
             pure=False,
             resources=task_resources(run.cfg.cluster, gen.device),
         )
-        errors = []
+        errors, samples = [], 0
+        layout = run.store.layout()
         pending = as_completed(futures)
         # Drop each future as it completes: Dask recomputes a lost result only while a client
         # holds its future, so a worker dying later cannot re-run this block.
@@ -175,7 +176,8 @@ class Generate(Stage):
                 errors.append(str(fut.exception()))
             else:
                 done += 1
-                run.report(done, total)
+                samples += _log_block(fut.result(), layout)
+                run.report(done, total, samples=samples)
             fut.release()
         if errors:
             raise GenerationError(_failed_blocks(errors, len(units), done, total))
@@ -196,6 +198,15 @@ class Generate(Stage):
         }
         metrics = {"blocks_total": layout.n_blocks, "blocks_complete": len(complete)}
         return Outcome(metrics, outputs=outputs_digest(layout, complete), details=details)
+
+
+def _log_block(result: dict, layout: Layout) -> int:
+    """Log a block's summary from the flow process (a worker's own log lines stay on the
+    worker), so it reaches the flow run's log; returns the block's sample count."""
+    start, stop = layout.block_range(result["block"])
+    how = "found complete" if result["skipped"] else f"solved in {result['seconds']:.1f} s"
+    blocks_log.info(f"generate: block {result['block']} (samples {start}-{stop - 1}) {how}")
+    return 0 if result["skipped"] else stop - start
 
 
 def _failed_blocks(errors: list[str], n_run: int, done: int, total: int) -> str:

@@ -41,7 +41,10 @@ def load_surrogate(cfg: PipelineConfig, store: RunStore) -> OneStepSurrogate:
 
 
 def load_rom(cfg: PipelineConfig, store: RunStore) -> ReducedOrderModel:
-    """The stage's ROM: the stored basis (checked), and the regression refitted."""
+    """The stage's ROM: the stored bases (checked), and the regression refitted.
+
+    Its ``predict`` needs the samples' initial states when ``uses_initial_state`` is True.
+    """
     rec = _complete(store, "reduce")
     res = store.read_group(ROM_GROUP, rec.artifact_entries())
     pod = POD.from_svd(
@@ -50,5 +53,16 @@ def load_rom(cfg: PipelineConfig, store: RunStore) -> ReducedOrderModel:
         res["mean"].values,
         rank=int(res.attrs["rank"]),
     )
-    rom = make_rom(cfg.reduce, pod)
-    return rom.fit_coefficients(res.parameters_unit.values, res.coefficients.values)
+    initial, initial_coefficients = None, None
+    if "initial_modes" in res:  # the initial state is random: its coefficients are inputs
+        initial = POD.from_svd(
+            res.initial_singular_values.values,
+            res.initial_modes.values,
+            res.initial_mean.values,
+            rank=res.initial_modes.shape[0],
+        )
+        initial_coefficients = res.initial_coefficients.values
+    rom = make_rom(cfg.reduce, pod, initial)
+    return rom.fit_coefficients(
+        res.parameters_unit.values, res.coefficients.values, initial_coefficients
+    )

@@ -87,8 +87,15 @@ class Predictors:
         return traj.numpy()
 
     def reduced(self, params: np.ndarray, seeds: np.ndarray, u0=None) -> np.ndarray:
-        """ROM predictions (parameters only), shaped like the surrogate's."""
-        flat = self.rom.predict(to_unit(self.gen, params))
+        """ROM predictions, shaped like the surrogate's; a ROM that takes the initial state
+        gets ``u0`` (default: drawn as the generate stage draws it)."""
+        initial = None
+        if self.rom.uses_initial_state:
+            if u0 is None:
+                dtype = getattr(torch, self.gen.dtype)
+                u0 = initial_state(self.gen, params, seeds, torch.device("cpu"), dtype).numpy()
+            initial = np.asarray(u0).reshape(len(params), -1)
+        flat = self.rom.predict(to_unit(self.gen, params), initial)
         return flat.reshape(len(params), flat.shape[1], len(self.gen.fields), *self.space)
 
     @property
@@ -241,7 +248,7 @@ class Quantify(Stage):
             variables.update(v)
             coords.update(c)
             attrs.update(a)
-            run.report(k + 1, len(STEPS))
+            run.report(k + 1, len(STEPS), finished=STEP_NAMES[k])
         run.state["metrics"] = metrics
         run.state["files"] = store.write_group(GROUP, variables, coords, attrs)
 
@@ -249,6 +256,7 @@ class Quantify(Stage):
         return Outcome(run.state["metrics"], artifacts=run.state["files"])
 
 
+STEP_NAMES = ("Monte Carlo", "conformal bands", "Sobol indices")
 STEPS = (
     lambda client, cfg, store, pred: monte_carlo(client, cfg, pred),
     lambda client, cfg, store, pred: conformal(cfg, store, pred),

@@ -5,6 +5,12 @@ from the store chunk by chunk (each chunk checked against its CRC32) and compute
 tall-skinny QR (Benson, Gleich & Demmel 2013) or, approximately, by randomized SVD (Halko,
 Martinsson & Tropp 2011). The POD coefficients of each training trajectory are then regressed on
 the parameters (non-intrusive POD-RBF / POD-GPR).
+
+When each sample's initial state is drawn at random from its seed (not set by the parameters),
+no function of the parameters alone can predict the field: the leading POD coefficients of the
+initial state (frame 0) then join the parameters as regression inputs. The held-out error is
+reported beside two trivial baselines, predicting zero (error 1) and predicting the training
+mean trajectory, and the stage warns when the ROM does not beat them.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from pdeflow.storage import RunStore, StageRecord
-from pdeflow.tasks.config import PipelineConfig, ReduceConfig
+from pdeflow.tasks.config import GenerateConfig, PipelineConfig, ReduceConfig
 from pdeflow.tasks.rom import POD, ReducedOrderModel
 from pdeflow.tasks.rom.factory import make_rom
 from pdeflow.tasks.rom.pod import select_rank
@@ -20,6 +26,8 @@ from pdeflow.tasks.stages.base import Outcome, Stage, StageRun, artifact_problem
 from pdeflow.tasks.stages.models import unit_parameters
 
 GROUP = "reduce"
+# Initial-state families drawn from each sample's seed; "pde" is probed (initial_state_is_random).
+RANDOM_KINDS = ("fourier", "grf", "steps")
 
 
 def snapshot_matrix(store: RunStore, indices: np.ndarray, tall_blocks: bool = True):
@@ -47,7 +55,11 @@ def flat(u: np.ndarray) -> np.ndarray:
 
 
 def pod_out_of_core(x, rc: ReduceConfig, seed: int = 0) -> POD:
-    """Fit a POD from a Dask array without loading it: mean, then SVD of the centred matrix."""
+    """Fit a POD from a Dask array without loading it: mean, then SVD of the centred matrix.
+
+    The randomized SVD computes only ``max_rank + 10`` singular values; the squared norm of the
+    centred matrix is computed with them, so that ``energy_`` counts the energy they miss.
+    """
     import dask
     import dask.array as da
 
@@ -55,12 +67,15 @@ def pod_out_of_core(x, rc: ReduceConfig, seed: int = 0) -> POD:
     xc = x - mean
     if rc.svd == "tsqr":
         _, s, vt = da.linalg.svd(xc)
+        total = da.zeros(())
     else:
         k = min(rc.max_rank + 10, min(x.shape))
         _, s, vt = da.linalg.svd_compressed(xc, k=k, n_power_iter=2, seed=seed)
-    s, vt, mean = dask.compute(s, vt, mean)
-    rank = min(select_rank(s, rc.energy), rc.max_rank, vt.shape[0])
-    return POD.from_svd(s, vt, mean if rc.center else None, rank=rank)
+        total = (xc**2).sum()
+    s, vt, mean, total = dask.compute(s, vt, mean, total)
+    total = float(total) or None
+    rank = min(select_rank(s, rc.energy, total), rc.max_rank, vt.shape[0])
+    return POD.from_svd(s, vt, mean if rc.center else None, rank=rank, total_energy=total)
 
 
 def project(x, pod: POD, n_samples: int) -> np.ndarray:
@@ -69,15 +84,175 @@ def project(x, pod: POD, n_samples: int) -> np.ndarray:
     return coeffs.reshape(n_samples, -1, pod.rank_)
 
 
-def held_out_errors(rom: ReducedOrderModel, store: RunStore, indices, p_unit: np.ndarray):
-    """Per-sample relative errors of the ROM and of the POD projection, chunk by chunk."""
+def initial_state_is_random(gen: GenerateConfig) -> bool:
+    """Whether each sample's initial state is drawn from its seed, not set by its parameters.
+
+    The generic random families are; a PDE's own state (kind ``pde``) is probed: two seeds
+    with the same parameters. A user simulator's state cannot be drawn here: False.
+    """
+    ic = gen.initial_condition
+    if ic is None or not gen.problem.draws_initial_states:
+        return False
+    if ic.kind in RANDOM_KINDS:
+        return True
+    if ic.kind != "pde":
+        return False
+    import torch
+
+    from pdeflow.tasks.design import to_physical
+    from pdeflow.tasks.solve import initial_state
+
+    params = to_physical(gen, np.full((2, len(gen.parameter_names)), 0.5))
+    u0 = initial_state(gen, params, np.array([1, 2]), torch.device("cpu"), torch.float64)
+    return not torch.equal(u0[0], u0[1])
+
+
+def initial_rank(cfg: PipelineConfig, n_train: int, random_initial: bool) -> int:
+    """Initial-state coefficients to add to the ROM's inputs (0: the parameters alone).
+
+    The RBF's linear polynomial needs more training samples than inputs plus one.
+    """
+    if not random_initial:
+        return 0
+    n_features = int(np.prod(cfg.generate.grid)) * len(cfg.generate.fields)
+    room = n_train - len(cfg.generate.parameter_names) - 2
+    return max(0, min(cfg.reduce.initial_modes, room, n_features))
+
+
+def initial_pod(store: RunStore, train: np.ndarray, rank: int, seed: int):
+    """POD of the training initial states (frame 0), out of core, and their coefficients.
+
+    Returns:
+        The POD (``rank`` modes) and the coefficients, shape (n_train, rank).
+    """
+    import dask
+    import dask.array as da
+
+    u0 = store.dask_trajectories(train)[:, 0]
+    x0 = u0.reshape(len(train), -1).astype(np.float64)
+    k = min(rank + 10, min(x0.shape))
+    # The randomized SVD's QR of the sketch needs row blocks at least as tall as it is wide.
+    x0 = x0.rechunk((max(x0.chunks[0][0], 2 * k), x0.shape[1]))
+    mean = x0.mean(axis=0)
+    _, s, vt = da.linalg.svd_compressed(x0 - mean, k=k, n_power_iter=2, seed=seed)
+    s, vt, mean = dask.compute(s, vt, mean)
+    pod = POD.from_svd(s, vt, mean, rank=rank)
+    return pod, (x0 - mean).dot(pod.modes_.T).compute()
+
+
+def mean_trajectory(store: RunStore, train: np.ndarray) -> np.ndarray:
+    """The training mean trajectory, shape (n_time, n_features): the mean-field baseline."""
+    u = store.dask_trajectories(train)
+    return u.mean(axis=0).compute().reshape(u.shape[1], -1).astype(np.float64)
+
+
+def held_out_errors(
+    rom: ReducedOrderModel, store: RunStore, indices, p_unit: np.ndarray, mean_traj=None
+):
+    """Per-sample relative errors of the ROM, of the POD projection and of the mean field.
+
+    The ROM takes each sample's stored initial state when it uses one. Chunk by chunk.
+
+    Returns:
+        Three arrays of shape (len(indices),); the last is empty without ``mean_traj``.
+    """
     lookup = {int(i): k for k, i in enumerate(indices)}
-    rom_err, proj_err = [], []
+    rom_err, proj_err, mean_err = [], [], []
     for rows, u in store.iter_chunks(indices):
         p = p_unit[[lookup[int(r)] for r in rows]]
-        rom_err.append(rom.relative_errors(p, flat(u)))
-        proj_err.append(rom.projection_errors(flat(u)))
-    return np.concatenate(rom_err), np.concatenate(proj_err)
+        traj = flat(u)
+        rom_err.append(rom.relative_errors(p, traj))
+        proj_err.append(rom.projection_errors(traj))
+        if mean_traj is not None:
+            norms = np.linalg.norm(traj.reshape(len(traj), -1), axis=1)
+            diff = (traj - mean_traj).reshape(len(traj), -1)
+            mean_err.append(np.linalg.norm(diff, axis=1) / norms)
+    mean_err = np.concatenate(mean_err) if mean_err else np.zeros(0)
+    return np.concatenate(rom_err), np.concatenate(proj_err), mean_err
+
+
+def rank_cap_warning(rc: ReduceConfig, pod: POD) -> str | None:
+    """The warning when ``reduce.max_rank`` stops the basis short of ``reduce.energy``."""
+    if pod.rank_ < rc.max_rank or pod.energy_ >= rc.energy:
+        return None
+    s = pod.singular_values_
+    needed = select_rank(s, rc.energy, pod.total_energy_)
+    reached = np.cumsum(s**2)[needed - 1] / pod.total_energy_ >= rc.energy - 1e-12
+    asks = f"{needed} modes" if reached else f"more than the {len(s)} modes computed"
+    return (
+        f"reduce: the POD rank is capped at reduce.max_rank={rc.max_rank}: the basis captures "
+        f"{pod.energy_:.6g} of the snapshot energy where reduce.energy={rc.energy:g} was asked "
+        f"(that needs {asks}); raise reduce.max_rank, or lower reduce.energy"
+    )
+
+
+def baseline_warning(metrics: dict, cfg: PipelineConfig, random_initial: bool, n_train: int):
+    """The warning, with its likely cause, when the ROM does not beat a trivial prediction.
+
+    The baselines are predicting zero (relative error 1) and the training mean trajectory.
+    """
+    err, floor = metrics["rom_rel_error_mean"], metrics["pod_projection_error_mean"]
+    mean = metrics["baseline_mean_rel_error_mean"]
+    if err < min(1.0, mean):
+        return None
+    which = "zero (error 1)" if mean >= 1.0 else f"the training mean field (error {mean:.3g})"
+    return (
+        f"reduce: the ROM's held-out relative error {err:.3g} is no better than predicting "
+        f"{which}; {_likely_cause(metrics, cfg, random_initial, n_train, floor)}"
+    )
+
+
+def _likely_cause(metrics, cfg, random_initial: bool, n_train: int, floor: float) -> str:
+    n_inputs = len(cfg.generate.parameter_names) + metrics["initial_modes"]
+    if random_initial and not metrics["initial_modes"]:
+        return (
+            "likely cause: the initial state is drawn at random from each sample's seed and is "
+            "not a parameter, so no function of the parameters alone can predict the field; "
+            "set reduce.initial_modes > 0 (it adds the initial state's leading POD "
+            f"coefficients to the inputs) or raise generate.n_samples (n_train={n_train})"
+        )
+    if floor >= 0.5:
+        return (
+            f"likely cause: the POD basis itself misses much of the held-out fields (projection "
+            f"error {floor:.3g}); raise reduce.max_rank or reduce.energy, or generate.n_samples"
+        )
+    if random_initial:
+        return (
+            f"likely cause: {metrics['initial_modes']} coefficients of a random initial state "
+            f"leave too much of it out, or {n_train} training samples are too few for "
+            f"{n_inputs} inputs; raise generate.n_samples and reduce.initial_modes"
+        )
+    return (
+        f"likely cause: {n_train} training samples are too few for the {n_inputs} inputs, or "
+        "the field varies too sharply with them (advected fronts, shocks); raise "
+        "generate.n_samples, or try reduce.approximation=gpr or reduce.smoothing > 0"
+    )
+
+
+def _group_data(cfg, train, p_train, pod: POD, coeffs, initial) -> tuple[dict, dict]:
+    """The reduce group's variables and coordinates (the initial-state basis when used)."""
+    data = {
+        "modes": (
+            ("mode", "feature"),
+            pod.modes_,
+            {"description": "orthonormal POD modes over flattened (channel, *space)"},
+        ),
+        "mean": (("feature",), pod.mean_, {"description": "mean snapshot subtracted"}),
+        "singular_values": (("component",), pod.singular_values_),
+        "coefficients": (("train_sample", "time", "mode"), coeffs),
+        "parameters_unit": (("train_sample", "parameter"), p_train),
+    }
+    if initial is not None:
+        ipod, icoeffs = initial
+        about = "POD modes of the training initial states (frame 0), ROM inputs"
+        data |= {
+            "initial_modes": (("initial_mode", "feature"), ipod.modes_, {"description": about}),
+            "initial_mean": (("feature",), ipod.mean_),
+            "initial_singular_values": (("initial_component",), ipod.singular_values_),
+            "initial_coefficients": (("train_sample", "initial_mode"), icoeffs),
+        }
+    coords = {"train_sample": train, "parameter": list(cfg.generate.parameter_names)}
+    return data, coords
 
 
 class Reduce(Stage):
@@ -86,6 +261,15 @@ class Reduce(Stage):
 
     def check(self, cfg: PipelineConfig) -> None:
         cfg.check_stages(("reduce",))
+        gen = cfg.generate
+        if gen.problem.stationary and initial_state_is_random(gen):
+            raise ValueError(
+                f"reduce: {gen.pde} is stationary and its input field (generate."
+                "initial_condition kind pde) is drawn at random from each sample's seed, so "
+                f"the solution is not a function of the sampled parameters "
+                f"{gen.parameter_names}, and its single stored frame holds the solution, not "
+                "an initial state the ROM could take as input; run generate alone for this PDE"
+            )
 
     def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
         return artifact_problems(run, record, "ROM's", deep)
@@ -93,42 +277,52 @@ class Reduce(Stage):
     def pending(self, run: StageRun) -> list[int]:
         return [0]
 
+    def total(self, run: StageRun) -> int:
+        return 4  # steps reported: snapshots, POD, regression, held-out errors
+
     def compute(self, run: StageRun, units: list[int]) -> None:
         cfg, store, rc = run.cfg, run.store, run.cfg.reduce
         p_all = unit_parameters(store, cfg)
         train, test = store.sample_indices("train"), store.sample_indices("test")
-        run.report(0, 3)
+        run.report(0, 4)
         x = snapshot_matrix(store, train, tall_blocks=rc.svd == "tsqr")
         pod = pod_out_of_core(x, rc, seed=cfg.generate.seed)
-        run.report(1, 3)
+        if note := rank_cap_warning(rc, pod):
+            run.warn(note)
+        run.report(1, 4)
+        random_initial = initial_state_is_random(cfg.generate)
+        k = initial_rank(cfg, len(train), random_initial)
+        initial = initial_pod(store, train, k, cfg.generate.seed) if k else None
+        run.report(2, 4)
         coeffs = project(x, pod, len(train))
-        rom = make_rom(rc, pod).fit_coefficients(p_all[train], coeffs)
-        rom_err, proj_err = held_out_errors(rom, store, test, p_all[test])
-        run.report(2, 3)
-        run.state["metrics"] = {
+        rom = make_rom(rc, pod, initial and initial[0])
+        rom.fit_coefficients(p_all[train], coeffs, initial and initial[1])
+        mean_traj = mean_trajectory(store, train)
+        rom_err, proj_err, mean_err = held_out_errors(rom, store, test, p_all[test], mean_traj)
+        run.report(3, 4)
+        metrics = {
             "rank": pod.rank_,
             "energy_captured": pod.energy_,
+            "initial_modes": k,
             "rom_rel_error_mean": float(rom_err.mean()),
             "rom_rel_error_max": float(rom_err.max()),
             "pod_projection_error_mean": float(proj_err.mean()),
+            "baseline_zero_rel_error": 1.0,
+            "baseline_mean_rel_error_mean": float(mean_err.mean()),
         }
-        run.state["files"] = store.write_group(
-            GROUP,
-            {
-                "modes": (
-                    ("mode", "feature"),
-                    pod.modes_,
-                    {"description": "orthonormal POD modes over flattened (channel, *space)"},
-                ),
-                "mean": (("feature",), pod.mean_, {"description": "mean snapshot subtracted"}),
-                "singular_values": (("component",), pod.singular_values_),
-                "coefficients": (("train_sample", "time", "mode"), coeffs),
-                "parameters_unit": (("train_sample", "parameter"), p_all[train]),
-            },
-            coords={"train_sample": train, "parameter": list(cfg.generate.parameter_names)},
-            attrs={"rank": pod.rank_, "energy_captured": pod.energy_},
-        )
-        run.report(3, 3)
+        if random_initial and not k:
+            run.warn(
+                "reduce: the initial state is drawn at random from each sample's seed, but the "
+                "ROM maps the parameters alone (reduce.initial_modes=0, or too few training "
+                "samples for more inputs), so it cannot predict the field"
+            )
+        if note := baseline_warning(metrics, cfg, random_initial, len(train)):
+            run.warn(note)
+        run.state["metrics"] = metrics
+        data, coords = _group_data(cfg, train, p_all[train], pod, coeffs, initial)
+        attrs = {"rank": pod.rank_, "energy_captured": pod.energy_, "initial_rank": k}
+        run.state["files"] = store.write_group(GROUP, data, coords=coords, attrs=attrs)
+        run.report(4, 4)
 
     def finish(self, run: StageRun) -> Outcome:
         return Outcome(run.state["metrics"], artifacts=run.state["files"])

@@ -26,6 +26,7 @@ from pdeflow.storage.records import now
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.stages.base import (
     Progress,
+    ProgressLine,
     Stage,
     StageRun,
     StageSummary,
@@ -102,7 +103,10 @@ def _compute(stage: Stage, run: StageRun, h: str, upstream: dict[str, str]) -> S
     run.store.write_record(rec)
     t0 = time.perf_counter()
     try:
-        stage.compute(run, units)
+        with ProgressLine(stage.name, stage.unit, total - len(units), total, run.progress) as line:
+            run.line = line
+            stage.compute(run, units)
+        run.line = None
         outcome = stage.finish(run)
         _check_finite(stage.name, outcome.metrics)
     except BaseException as err:

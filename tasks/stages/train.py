@@ -172,6 +172,17 @@ class TrainingLog:
         return on_batch
 
 
+def _batches(run: StageRun, log: TrainingLog, epoch: int) -> Callable[[int, float], None]:
+    """``on_batch`` of 0-based ``epoch``: the training log, and the progress line's facts."""
+    to_log = log.batches(epoch + 1)
+
+    def on_batch(batch: int, loss: float) -> None:
+        to_log(batch, loss)
+        run.note(epoch=epoch + 1, batch=batch, batch_loss=loss)
+
+    return on_batch
+
+
 class Train(Stage):
     name = "train"
     upstream = ("generate",)
@@ -213,7 +224,7 @@ class Train(Stage):
                 st["shuffle"], dtype,
             )  # fmt: skip
             try:
-                loss = train_epoch(st["model"], st["optimizer"], batches, log.batches(epoch + 1))
+                loss = train_epoch(st["model"], st["optimizer"], batches, _batches(run, log, epoch))
             except NonFiniteLoss as err:
                 raise _stopped(epoch + 1, err.batch, err.loss, epoch) from None
             st["scheduler"].step()
@@ -226,7 +237,7 @@ class Train(Stage):
             )
             store.save_checkpoint(self.name, epoch + 1, {**state, "config_hash": _hash(run)})
             log.write("epoch", epoch=epoch + 1, train_loss=loss, val_loss=val)
-            run.report(epoch + 1, tc.epochs)
+            run.report(epoch + 1, tc.epochs, loss=loss, val_loss=val)
         st["trained"] = len(units)
 
     def finish(self, run: StageRun) -> Outcome:

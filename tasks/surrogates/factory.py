@@ -24,11 +24,13 @@ def check_trainable(cfg: PipelineConfig) -> None:
     if gen.problem.stationary:
         raise ValueError(
             f"train: {gen.pde} is stationary (one state per sample); the one-step surrogate "
-            "needs a time-dependent PDE"
+            "needs a time-dependent PDE: choose one for generate.pde, or run generate (and "
+            "reduce) alone for this PDE"
         )
     name = surrogate_name(cfg)
     if name != f"fno{gen.dim}d":
         raise ValueError(f"train.surrogate: {name} does not fit {gen.dim}D data")
+    cfg.check_stages(("train",))  # a training and a test sample at least
 
 
 def build_model(cfg: PipelineConfig, stats: dict) -> OneStepSurrogate:

@@ -185,3 +185,40 @@ def test_explicit_values_still_win_and_are_checked():
     assert gen.grid == (64,) and gen.dt == 0.002 and gen.n_x is None
     with pytest.raises(ConfigError, match="grid or its alias"):
         load_config(None, ["generate.grid=[64]", "generate.n_x=64"])
+
+
+def test_solver_options_reach_the_solver_and_are_checked():
+    # Sod's shock tube to t = 0.4: its shock (speed 1.75) leaves [0, 1] through an outflow
+    # boundary, so mass changes; periodic boundaries keep it to round-off (the fluxes telescope).
+    ic = {"kind": "pde", "options": {"kind": "sod"}}
+    mass = {}
+    for boundary in ("periodic", "outflow"):
+        gen = config(
+            "compressible_euler_1d",
+            grid=[32],
+            t_end=0.4,
+            n_frames=3,
+            dt=1e-3,
+            dtype="float64",
+            initial_condition=ic,
+            solver_options={"boundary": boundary},
+        ).generate
+        params, seeds = _design(gen, n=1)
+        traj = solve_parameters(gen, params, seeds)
+        mass[boundary] = traj[0, :, 0].sum(axis=-1) / 32
+    np.testing.assert_allclose(mass["periodic"], mass["periodic"][0], rtol=1e-13)
+    assert abs(mass["outflow"][-1] - mass["outflow"][0]) > 1e-3
+    with pytest.raises(ValueError, match=r"solver_options.boundary: 'wall' is not one of"):
+        config("compressible_euler_1d", solver_options={"boundary": "wall"})
+    with pytest.raises(ValueError, match=r"burgers has no option \['boundary'\]"):
+        config("burgers", solver_options={"boundary": "outflow"})
+
+
+@pytest.mark.parametrize("name", ["burgers", "darcy_2d", "fitzhugh_nagumo_2d"])
+def test_the_store_says_where_its_grid_points_sit(name):
+    from pdeflow.tasks.datasets import coords
+
+    gen = config(name).generate
+    points = {c[2]["grid_points"] for axis, c in coords(gen).items() if axis in ("x", "y", "z")}
+    offset = gen.problem.info.coordinate_offset
+    assert points == {"cell centres" if offset == 0.5 else "periodic nodes"}

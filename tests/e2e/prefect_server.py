@@ -131,17 +131,26 @@ def api(base: str, path: str, body: dict | None = None, method: str | None = Non
 
 @contextlib.contextmanager
 def pdeflow_serve(
-    base: str, home: Path, runs: Path, *args: str, names: set[str], timeout: float = 300
+    base: str,
+    home: Path,
+    runs: Path,
+    *args: str,
+    names: set[str],
+    timeout: float = 300,
+    log_name: str = "serve.log",
+    **extra_env: str,
 ) -> Iterator[subprocess.Popen]:
     """Run ``pdeflow serve ARGS`` against the server at ``base`` until ``names`` are ready.
 
-    A deployment is READY once the serving process polls for its runs.
+    A deployment is READY once the serving process polls for its runs. ``extra_env`` is added
+    to the serving process's environment; its output goes to ``home/log_name``.
     """
-    log = home / "serve.log"
+    log = home / log_name
     env = server_env(
         home,
         PREFECT_API_URL=f"{base}/api",
         PDEFLOW_RUNS_DIR=str(runs),
+        **extra_env,
     )
     with log.open("w") as out:
         proc = subprocess.Popen(

@@ -8,19 +8,33 @@ config, and headless Chromium. Skipped where Chromium, chromedriver or selenium 
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
+from pdeflow.flows.automations import AUTOMATION_NAME
 from pdeflow.storage import RunStore
 from pdeflow.tasks.sampling import DESIGNS
 from tests.conftest import TINY
 from tests.e2e.browser import Browser, missing_browser
-from tests.e2e.prefect_server import api, pdeflow_serve, prefect_server
+from tests.e2e.prefect_server import (
+    STARTUP_TIMEOUT_S,
+    api,
+    free_port,
+    pdeflow_serve,
+    prefect_server,
+    server_env,
+    stop_group,
+    wait_healthy,
+)
 
 REASON = missing_browser()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -146,3 +160,38 @@ def test_ui_form_runs_pipeline_and_shows_artifacts(stack, browser):
         browser.wait().until(lambda d: "/artifacts/artifact/" in d.current_url)
         browser.visible("//table//*[normalize-space()='metric']", timeout=60)
         assert "reduce.rom_rel_error_mean" in browser.text()
+
+
+def test_server_start_on_any_port_gives_a_ui_that_reaches_its_own_api(tmp_path, browser):
+    """`pdeflow server start --port P` in a shell where a client URL for port 4200 is exported:
+    the UI must call port P (plain `prefect server start --port P` calls 4200)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "server.log"
+    code = f"from pdeflow.flows.server import start; raise SystemExit(start(port={port}))"
+    env = server_env(tmp_path / "home", PREFECT_API_URL="http://127.0.0.1:4200/api")
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    try:
+        wait_healthy(url, proc, log, STARTUP_TIMEOUT_S)
+        # The automation is created once the server answers; the page does not poll for it.
+        deadline = time.monotonic() + 120
+        while "crash detection created" not in log.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"{url}/ui-settings", timeout=10) as resp:
+            assert json.loads(resp.read())["api_url"] == f"{url}/api"
+        with browser.step("server-start-automations"):
+            browser.driver.get(f"{url}/automations")
+            # Listed by the UI from its API: the crash detection `server start` created.
+            browser.visible(f"//*[normalize-space()='{AUTOMATION_NAME}']", timeout=120)
+            assert "Can't connect to Server API" not in browser.text()
+    finally:
+        stop_group(proc)
+    assert f"export PREFECT_API_URL={url}/api" in log.read_text()
