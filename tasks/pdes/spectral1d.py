@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import torch
@@ -211,6 +212,7 @@ class PeriodicSpectral1D(PDE):
         }
 
     @staticmethod
+    @abstractmethod
     def _operators(
         k: torch.Tensor, params: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -220,7 +222,6 @@ class PeriodicSpectral1D(PDE):
             k: Wavenumbers ``2 pi m / length``, shape (n_modes,), float64.
             params: Each coefficient as a float64 column of shape (1, 1) or (batch, 1).
         """
-        raise NotImplementedError
 
     def _nonlinear(self, v: torch.Tensor) -> torch.Tensor:
         """Spectrum of f(u), (batch, n_modes); ``G`` and dealiasing are in the weights."""
