@@ -6,6 +6,9 @@ TORCH_PIP_ARGS ?=
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist); each test file runs whole on one of them (session fixtures such
+# as the Dask cluster and the Prefect harness are per process).
+TEST_WORKERS ?= 2
 LINT_DIRS := $(wildcard flows tasks storage tests benchmarks)
 
 .PHONY: demo test lint bench clean install e2e
@@ -24,7 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The browser test of the Prefect UI. Installs Debian's chromium and chromedriver when either is
 # missing (apt-get, as root or through sudo), then the e2e extra, then runs tests/e2e only.

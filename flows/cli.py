@@ -199,6 +199,7 @@ def _print_summary(store_name: str) -> None:
     summary = _summary(RunStore.named(store_name))
     out = Console()
     _print_summary_table(out, summary)
+    _print_methods_table(out, summary)
     out.print(
         f"Open the data: [bold]xarray.open_zarr('{summary['store']}')[/]; stage results: "
         "group='reduce' / group='quantify'.",
@@ -211,7 +212,11 @@ def _summary(handle) -> dict:
     so ``show`` needs no torch or Dask."""
     from pdeflow.storage.records import summarize
 
-    return summarize(handle, tuple(s.value for s in Stage if s is not Stage.pipeline))
+    summary = summarize(handle, tuple(s.value for s in Stage if s is not Stage.pipeline))
+    rec = handle.record("reduce")
+    if rec is not None and rec.status == "complete" and rec.details.get("methods"):
+        summary["reduce_methods"] = rec.details["methods"]
+    return summary
 
 
 def _open_store(store: str):
@@ -251,6 +256,7 @@ def show(
     blocks = summary["blocks"]
     out.print(f"  blocks    {blocks['complete']}/{blocks['total']} complete")
     _print_summary_table(out, summary)
+    _print_methods_table(out, summary)
 
 
 @app.command()
@@ -314,6 +320,30 @@ def _print_summary_table(out: Console, summary: dict) -> None:
     table.add_column("value", justify="right")
     for key, value in sorted(summary["metrics"].items()):
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    out.print(table)
+
+
+def _print_methods_table(out: Console, summary: dict) -> None:
+    """The reduce methods side by side (``reduce.compare``), when the reduce stage has run."""
+    rows = summary.get("reduce_methods")
+    if not rows:
+        return
+    columns = (
+        ("error mean", "rel_error_mean"), ("error max", "rel_error_max"),
+        ("floor", "floor_mean"), ("estimate max", "estimate_max"),
+        ("effectivity mean", "effectivity_mean"), ("offline s", "offline_s"),
+        ("online s/eval", "online_s_per_eval"), ("speedup", "speedup"),
+    )  # fmt: skip
+    columns = [(h, k) for h, k in columns if any(k in row for row in rows.values())]
+    used = summary["metrics"].get("reduce.method")
+    table = Table(title=f"reduce methods on the test split (quantify uses {used})")
+    table.add_column("method", no_wrap=True)
+    for head, _ in columns:
+        table.add_column(head, justify="right")
+    for name in sorted(rows, key=lambda n: n != used):
+        table.add_row(
+            name, *(f"{rows[name][k]:.3g}" if k in rows[name] else "-" for _, k in columns)
+        )
     out.print(table)
 
 

@@ -33,7 +33,8 @@ from pydantic import (
     model_validator,
 )
 
-from pdeflow.tasks.config import PipelineConfig, form_values, format_validation_error
+from pdeflow.tasks.config import PipelineConfig, format_validation_error
+from pdeflow.tasks.config_form import form_values
 
 # Deployment name -> "module:flow object". One line here serves one more flow; every flow takes
 # ``config: PipelineConfig`` (and may take more parameters, e.g. ``overwrite``; ``generate`` and

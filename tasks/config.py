@@ -17,9 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pdeflow.tasks.clusters import ClusterConfig
+from pdeflow.tasks.config_form import _Frozen
 from pdeflow.tasks.config_io import (
     ConfigError,
     format_validation_error,
@@ -27,6 +28,7 @@ from pdeflow.tasks.config_io import (
     set_dotted,
     yaml_problem,
 )
+from pdeflow.tasks.config_reduce import ReduceConfig
 from pdeflow.tasks.custom import SimulatorConfig
 from pdeflow.tasks.pdes import PDES
 from pdeflow.tasks.pdes.base import Grid
@@ -42,90 +44,6 @@ PresetName = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
 DesignName = Literal[DESIGNS]  # type: ignore[valid-type]
 
 _STORE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
-
-
-class _Frozen(BaseModel):
-    # NaN passes every ge/le bound (comparisons with NaN are false). allow_inf_nan=False refuses
-    # NaN and infinities in every float of the model, inside dicts, tuples and unions too.
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    @classmethod
-    def __get_pydantic_json_schema__(cls, core_schema, handler):
-        schema = super().__get_pydantic_json_schema__(core_schema, handler)
-        form_schema(handler.resolve_ref_schema(schema), handler.resolve_ref_schema)
-        return schema
-
-
-def form_schema(schema: dict, resolve, _seen: set[int] | None = None) -> None:
-    """Rewrite, in place, a model's JSON schema and its nested models' for Prefect's form.
-
-    Prefect's form renders ``X | None = None`` (JSON schema ``anyOf: [X, {type: null}]``) as
-    tabs whose selected "None" tab reads 'Property is type "None"'. A nullable field of a
-    scalar, array, enum or mapping type that defaults to None becomes a plain ``X`` input with
-    no default: empty means "not set", and Prefect's server-side validation still accepts an
-    explicit null for it (``prefect.utilities.schema_tools.validation.preprocess_schema`` makes
-    a non-required property without a default nullable; an enum also lists null, as a blank
-    choice). Nullable nested models keep the
-    tabs: an object input would fill in its fields' defaults and so set the model. Values for
-    the form must leave such fields out rather than send null (``form_values``).
-
-    Args:
-        schema: a model's resolved JSON schema (with ``properties``).
-        resolve: maps ``{"$ref": ...}`` to the referenced schema (pydantic's
-            ``GetJsonSchemaHandler.resolve_ref_schema``), so nested models are rewritten too.
-    """
-    seen = set() if _seen is None else _seen
-    if id(schema) in seen:
-        return
-    seen.add(id(schema))
-    for prop in schema.get("properties", {}).values():
-        branches = prop.get("anyOf") or []
-        typed = [b for b in branches if b.get("type") != "null"]
-        nullable = len(typed) == len(branches) - 1 == 1
-        if nullable and "type" in typed[0] and prop.get("default", 0) is None:
-            del prop["anyOf"], prop["default"]
-            prop.update({k: v for k, v in typed[0].items() if k not in prop})
-            if "enum" in prop:  # the null that validation allows must also be a choice
-                prop["enum"] = [*prop["enum"], None]
-        for ref in _refs(prop):
-            form_schema(resolve({"$ref": ref}), resolve, seen)
-
-
-def _refs(node: Any) -> list[str]:
-    """Every ``$ref`` inside a JSON schema node."""
-    if isinstance(node, dict):
-        own = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return own + [r for v in node.values() for r in _refs(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in _refs(v)]
-    return []
-
-
-def form_values(model: BaseModel) -> dict:
-    """``model.model_dump(mode="json")`` without the fields that are None by default and unset.
-
-    The Prefect form's values (a deployment's default parameters): ``form_schema`` types such
-    a field without null, so the form's own validation would refuse a null there, while an
-    absent value leaves the field to its default, as the config itself does.
-    """
-    out = {}
-    for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
-        if value is None and field.default is None:
-            continue
-        out[name] = form_values(value) if isinstance(value, BaseModel) else _jsonable(value)
-    return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: form_values(v) if isinstance(v, BaseModel) else _jsonable(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [form_values(v) if isinstance(v, BaseModel) else _jsonable(v) for v in value]
-    return value
 
 
 class ParameterSpec(_Frozen):
@@ -472,36 +390,6 @@ class TrainConfig(_Frozen):
     )
     seed: int = Field(0, ge=0, description="Seed of initialisation and shuffling.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Device used for training.")
-
-
-class ReduceConfig(_Frozen):
-    """Stage 3: POD of the training snapshots with Dask, and a non-intrusive parametric ROM."""
-
-    energy: float = Field(
-        0.9999, gt=0, le=1, description="Fraction of snapshot energy the POD basis keeps, (0, 1]."
-    )
-    max_rank: int = Field(64, ge=1, le=4096, description="Upper bound on the POD rank.")
-    center: bool = Field(True, description="Subtract the mean snapshot before the SVD.")
-    svd: Literal["tsqr", "randomized"] = Field(
-        "tsqr", description="Out-of-core SVD: tall-skinny QR (exact) or randomized (approximate)."
-    )
-    approximation: Literal["rbf", "gpr"] = Field(
-        "rbf", description="Regression of POD coefficients on the parameters."
-    )
-    rbf_kernel: Literal[
-        "thin_plate_spline", "cubic", "quintic", "linear", "multiquadric", "gaussian"
-    ] = Field("thin_plate_spline", description="RBF kernel (scipy's RBFInterpolator).")
-    smoothing: float = Field(0.0, ge=0, le=1e6, description="RBF smoothing; 0 interpolates.")
-    initial_modes: int = Field(
-        8,
-        ge=0,
-        le=256,
-        description="When each sample's initial state is drawn at random (initial_condition "
-        "kind fourier, grf, steps, or a PDE's own seeded state) and so is not a parameter: "
-        "leading POD coefficients of the initial state added to the ROM's inputs, at most "
-        "n_train - n_params - 2. 0: the parameters alone (the ROM then cannot predict the "
-        "field, and says so).",
-    )
 
 
 class QuantifyConfig(_Frozen):

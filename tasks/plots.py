@@ -283,3 +283,35 @@ def coverage_histogram(
     ax.set(xlabel="test coverage", ylabel="re-splits", title="Conformal coverage", xlim=(0, 1))
     ax.legend(fontsize=8, loc="upper left")
     return fig
+
+
+def rom_error_vs_rank(curves: Mapping[str, Mapping[int, tuple[float, float | None]]]) -> Figure:
+    """Held-out relative error of each reduce method against its rank, log-log, with the
+    projection floor (dashed) where the method has one.
+
+    Args:
+        curves: method -> {rank: (mean relative error, mean floor or None)}; a method with one
+            rank shows as a single marker.
+    """
+    if not curves or not any(curves.values()):
+        raise ValueError("curves must hold at least one method with at least one rank")
+    fig = _figure(6, 3.8)
+    ax = fig.add_subplot()
+    for k, (name, curve) in enumerate(sorted(curves.items())):
+        if not curve:
+            continue
+        ranks = np.array(sorted(curve), dtype=float)
+        err = np.array([curve[r][0] for r in sorted(curve)], dtype=float)
+        color = f"C{k % 10}"
+        ax.plot(ranks, err, marker="o", ms=4, color=color, label=name)
+        floor = [curve[r][1] for r in sorted(curve)]
+        if all(f is not None for f in floor):
+            ax.plot(ranks, np.array(floor, float), ls="--", color=color, alpha=0.7,
+                    label=f"{name} projection floor")  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set(xlabel="rank (basis size or latent dimension)", ylabel="held-out relative error",
+           title="Reduced-order models: error against rank")  # fmt: skip
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig

@@ -10,9 +10,12 @@ from prefect.cache_policies import NO_CACHE
 
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.orchestration import run_in_task
+from pdeflow.tasks.report import publish_reduce
 
 
 @task(name="reduce-order", cache_policy=NO_CACHE, persist_result=False)
 def reduce_task(config: PipelineConfig, scheduler: str, overwrite: bool = False) -> dict:
-    """Out-of-core POD on the flow's Dask scheduler, then the parametric ROM."""
-    return run_in_task("reduce", config, scheduler, overwrite)
+    """The reduce methods on the flow's Dask scheduler; publishes their side-by-side table."""
+    summary = run_in_task("reduce", config, scheduler, overwrite)
+    publish_reduce(config)
+    return summary

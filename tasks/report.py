@@ -29,7 +29,7 @@ from pdeflow.tasks.surrogates.training import rollout
 EMBED_MAX_BYTES = 200_000
 N_SAMPLE_PLOTS = 2
 MODELS = ("solver", "surrogate", "rom")
-PLOT_ORDER = ("training", "sample", "sobol", "coverage")
+PLOT_ORDER = ("training", "sample", "rom", "sobol", "coverage")
 
 
 def artifact_key(store: str, what: str) -> str:
@@ -212,6 +212,8 @@ def write_plots(
         out["training"] = store.write_plot("training", plots.png_bytes(fig))
     if n_samples and _complete(cfg, store, "generate"):
         out.update(_sample_plots(cfg, store, n_samples))
+    if _complete(cfg, store, "reduce"):
+        out.update(_rom_plots(store))
     if _complete(cfg, store, "quantify"):
         out.update(_uq_plots(cfg, store))
     return out
@@ -286,7 +288,46 @@ def _rom_section(rec) -> list[str]:
             f"{_fmt(m.get('pod_projection_error_mean'))}"
         )
     lines += [f"- **Warning:** {note}" for note in rec.details.get("notes") or []]
+    return [*lines, "", *method_table(rec.details.get("methods") or {}, m.get("method"))]
+
+
+# The reduce methods' table: column heading, key of the row, and how to show it.
+METHOD_COLUMNS = (
+    ("error mean", "rel_error_mean"),
+    ("error max", "rel_error_max"),
+    ("projection floor", "floor_mean"),
+    ("estimate max", "estimate_max"),
+    ("effectivity (mean / max)", None),
+    ("offline s", "offline_s"),
+    ("online s / eval", "online_s_per_eval"),
+    ("speedup", "speedup"),
+)
+
+
+def method_table(rows: dict, primary: str | None) -> list[str]:
+    """The reduce methods side by side, as markdown (empty without methods); the stage's ROM
+    (``reduce.method``, the one quantify uses) is marked."""
+    if not rows:
+        return []
+    head = ["method", *[h for h, _ in METHOD_COLUMNS]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in rows.items():
+        cells = [f"**{name}** (used)" if name == primary else name, *_row_cells(row).values()]
+        lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _rom_plots(store: RunStore) -> dict[str, str]:
+    rec = store.record("reduce")
+    rows = (rec.details.get("methods") if rec else None) or {}
+    curves = {
+        name: {int(r): tuple(v) for r, v in row.get("rank_errors", {}).items()}
+        for name, row in rows.items()
+    }
+    if not any(curves.values()):
+        return {}
+    fig = plots.rom_error_vs_rank(curves)
+    return {"rom-error-vs-rank": store.write_plot("rom-error-vs-rank", plots.png_bytes(fig))}
 
 
 def _uq_section(store: RunStore, rec) -> list[str]:
@@ -378,6 +419,46 @@ def publish_quantify(cfg: PipelineConfig, summary: dict) -> None:
         key=artifact_key(cfg.store, "uq-metrics"),
         description="Uncertainty quantification metrics",
     )
+
+
+def publish_reduce(cfg: PipelineConfig) -> None:
+    """The reduce methods side by side (a table artifact) and a markdown artifact with the
+    same table and the error-against-rank plot, inline.
+
+    A failure is logged as a warning: the stage's results are complete and stored.
+    """
+    store = RunStore.named(cfg.store)
+    try:
+        rec = store.record("reduce")
+        rows = (rec.details.get("methods") if rec else None) or {}
+        if not rows:
+            return
+        create_table_artifact(
+            [{"method": name} | _row_cells(row) for name, row in rows.items()],
+            key=artifact_key(cfg.store, "rom-methods"),
+            description=f"Reduce methods (reduce.method={cfg.reduce.method} is the stage's ROM)",
+        )
+        with store.lock("pdeflow report"):
+            written = _rom_plots(store)
+        lines = ["# Reduced-order models", "", *_rom_section(rec), *_images(store, list(written))]
+        create_markdown_artifact(
+            "\n".join(lines),
+            key=artifact_key(cfg.store, "rom-report"),
+            description="Reduce methods: errors, estimates, timings, error against rank",
+        )
+    except Exception as err:  # see the docstring
+        log_warning(f"reduce report of {store.path} not published: {err!r}")
+
+
+def _row_cells(row: dict) -> dict[str, str]:
+    out = {}
+    for head, key in METHOD_COLUMNS:
+        if key is None:
+            pair = (row.get("effectivity_mean"), row.get("effectivity_max"))
+            out[head] = "-" if None in pair else f"{_fmt(pair[0])} / {_fmt(pair[1])}"
+        else:
+            out[head] = _fmt(row[key]) if key in row else "-"
+    return out
 
 
 def publish_run(cfg: PipelineConfig) -> dict[str, str]:

@@ -14,9 +14,15 @@ from pathlib import Path
 PDEFLOW = [sys.executable, "-m", "pdeflow.flows.cli"]
 
 
+def _wide_env() -> dict[str, str]:
+    """The environment, with a console wide enough that rich never wraps a line the tests match
+    (a long temporary path would otherwise break "NOT intact" across two 80-column lines)."""
+    return os.environ | {"COLUMNS": "400"}
+
+
 def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [*PDEFLOW, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+        [*PDEFLOW, *args], capture_output=True, text=True, timeout=timeout, env=_wide_env()
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"pdeflow {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")

@@ -293,7 +293,7 @@ def test_form_schema_types_nullable_fields_and_prefect_still_accepts_null():
     from prefect.utilities.schema_tools.validation import validate
 
     from pdeflow.flows.pipeline import pipeline
-    from pdeflow.tasks.config import form_values
+    from pdeflow.tasks.config_form import form_values
 
     schema = parameter_schema(pipeline).model_dump()
     gen = schema["definitions"]["GenerateConfig"]["properties"]

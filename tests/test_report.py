@@ -314,7 +314,7 @@ def test_write_plots_and_report_reference_them(tiny_store):
         written = write_plots(cfg, store)
     shown = np.sort(store.sample_indices("test")[:2])
     samples = {f"sample-{i}" for i in shown}
-    assert set(written) == {"training", "sobol", "coverage"} | samples
+    assert set(written) == {"training", "rom-error-vs-rank", "sobol", "coverage"} | samples
     for name, rel in written.items():
         assert rel == f"_pdeflow/plots/{name}.png"
         _assert_png(store.plots()[name])
@@ -337,6 +337,10 @@ def test_write_plots_and_report_reference_them(tiny_store):
         in md
     )
     assert "(persistence " in md
+    # The reduce methods side by side: the stage's ROM marked, its measured error in the row.
+    row = store.record("reduce").details["methods"]["pod-rbf"]
+    assert "| method | error mean | error max |" in md
+    assert f"| **pod-rbf** (used) | {row['rel_error_mean']:.6g} |" in md
 
 
 def test_sample_headings_name_the_sample_their_plot_shows(tiny_store, monkeypatch):

@@ -12,12 +12,14 @@ from pdeflow.storage import RunStore, StageNotReady
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.design import to_unit
 from pdeflow.tasks.rom import POD, ReducedOrderModel
-from pdeflow.tasks.rom.factory import make_rom
+from pdeflow.tasks.rom.factory import POD_REGRESSIONS, make_rom
+from pdeflow.tasks.stages.rom_methods import adapter_for
 from pdeflow.tasks.surrogates.factory import model_from_state
 from pdeflow.tasks.surrogates.fno import OneStepSurrogate
 
 MODEL = "model.pt"
 ROM_GROUP = "reduce"
+MODEL_GROUP = "reduce_model"
 
 
 def unit_parameters(store: RunStore, cfg: PipelineConfig, indices=None) -> np.ndarray:
@@ -40,12 +42,57 @@ def load_surrogate(cfg: PipelineConfig, store: RunStore) -> OneStepSurrogate:
     return model_from_state(cfg, store.load_model(rel, rec.artifact_entries()[rel]))
 
 
-def load_rom(cfg: PipelineConfig, store: RunStore) -> ReducedOrderModel:
-    """The stage's ROM: the stored bases (checked), and the regression refitted.
+class StoredROM:
+    """A reduce method's fitted model restored from the store, as quantify calls a ROM.
+
+    Attributes:
+        method: the reduce method's name.
+        uses_initial_state: whether ``predict`` needs each sample's initial state.
+    """
+
+    def __init__(self, method: str, predict, uses_initial_state: bool):
+        self.method, self._predict = method, predict
+        self.uses_initial_state = uses_initial_state
+
+    def predict(self, params: np.ndarray, initial_states: np.ndarray | None = None) -> np.ndarray:
+        """Trajectories (n, n_time, n_features) for unit-cube parameters (n, n_params)."""
+        return self._predict(params, initial_states)
+
+
+def save_model(store: RunStore, method: str, model) -> dict:
+    """The fitted state of the stage's ROM as group ``reduce_model`` (none for the POD
+    regressions, which group ``reduce`` holds); the files' entries."""
+    arrays, attrs = adapter_for(method).to_arrays(model)
+    if not arrays:
+        return {}
+    names = {f"a{i}": key for i, key in enumerate(arrays)}  # keys may hold '.' or '/'
+    variables = {
+        short: ([f"{short}_{d}" for d in range(np.ndim(arrays[key]))], np.asarray(arrays[key]))
+        for short, key in names.items()
+    }
+    meta = {"method": method, "names": names, "attrs": attrs}
+    return store.write_group(MODEL_GROUP, variables, attrs={"pdeflow_model": meta})
+
+
+def load_rom(cfg: PipelineConfig, store: RunStore) -> ReducedOrderModel | StoredROM:
+    """The stage's ROM: for a POD regression, the stored bases (checked) and the regression
+    refitted; for another method, its fitted state restored from group ``reduce_model``.
 
     Its ``predict`` needs the samples' initial states when ``uses_initial_state`` is True.
     """
     rec = _complete(store, "reduce")
+    method = cfg.reduce.method
+    if method not in POD_REGRESSIONS:
+        res = store.read_group(MODEL_GROUP, rec.artifact_entries())
+        meta = res.attrs["pdeflow_model"]
+        if meta["method"] != method:
+            raise StageNotReady(
+                f"store {store.name!r} holds a {meta['method']} ROM, not reduce.method={method}"
+            )
+        arrays = {key: res[short].values for short, key in meta["names"].items()}
+        adapter = adapter_for(method)
+        model = adapter.from_arrays(cfg, arrays, meta["attrs"])
+        return StoredROM(method, adapter.predictor(model, cfg), adapter.uses_initial_state(model))
     res = store.read_group(ROM_GROUP, rec.artifact_entries())
     pod = POD.from_svd(
         res.singular_values.values,

@@ -15,15 +15,24 @@ mean trajectory, and the stage warns when the ROM does not beat them.
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 
 from pdeflow.storage import RunStore, StageRecord
 from pdeflow.tasks.config import GenerateConfig, PipelineConfig, ReduceConfig
-from pdeflow.tasks.rom import POD, ReducedOrderModel
-from pdeflow.tasks.rom.factory import make_rom
+from pdeflow.tasks.rom import POD
 from pdeflow.tasks.rom.pod import select_rank
 from pdeflow.tasks.stages.base import Outcome, Stage, StageRun, artifact_problems
-from pdeflow.tasks.stages.models import unit_parameters
+from pdeflow.tasks.stages.models import save_model, unit_parameters
+from pdeflow.tasks.stages.rom_methods import (
+    ReduceData,
+    adapter_for,
+    evaluate,
+    flat,
+    relative_errors,
+)
 
 GROUP = "reduce"
 # Initial-state families drawn from each sample's seed; "pde" is probed (initial_state_is_random).
@@ -47,11 +56,6 @@ def snapshot_matrix(store: RunStore, indices: np.ndarray, tall_blocks: bool = Tr
     if tall_blocks:
         rows = max(rows, 2 * n_features)
     return x.rechunk((rows, n_features)).astype(np.float64)
-
-
-def flat(u: np.ndarray) -> np.ndarray:
-    """Trajectories (n, time, channel, *space) as (n, time, features), float64."""
-    return u.reshape(u.shape[0], u.shape[1], -1).astype(np.float64)
 
 
 def pod_out_of_core(x, rc: ReduceConfig, seed: int = 0) -> POD:
@@ -146,29 +150,67 @@ def mean_trajectory(store: RunStore, train: np.ndarray) -> np.ndarray:
     return u.mean(axis=0).compute().reshape(u.shape[1], -1).astype(np.float64)
 
 
-def held_out_errors(
-    rom: ReducedOrderModel, store: RunStore, indices, p_unit: np.ndarray, mean_traj=None
-):
-    """Per-sample relative errors of the ROM, of the POD projection and of the mean field.
+def mean_field_errors(store: RunStore, indices, mean_traj: np.ndarray) -> np.ndarray:
+    """Per-sample relative error of predicting the training mean trajectory, (len(indices),)."""
+    out = [
+        relative_errors(np.broadcast_to(mean_traj, flat(u).shape), flat(u))
+        for _, u in store.iter_chunks(indices)
+    ]
+    return np.concatenate(out) if out else np.zeros(0)
 
-    The ROM takes each sample's stored initial state when it uses one. Chunk by chunk.
+
+def solver_seconds_per_sample(store: RunStore) -> float:
+    """The solver's wall seconds per sample, from the blocks' timings in the manifest (batched
+    solves, as the generate stage ran them)."""
+    entries = store.complete_blocks().values()
+    n = sum(e.stop - e.start for e in entries)
+    return sum(e.seconds for e in entries) / n if n else float("nan")
+
+
+def fit_and_evaluate(name: str, data: ReduceData, solver_s: float) -> tuple[dict, object]:
+    """Fit reduce method ``name`` (timed) and evaluate it on the test split.
 
     Returns:
-        Three arrays of shape (len(indices),); the last is empty without ``mean_traj``.
+        Its row of the stage's table (``rom_methods.evaluate`` plus ``offline_s`` and
+        ``speedup``, the solver's seconds per sample over the method's online seconds per
+        evaluation), and the fitted model.
     """
-    lookup = {int(i): k for k, i in enumerate(indices)}
-    rom_err, proj_err, mean_err = [], [], []
-    for rows, u in store.iter_chunks(indices):
-        p = p_unit[[lookup[int(r)] for r in rows]]
-        traj = flat(u)
-        rom_err.append(rom.relative_errors(p, traj))
-        proj_err.append(rom.projection_errors(traj))
-        if mean_traj is not None:
-            norms = np.linalg.norm(traj.reshape(len(traj), -1), axis=1)
-            diff = (traj - mean_traj).reshape(len(traj), -1)
-            mean_err.append(np.linalg.norm(diff, axis=1) / norms)
-    mean_err = np.concatenate(mean_err) if mean_err else np.zeros(0)
-    return np.concatenate(rom_err), np.concatenate(proj_err), mean_err
+    adapter = adapter_for(name)
+    start = time.perf_counter()
+    model = adapter.fit(data)
+    offline = time.perf_counter() - start
+    row = evaluate(adapter, model, data, data.test)
+    online = row["online_s_per_eval"]
+    row |= {"offline_s": offline, "speedup": solver_s / online if online > 0 else float("inf")}
+    return row, model
+
+
+def primary_metrics(rows: dict, method: str, pod: POD, k: int, mean_error: float) -> dict:
+    """The stage's scalar metrics: the stage's ROM (``method``) under the names quantify, the
+    report and earlier stores use, and every compared method's held-out mean error."""
+    row = rows[method]
+    metrics = {
+        "method": method,
+        "rank": pod.rank_,
+        "energy_captured": pod.energy_,
+        "initial_modes": k,
+        "rom_rel_error_mean": row["rel_error_mean"],
+        "rom_rel_error_max": row["rel_error_max"],
+        "pod_projection_error_mean": rows[method].get("floor_mean", _pod_floor(rows)),
+        "baseline_zero_rel_error": 1.0,
+        "baseline_mean_rel_error_mean": mean_error,
+        "rom_offline_s": row["offline_s"],
+        "rom_online_s_per_eval": row["online_s_per_eval"],
+        "rom_speedup": row["speedup"],
+    }
+    for name, other in rows.items():
+        metrics[f"{name.replace('-', '_')}_rel_error_mean"] = other["rel_error_mean"]
+    return {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
+
+
+def _pod_floor(rows: dict) -> float:
+    floors = [r["floor_mean"] for name, r in rows.items() if name.startswith("pod-")]
+    return floors[0] if floors else float("nan")
 
 
 def rank_cap_warning(rc: ReduceConfig, pod: POD) -> str | None:
@@ -225,7 +267,7 @@ def _likely_cause(metrics, cfg, random_initial: bool, n_train: int, floor: float
     return (
         f"likely cause: {n_train} training samples are too few for the {n_inputs} inputs, or "
         "the field varies too sharply with them (advected fronts, shocks); raise "
-        "generate.n_samples, or try reduce.approximation=gpr or reduce.smoothing > 0"
+        "generate.n_samples, or try reduce.method=pod-gpr or reduce.smoothing > 0"
     )
 
 
@@ -261,6 +303,10 @@ class Reduce(Stage):
 
     def check(self, cfg: PipelineConfig) -> None:
         cfg.check_stages(("reduce",))
+        for name in cfg.reduce.methods:
+            if why := adapter_for(name).refusal(cfg):
+                field = "method" if name == cfg.reduce.method else "compare"
+                raise ValueError(f"reduce.{field}: {why}")
         gen = cfg.generate
         if gen.problem.stationary and initial_state_is_random(gen):
             raise ValueError(
@@ -284,32 +330,26 @@ class Reduce(Stage):
         cfg, store, rc = run.cfg, run.store, run.cfg.reduce
         p_all = unit_parameters(store, cfg)
         train, test = store.sample_indices("train"), store.sample_indices("test")
-        run.report(0, 4)
+        total = 3 + len(rc.methods)
+        run.report(0, total)
         x = snapshot_matrix(store, train, tall_blocks=rc.svd == "tsqr")
         pod = pod_out_of_core(x, rc, seed=cfg.generate.seed)
         if note := rank_cap_warning(rc, pod):
             run.warn(note)
-        run.report(1, 4)
+        run.report(1, total)
         random_initial = initial_state_is_random(cfg.generate)
         k = initial_rank(cfg, len(train), random_initial)
         initial = initial_pod(store, train, k, cfg.generate.seed) if k else None
-        run.report(2, 4)
         coeffs = project(x, pod, len(train))
-        rom = make_rom(rc, pod, initial and initial[0])
-        rom.fit_coefficients(p_all[train], coeffs, initial and initial[1])
-        mean_traj = mean_trajectory(store, train)
-        rom_err, proj_err, mean_err = held_out_errors(rom, store, test, p_all[test], mean_traj)
-        run.report(3, 4)
-        metrics = {
-            "rank": pod.rank_,
-            "energy_captured": pod.energy_,
-            "initial_modes": k,
-            "rom_rel_error_mean": float(rom_err.mean()),
-            "rom_rel_error_max": float(rom_err.max()),
-            "pod_projection_error_mean": float(proj_err.mean()),
-            "baseline_zero_rel_error": 1.0,
-            "baseline_mean_rel_error_mean": float(mean_err.mean()),
-        }
+        run.report(2, total)
+        data = ReduceData(cfg, store, train, test, p_all, pod, coeffs, initial, run.client)
+        mean_err = mean_field_errors(store, test, mean_trajectory(store, train))
+        solver_s = solver_seconds_per_sample(store)
+        rows, models = {}, {}
+        for i, name in enumerate(rc.methods):
+            rows[name], models[name] = fit_and_evaluate(name, data, solver_s)
+            run.report(3 + i, total)
+        metrics = primary_metrics(rows, rc.method, pod, k, float(mean_err.mean()))
         if random_initial and not k:
             run.warn(
                 "reduce: the initial state is drawn at random from each sample's seed, but the "
@@ -319,10 +359,15 @@ class Reduce(Stage):
         if note := baseline_warning(metrics, cfg, random_initial, len(train)):
             run.warn(note)
         run.state["metrics"] = metrics
-        data, coords = _group_data(cfg, train, p_all[train], pod, coeffs, initial)
+        run.state["details"] = {"methods": rows, "solver_s_per_sample": solver_s}
+        data_vars, coords = _group_data(cfg, train, p_all[train], pod, coeffs, initial)
         attrs = {"rank": pod.rank_, "energy_captured": pod.energy_, "initial_rank": k}
-        run.state["files"] = store.write_group(GROUP, data, coords=coords, attrs=attrs)
-        run.report(4, 4)
+        files = store.write_group(GROUP, data_vars, coords=coords, attrs=attrs)
+        files |= save_model(store, rc.method, models[rc.method])
+        run.state["files"] = files
+        run.report(total, total)
 
     def finish(self, run: StageRun) -> Outcome:
-        return Outcome(run.state["metrics"], artifacts=run.state["files"])
+        return Outcome(
+            run.state["metrics"], artifacts=run.state["files"], details=run.state["details"]
+        )

@@ -123,10 +123,17 @@ def api(base: str, path: str, body: dict | None = None, method: str | None = Non
     import json
 
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"{base}/api{path}", data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"null")
+    # A loaded server (SQLite under a parallel test run) answers 503 for a moment: retry those.
+    for attempt in range(6):
+        req = urllib.request.Request(f"{base}/api{path}", data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as err:
+            if err.code != 503 or attempt == 5:
+                raise
+            time.sleep(0.5 * 2**attempt)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,8 @@ def _register(url: str) -> tuple[str, dict]:
     from prefect.utilities.callables import parameter_schema
 
     from pdeflow.flows.pipeline import pipeline
-    from pdeflow.tasks.config import PipelineConfig, form_values
+    from pdeflow.tasks.config import PipelineConfig
+    from pdeflow.tasks.config_form import form_values
 
     flow_id = api(url, "/flows/", {"name": "pipeline"})["id"]
     params = {"config": form_values(PipelineConfig())}
