@@ -7,17 +7,13 @@ killed or crashed writer leaves each file old or new, never torn.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import zarr
-from zarr.storage import LocalStore
-
-from pdeflow.storage.fsio import FileEntry, file_entry, iter_files, write_durable
+from pdeflow.storage.fsio import FileEntry, file_entry, iter_files
 
 # Notices zarr and xarray give about pdeflow's own layout, which say nothing a user can act on:
 # parameter-name coordinates are short strings, which zarr stores as fixed-length UTF-32 and
@@ -39,41 +35,16 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def _put(path: Path, value, exclusive: bool) -> None:
-    if exclusive and path.exists():
-        raise FileExistsError(path)
-    write_durable(path, value.as_buffer_like())
-
-
-class DurableLocalStore(LocalStore):
-    """``LocalStore`` with atomic, fsynced writes (see the module docstring)."""
-
-    async def set(self, key: str, value) -> None:
-        await self._durable_set(key, value, exclusive=False)
-
-    async def set_if_not_exists(self, key: str, value) -> None:
-        try:
-            await self._durable_set(key, value, exclusive=True)
-        except FileExistsError:
-            pass
-
-    def set_sync(self, key: str, value) -> None:
-        self._check_writable()
-        _put(self.root / key, value, exclusive=False)
-
-    async def _durable_set(self, key: str, value, exclusive: bool) -> None:
-        if not self._is_open:
-            await self._open()
-        self._check_writable()
-        await asyncio.to_thread(_put, self.root / key, value, exclusive)
-
-
 def consolidate(root: Path) -> FileEntry:
     """Consolidate the hierarchy's metadata into the root ``zarr.json`` (one read for xarray).
 
     Returns:
         The entry of the rewritten root ``zarr.json``.
     """
+    import zarr
+
+    from pdeflow.storage.durable import DurableLocalStore
+
     with quiet():
         zarr.consolidate_metadata(DurableLocalStore(root))
     return file_entry(root / "zarr.json")
@@ -81,6 +52,10 @@ def consolidate(root: Path) -> FileEntry:
 
 def update_attrs(root: Path, attrs: dict) -> None:
     """Set attributes of the root group (then ``consolidate``: they are in its metadata)."""
+    import zarr
+
+    from pdeflow.storage.durable import DurableLocalStore
+
     with quiet():
         zarr.open_group(DurableLocalStore(root), mode="r+").attrs.update(attrs)
 
@@ -100,6 +75,8 @@ def write_group(
     """
     import xarray as xr
 
+    from pdeflow.storage.durable import DurableLocalStore
+
     ds = xr.Dataset(variables, coords=coords or {}, attrs=attrs or {})
     shutil.rmtree(root / name, ignore_errors=True)
     with quiet():
@@ -116,6 +93,8 @@ def read_group(root: Path, name: str):
 
 
 def read_attrs(root: Path) -> dict:
+    import zarr
+
     with quiet():
         return dict(zarr.open_group(str(root), mode="r").attrs)
 
@@ -123,11 +102,14 @@ def read_attrs(root: Path) -> dict:
 def read_array(root: Path, name: str, start: int = 0, stop: int | None = None):
     """Rows ``start:stop`` of a one-dimensional array (a sample-wise coordinate)."""
     import numpy as np
+    import zarr
 
     with quiet():
         return np.asarray(zarr.open_array(str(root), path=name, mode="r")[start:stop])
 
 
 def array_attrs(root: Path, name: str) -> dict:
+    import zarr
+
     with quiet():
         return dict(zarr.open_array(str(root), path=name, mode="r").attrs)

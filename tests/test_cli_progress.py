@@ -104,13 +104,15 @@ def test_no_zarr_traceback_at_interpreter_exit(tmp_path):
     assert settled.returncode == 0 and settled.stderr == "", settled.stderr
 
 
-def test_show_imports_no_dask_prefect_or_stage_modules(runs_dir):
-    # torch still comes with pdeflow.storage (storage/checkpoints.py imports it at the top).
+def test_show_imports_no_dask_prefect_torch_or_zarr(runs_dir):
+    # `show` reads the store's JSON records: importing any of these would cost it its start-up
+    # time (zarr alone is 0.3-0.5 s on 2 cores; storage imports it lazily, as it does torch).
     code = (
         "import sys; from pdeflow.flows import cli; "
         "sys.argv = ['pdeflow', 'show', 'no-such-store']\n"
         "try:\n    cli.app()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('prefect', 'distributed', 'sklearn') if m in sys.modules))"
+        "print(sorted(m for m in ('prefect', 'distributed', 'sklearn', 'torch', 'zarr', "
+        "'xarray') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
