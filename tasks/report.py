@@ -311,8 +311,11 @@ def method_table(rows: dict, primary: str | None) -> list[str]:
         return []
     head = ["method", *[h for h, _ in METHOD_COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in rows.items():
-        cells = [f"**{name}** (used)" if name == primary else name, *_row_cells(row).values()]
+    for name in sorted(rows, key=lambda n: (n != primary, n)):
+        cells = [
+            f"**{name}** (used)" if name == primary else name,
+            *_row_cells(rows[name]).values(),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
