@@ -45,10 +45,10 @@ class Stage(StrEnum):
     pipeline = "pipeline"
 
 
-def _stages_of(stage: str) -> tuple[str, ...]:
-    from pdeflow.tasks.stages import STAGES
+def _stages_of(stage: str, cfg) -> tuple[str, ...]:
+    from pdeflow.tasks.stages import pipeline_stages
 
-    return STAGES if stage == "pipeline" else (stage,)
+    return pipeline_stages(cfg) if stage == "pipeline" else (stage,)
 
 
 def _fail(message: str, code: int = EXIT_REFUSED) -> None:
@@ -74,7 +74,7 @@ def _precheck(cfg, stage: str, overwrite: bool) -> None:
 
     for warning in cfg.generate.resolution_warnings():
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
-    require_ready(cfg, _stages_of(stage), overwrite)
+    require_ready(cfg, _stages_of(stage, cfg), overwrite)
 
 
 @app.command()
@@ -336,7 +336,7 @@ def _print_methods_table(out: Console, summary: dict) -> None:
     )  # fmt: skip
     columns = [(h, k) for h, k in columns if any(k in row for row in rows.values())]
     used = summary["metrics"].get("reduce.method")
-    table = Table(title=f"reduce methods on the test split (quantify uses {used})")
+    table = Table(title=f"reduce methods on the test split (the stage's ROM: {used})")
     table.add_column("method", no_wrap=True)
     for head, _ in columns:
         table.add_column(head, justify="right")

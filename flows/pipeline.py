@@ -11,7 +11,7 @@ from pdeflow.tasks.quantify import quantify_task
 from pdeflow.tasks.reduce import reduce_task
 from pdeflow.tasks.report import publish_run
 from pdeflow.tasks.runtime import dask_client
-from pdeflow.tasks.stages import STAGES
+from pdeflow.tasks.stages import pipeline_stages
 from pdeflow.tasks.train import train_task
 
 STAGE_TASKS = {
@@ -26,7 +26,8 @@ STAGE_TASKS = {
 def pipeline(
     config: PipelineConfig = PipelineConfig(), overwrite: bool = False, extend_by: ExtendBy = 0
 ) -> dict:
-    """Run the four stages; a stage the store holds complete and intact is not recomputed.
+    """Run the four stages (generate and reduce for a stationary problem); a stage the store
+    holds complete and intact is not recomputed.
 
     Args:
         config: The run's settings. With extend_by, generate.n_samples sizes a new store only.
@@ -41,10 +42,11 @@ def pipeline(
         also ``changes``: samples before and after, blocks solved, warm start, metrics changed.
     """
     with hold_store(config, "pipeline flow"):
-        config, growth = begin_growth(config, extend_by, overwrite, STAGES)
+        stages = pipeline_stages(config)
+        config, growth = begin_growth(config, extend_by, overwrite, stages)
         with dask_client(config.cluster) as client:
             address = client.scheduler.address
-            summaries = {name: STAGE_TASKS[name](config, address, overwrite) for name in STAGES}
+            summaries = {name: STAGE_TASKS[name](config, address, overwrite) for name in stages}
         publish_run(config)
         if growth:
             summaries["changes"] = growth.finish(summaries)

@@ -149,6 +149,12 @@ class PdeProblem:
             raise ValueError(
                 f"grid: {self.name} needs {parity}>= {cls.min_points} points per axis (got {n})"
             )
+        multiple = getattr(cls, "grid_multiple", 1)
+        if n % multiple:
+            raise ValueError(
+                f"grid: {self.name} needs a multiple of {multiple} points per axis (got {n}; "
+                f"{n - n % multiple} or {n - n % multiple + multiple} would do)"
+            )
         _check_coefficients(gen, self.info)
         self._check_initial_condition(gen)
         self._check_solver_options(gen)

@@ -13,6 +13,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.cli_helpers import PDEFLOW, cli
 from tests.conftest import ROOT, TINY
 
@@ -118,12 +120,21 @@ def test_show_imports_no_dask_prefect_torch_or_zarr(runs_dir):
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
 
 
-def test_a_stationary_pde_reaching_train_is_one_message(runs_dir):
+@pytest.mark.parametrize(
+    ("command", "says"),
+    [
+        # A stationary problem's pipeline is generate and reduce; darcy_2d's random input
+        # field is no parameter, so its reduce stage refuses.
+        ("pipeline", "error: reduce: darcy_2d is stationary"),
+        ("train", "error: train: darcy_2d is stationary"),
+    ],
+)
+def test_a_stationary_pde_reaching_train_is_one_message(runs_dir, command, says):
     """The issue's case: darcy_2d through the pipeline printed a 66-line traceback twice."""
-    proc = cli("run", "pipeline", "--set", "store=darcy-pipe",
+    proc = cli("run", command, "--set", "store=darcy-pipe",
                "--set", "generate={pde: darcy_2d, n_samples: 16}", check=False)  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert lines[0].startswith("error: train: darcy_2d is stationary")
+    assert lines[0].startswith(says), lines[0]
     assert not (runs_dir / "darcy-pipe").exists()

@@ -279,7 +279,7 @@ def test_fit_coefficients_matches_fit(heat_data):
 def test_unknown_names_list_the_valid_ones():
     with pytest.raises(ValueError, match="pod"):
         get_reduction("svd")
-    with pytest.raises(ValueError, match="gpr, rbf"):
+    with pytest.raises(ValueError, match="gpr, nn, rbf"):
         get_approximation("kriging")
 
 
@@ -339,8 +339,9 @@ def test_approximation_contract(name):
     # parameter changes the scaled inputs only by round-off. RBF then agrees to ~1e-15
     # (measured 7e-16). The GP re-optimises its hyperparameters near the flat limit, where the
     # likelihood is a shallow ridge and L-BFGS stops at a tolerance, so round-off moves its
-    # prediction by ~6e-7 (measured) on these O(1) outputs.
-    tolerance = {"rbf": 1e-12, "gpr": 1e-4}[name]
+    # prediction by ~6e-7 (measured) on these O(1) outputs. The network's L-BFGS follows
+    # another path from rescaled inputs that differ by round-off: 2.4e-3 measured.
+    tolerance = {"rbf": 1e-12, "gpr": 1e-4, "nn": 1e-2}[name]
     scale, shift = np.array([0.09, 1e3]), np.array([0.01, -5.0])
     rescaled = get_approximation(name)().fit(params * scale + shift, outputs)
     np.testing.assert_allclose(rescaled.predict(new * scale + shift), prediction, atol=tolerance)

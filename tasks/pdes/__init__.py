@@ -18,6 +18,7 @@ from pdeflow.tasks.pdes.kuramoto_sivashinsky import KuramotoSivashinsky
 from pdeflow.tasks.pdes.navier_stokes2d import NavierStokes2D
 from pdeflow.tasks.pdes.navier_stokes3d import NavierStokes3D
 from pdeflow.tasks.pdes.shallow_water2d import ShallowWater2D
+from pdeflow.tasks.pdes.thermal_block import ThermalBlock2x2, ThermalBlock3x2
 
 __all__ = [
     "PDES",
@@ -38,6 +39,8 @@ __all__ = [
     "NavierStokes2D",
     "NavierStokes3D",
     "ShallowWater2D",
+    "ThermalBlock2x2",
+    "ThermalBlock3x2",
     "get_pde",
 ]
 
@@ -57,6 +60,8 @@ PDES: dict[str, type] = {
     "gray_scott_2d": GrayScott2D,
     "shallow_water_2d": ShallowWater2D,
     "navier_stokes_3d": NavierStokes3D,
+    "thermal_block_2x2": ThermalBlock2x2,
+    "thermal_block_3x2": ThermalBlock3x2,
 }
 
 

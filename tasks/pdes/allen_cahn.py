@@ -66,6 +66,8 @@ class AllenCahn(PeriodicSpectral1D):
         ),
     )
     _dealias_factor = 4
+    _polynomial = (0.0, 1.0, 0.0, -1.0)  # f = u - u^3, with G = 1
+    _affine_powers = {"eps": 2.0}  # L = eps^2 (-k^2)
 
     @staticmethod
     def _operators(

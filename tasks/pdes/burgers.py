@@ -79,6 +79,7 @@ class Burgers(PeriodicSpectral1D):
         ),
     )
     CFL_MAX = CFL_MAX
+    _polynomial = (0.0, 0.0, 1.0)  # f = u^2, with G = -i k / 2
 
     @staticmethod
     def _operators(

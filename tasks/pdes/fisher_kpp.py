@@ -76,6 +76,8 @@ class FisherKPP(PeriodicSpectral1D):
         ),
     )
 
+    _polynomial = (0.0, 1.0, -1.0)  # f = u - u^2, with G = rho
+
     @staticmethod
     def _operators(
         k: torch.Tensor, params: dict[str, torch.Tensor]

@@ -84,6 +84,8 @@ class KdV(PeriodicSpectral1D):
     )
     CFL_MAX = CFL_MAX
 
+    _polynomial = (0.0, 0.0, 1.0)  # f = u^2, with G = -3 i k (pod-galerkin: semi_discrete)
+
     @staticmethod
     def _operators(
         k: torch.Tensor, params: dict[str, torch.Tensor]

@@ -137,6 +137,8 @@ class KuramotoSivashinsky(PeriodicSpectral1D):
         # What the Courant number needs on the solver's device and dtype.
         return {**out, "_k_kept": out["k"][out["_keep"][0].real > 0], "_nu": params["nu"]}
 
+    _polynomial = (0.0, 0.0, 1.0)  # f = u^2, with G = -i k / 2 (pod-galerkin: semi_discrete)
+
     @staticmethod
     def _operators(
         k: torch.Tensor, params: dict[str, torch.Tensor]

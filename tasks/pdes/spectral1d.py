@@ -21,12 +21,15 @@ from __future__ import annotations
 import math
 import numbers
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from pdeflow.tasks.pdes.base import PDE, CoefficientValue
 from pdeflow.tasks.pdes.etdrk4 import ETDRK4Coefficients, etdrk4_coefficients
+from pdeflow.tasks.pdes.semidiscrete import SemiDiscrete, Term, affine_terms, check_polynomial
 
 # Points on the full contour circle for a complex or positive linear operator: the density of
 # pdeflow.tasks.pdes.etdrk4 (32 points on the upper half), which needs the conjugate symmetry
@@ -175,6 +178,11 @@ class PeriodicSpectral1D(PDE):
     _dealias_factor: ClassVar[int] = 3
 
     _pointwise = None  # f(u) on a (batch, n) state; may work in place. None: linear PDE.
+    # f as polynomial coefficients in increasing powers, for ``semi_discrete`` (checked there
+    # against ``_pointwise``); None: not declared, and a nonlinear PDE has no semi-discrete form.
+    _polynomial: ClassVar[tuple[float, ...] | None] = None
+    # Power of a coefficient inside the factor L and G are affine in, where it is not 1.
+    _affine_powers: ClassVar[Mapping[str, float]] = {}
 
     def _setup(self, params: dict[str, torch.Tensor]) -> dict[str, Any]:
         n_modes = self.n // 2 + 1
@@ -210,6 +218,58 @@ class PeriodicSpectral1D(PDE):
             "_gf2": 2 * gain * coef.f2,
             "_gf3": gain * coef.f3,
         }
+
+    def semi_discrete(self) -> SemiDiscrete:
+        """This solver's equation as ``du/dt = L u + B g(u)``, with its coefficient values.
+
+        The terms are the solver's own: ``_operators`` at its wavenumbers split into affine
+        terms (``pdeflow.tasks.pdes.semidiscrete.affine_terms``), ``B = G`` times the
+        dealiasing mask as in the ETDRK4 weights, and ``g = f`` (``_polynomial``, checked
+        against ``_pointwise``), so an intrusive reduced model projects the equations the
+        data came from.
+
+        Raises:
+            ValueError: A nonlinear PDE without ``_polynomial``, or operators that are not
+                affine in the coefficients' ``_affine_powers``.
+        """
+        if self._pointwise is not None:
+            if self._polynomial is None:
+                raise ValueError(
+                    f"{self.info.name} declares no _polynomial: it has no semi-discrete form"
+                )
+            check_polynomial(
+                lambda u: self._pointwise(torch.from_numpy(u)[None])[0].numpy(), self._polynomial
+            )
+        names = tuple(self.info.coefficients)
+        n_modes = self.n // 2 + 1
+        k = (2 * math.pi / self.length) * torch.arange(n_modes, dtype=torch.float64)
+        keep = self._dealias_factor * np.arange(n_modes) < self.n
+        coefficients = {c: getattr(self, c).double().cpu().numpy() for c in names}
+        checks = tuple({c: float(v[i]) for c, v in coefficients.items()} for i in (0, -1))
+
+        def part(index: int):
+            def operator(values: dict[str, float]) -> np.ndarray:
+                params = {c: torch.tensor([[v]], dtype=torch.float64) for c, v in values.items()}
+                out = self._operators(k, params)[index]
+                return np.broadcast_to(out.numpy(), (1, n_modes)).astype(np.complex128)[0]
+
+            return operator
+
+        linear = affine_terms(part(0), names, self._affine_powers, checks)
+        gain = ()
+        if self._pointwise is not None:
+            gain = affine_terms(part(1), names, self._affine_powers, checks)
+            gain = tuple(Term(t.powers, t.multiplier * keep) for t in gain)
+        return SemiDiscrete(
+            name=self.info.name,
+            n=self.n,
+            length=self.length,
+            keep=keep,
+            linear=linear,
+            gain=gain,
+            polynomial=tuple(float(c) for c in self._polynomial or ()),
+            coefficients=coefficients,
+        )
 
     @staticmethod
     @abstractmethod

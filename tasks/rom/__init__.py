@@ -4,13 +4,14 @@ Registries are explicit dictionaries; ``get_reduction`` and ``get_approximation`
 for a name and list the valid names on a miss.
 """
 
-from pdeflow.tasks.rom.approximation import GPR, RBF
+from pdeflow.tasks.rom.approximation import GPR, NN, RBF
 from pdeflow.tasks.rom.pod import POD, fix_signs, select_rank
 from pdeflow.tasks.rom.rom import ReducedOrderModel
 
 __all__ = [
     "APPROXIMATIONS",
     "GPR",
+    "NN",
     "POD",
     "RBF",
     "REDUCTIONS",
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 REDUCTIONS: dict[str, type] = {"pod": POD}
-APPROXIMATIONS: dict[str, type] = {"rbf": RBF, "gpr": GPR}
+APPROXIMATIONS: dict[str, type] = {"rbf": RBF, "gpr": GPR, "nn": NN}
 
 
 def _lookup(registry: dict[str, type], family: str, name: str) -> type:
@@ -43,7 +44,7 @@ def get_reduction(name: str) -> type:
 
 
 def get_approximation(name: str) -> type:
-    """Return the approximation class registered as ``name`` (e.g. ``"rbf"``, ``"gpr"``).
+    """Return the approximation class registered as ``name`` (``"rbf"``, ``"gpr"``, ``"nn"``).
 
     Raises:
         ValueError: If ``name`` is not registered; the message lists the valid names.

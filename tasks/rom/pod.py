@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.linalg
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 __all__ = ["POD", "energy_fractions", "fix_signs", "select_rank"]
 
@@ -114,14 +115,18 @@ def _thin_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return s, vt
 
 
-class POD:
+class POD(TransformerMixin, BaseEstimator):
     """Proper orthogonal decomposition by thin SVD (Sirovich 1987; Holmes et al. 1996).
 
+    A scikit-learn transformer (``clone``, ``get_params``/``set_params``, ``Pipeline``): the
+    settings are checked when it is fitted (``fit`` or ``from_svd``), not when it is built.
+
     Args:
-        rank: Number of modes to keep. If given it overrides ``energy``.
+        rank: Number of modes to keep, an integer >= 1 (at most the number of singular values).
+            If given it overrides ``energy``.
         energy: Fraction of the snapshot energy (sum of squared singular values) the kept modes
             must capture, ``0 < energy <= 1``. Used only when ``rank`` is None.
-        center: Subtract the mean snapshot before the SVD.
+        center: Subtract the mean snapshot before the SVD (a bool).
 
     Attributes:
         mean_: Mean snapshot, shape ``(n_features,)``; zeros when ``center`` is False.
@@ -143,16 +148,24 @@ class POD:
         self.energy = energy
         self.center = center
 
-    def fit(self, X: np.ndarray) -> POD:
+    def fit(self, X: np.ndarray, y: None = None) -> POD:
         """Compute the POD modes of a snapshot matrix.
 
         Args:
-            X: Snapshots, shape ``(n_snapshots, n_features)``.
+            X: Snapshots, shape ``(n_snapshots, n_features)``; at least 2 when ``center``.
+            y: Ignored; accepted so that a ``Pipeline`` can pass its targets through.
 
         Returns:
             self, fitted.
         """
-        X = _as_snapshots(X)
+        self._check_settings()
+        # scikit-learn's own checks: a 2-D, non-empty, finite, real, dense float64 array.
+        X = validate_data(self, X, dtype=np.float64)
+        if self.center and X.shape[0] < 2:
+            raise ValueError(
+                "POD with center=True needs at least 2 snapshots (a single centred snapshot is "
+                f"zero), got n_samples = {X.shape[0]}"
+            )
         mean = X.mean(axis=0) if self.center else np.zeros(X.shape[1])
         s, vt = _thin_svd(X - mean)
         return self._set_svd(s, vt, mean)
@@ -196,6 +209,12 @@ class POD:
         mean = np.zeros(vt.shape[1]) if mean is None else np.asarray(mean, dtype=float)
         return pod._set_svd(singular_values, vt, mean, total_energy)
 
+    def _check_settings(self) -> None:
+        if not isinstance(self.center, bool | np.bool_):
+            raise ValueError(f"center must be a bool, got {self.center!r}")
+        # rank is checked against the number of singular values in _resolve_rank.
+        _validate_energy(self.energy)
+
     def _set_svd(
         self,
         singular_values: np.ndarray,
@@ -203,6 +222,7 @@ class POD:
         mean: np.ndarray,
         total_energy: float | None = None,
     ) -> POD:
+        self._check_settings()
         s = _validate_singular_values(singular_values)
         if vt.shape[0] > s.size:
             raise ValueError(f"vt has {vt.shape[0]} rows but only {s.size} singular values")
@@ -232,13 +252,10 @@ class POD:
             raise ValueError(f"rank must be an integer in [1, {s.size}], got {self.rank!r}")
         return rank
 
-    def _check_fitted(self, X: np.ndarray, width: int, what: str) -> np.ndarray:
-        if not hasattr(self, "modes_"):
-            raise NotFittedError("This POD instance is not fitted yet; call 'fit' or 'from_svd'.")
-        X = np.asarray(X, dtype=float)
-        if X.ndim != 2 or X.shape[1] != width:
-            raise ValueError(f"{what} must have shape (n, {width}), got {X.shape}")
-        return X
+    def _check_fitted(self) -> None:
+        check_is_fitted(
+            self, "modes_", msg="This POD instance is not fitted yet; call 'fit' or 'from_svd'."
+        )
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Project snapshots onto the POD modes.
@@ -249,7 +266,8 @@ class POD:
         Returns:
             Coefficients, shape ``(n, rank_)``.
         """
-        X = self._check_fitted(X, getattr(self, "n_features_in_", -1), "X")
+        self._check_fitted()
+        X = validate_data(self, X, reset=False, dtype=np.float64)
         return (X - self.mean_) @ self.modes_.T
 
     def inverse_transform(self, C: np.ndarray) -> np.ndarray:
@@ -261,7 +279,12 @@ class POD:
         Returns:
             Snapshots, shape ``(n, n_features)``.
         """
-        C = self._check_fitted(C, getattr(self, "rank_", -1), "C")
+        self._check_fitted()
+        # Non-finite coefficients (a regressor gone wrong) pass through, as before, for the
+        # caller's finite check to report; snapshots are refused in transform.
+        C = check_array(C, dtype=np.float64, input_name="C", ensure_all_finite=False)
+        if C.shape[1] != self.rank_:
+            raise ValueError(f"C must have shape (n, {self.rank_}), got {C.shape}")
         return C @ self.modes_ + self.mean_
 
     def projection_error(self, X: np.ndarray) -> float:
@@ -278,12 +301,3 @@ class POD:
         if norm == 0:
             raise ValueError("X is all zeros; the relative error is undefined")
         return float(np.linalg.norm(X - self.inverse_transform(self.transform(X))) / norm)
-
-
-def _as_snapshots(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=float)
-    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
-        raise ValueError(f"X must be a non-empty (n_snapshots, n_features) array, got {X.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError("X contains NaN or inf")
-    return X

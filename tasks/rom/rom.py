@@ -15,6 +15,7 @@ import copy
 from typing import Any
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 __all__ = ["ReducedOrderModel"]
@@ -60,7 +61,7 @@ def _check_rank(reduction: Any, rank: int, what: str) -> None:
         )
 
 
-class ReducedOrderModel:
+class ReducedOrderModel(BaseEstimator):
     """POD-regression reduced-order model (Hesthaven & Ubbiali 2018; Guo & Hesthaven 2018).
 
     A trajectory ``u(t_j; mu)`` of shape ``(n_time, n_features)`` is represented by its
@@ -86,6 +87,10 @@ class ReducedOrderModel:
         n_time_: Number of time steps per trajectory.
         n_features_: Number of features per snapshot.
         rank_: Number of reduced coefficients per snapshot.
+
+    A scikit-learn estimator: ``clone`` and ``get_params``/``set_params`` reach the parts'
+    settings (``approximation__kernel``, ``reduction__rank``), and :meth:`score` lets
+    ``GridSearchCV`` choose them by held-out error.
 
     Example:
         >>> rom = ReducedOrderModel(reduction=POD(energy=0.9999), approximation=RBF())
@@ -276,6 +281,18 @@ class ReducedOrderModel:
         params, trajectories = _check_batch(params, trajectories, "trajectories", "n_features")
         predicted = self.predict(params, trajectories[:, 0])
         return _relative_norms(predicted - trajectories, trajectories)
+
+    def score(self, params: np.ndarray, trajectories: np.ndarray) -> float:
+        """Minus the mean relative error (scikit-learn scores grow with quality).
+
+        Args:
+            params: Parameters, shape ``(n, n_params)``.
+            trajectories: Reference solutions, shape ``(n, n_time, n_features)``.
+
+        Returns:
+            ``-mean(relative_errors(params, trajectories))``, a float <= 0.
+        """
+        return -float(self.relative_errors(params, trajectories).mean())
 
     def projection_errors(self, trajectories: np.ndarray) -> np.ndarray:
         """Per-sample relative error of projecting onto the reduced basis alone.

@@ -7,7 +7,7 @@
 
 from pdeflow.tasks.stages.base import Stage, StageRun, StageSummary, is_extension
 from pdeflow.tasks.stages.generate import GenerationError
-from pdeflow.tasks.stages.registry import STAGES, get_stage
+from pdeflow.tasks.stages.registry import STAGES, get_stage, pipeline_stages
 from pdeflow.tasks.stages.runner import (
     annotate,
     config_of,
@@ -19,6 +19,7 @@ from pdeflow.tasks.stages.runner import (
 
 __all__ = [
     "STAGES",
+    "pipeline_stages",
     "GenerationError",
     "Stage",
     "StageRun",

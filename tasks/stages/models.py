@@ -13,7 +13,7 @@ from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.design import to_unit
 from pdeflow.tasks.rom import POD, ReducedOrderModel
 from pdeflow.tasks.rom.factory import POD_REGRESSIONS, make_rom
-from pdeflow.tasks.stages.rom_methods import adapter_for
+from pdeflow.tasks.stages.rom_adapters import adapter_for
 from pdeflow.tasks.surrogates.factory import model_from_state
 from pdeflow.tasks.surrogates.fno import OneStepSurrogate
 

@@ -21,22 +21,25 @@ import time
 import numpy as np
 
 from pdeflow.storage import RunStore, StageRecord
-from pdeflow.tasks.config import GenerateConfig, PipelineConfig, ReduceConfig
+from pdeflow.tasks.config import PipelineConfig, ReduceConfig
 from pdeflow.tasks.rom import POD
+from pdeflow.tasks.rom.incremental import IncrementalPOD
 from pdeflow.tasks.rom.pod import select_rank
 from pdeflow.tasks.stages.base import Outcome, Stage, StageRun, artifact_problems
 from pdeflow.tasks.stages.models import save_model, unit_parameters
+from pdeflow.tasks.stages.rom_adapters import adapter_for
 from pdeflow.tasks.stages.rom_methods import (
     ReduceData,
-    adapter_for,
     evaluate,
     flat,
+    initial_state_is_random,
     relative_errors,
 )
 
 GROUP = "reduce"
-# Initial-state families drawn from each sample's seed; "pde" is probed (initial_state_is_random).
-RANDOM_KINDS = ("fourier", "grf", "steps")
+# Modes kept beyond the POD rank for incremental updates (IncrementalPOD's buffer): directions
+# just below the cut that later snapshots may strengthen are not lost.
+BASIS_BUFFER = 16
 
 
 def snapshot_matrix(store: RunStore, indices: np.ndarray, tall_blocks: bool = True):
@@ -64,6 +67,12 @@ def pod_out_of_core(x, rc: ReduceConfig, seed: int = 0) -> POD:
     The randomized SVD computes only ``max_rank + 10`` singular values; the squared norm of the
     centred matrix is computed with them, so that ``energy_`` counts the energy they miss.
     """
+    return basis_out_of_core(x, rc, seed).to_pod()
+
+
+def basis_out_of_core(x, rc: ReduceConfig, seed: int = 0) -> IncrementalPOD:
+    """``pod_out_of_core`` as an ``IncrementalPOD`` that keeps ``BASIS_BUFFER`` modes beyond the
+    POD rank, so that a later extension of the store can update it from its new snapshots."""
     import dask
     import dask.array as da
 
@@ -77,38 +86,67 @@ def pod_out_of_core(x, rc: ReduceConfig, seed: int = 0) -> POD:
         _, s, vt = da.linalg.svd_compressed(xc, k=k, n_power_iter=2, seed=seed)
         total = (xc**2).sum()
     s, vt, mean, total = dask.compute(s, vt, mean, total)
-    total = float(total) or None
-    rank = min(select_rank(s, rc.energy, total), rc.max_rank, vt.shape[0])
-    return POD.from_svd(s, vt, mean if rc.center else None, rank=rank, total_energy=total)
+    return IncrementalPOD.from_svd(
+        s,
+        vt,
+        mean if rc.center else None,
+        n_seen=x.shape[0],
+        total_energy=float(total) or None,
+        **basis_settings(rc),
+    )
+
+
+def basis_settings(rc: ReduceConfig) -> dict:
+    return {"energy": rc.energy, "max_rank": rc.max_rank, "buffer": BASIS_BUFFER}
+
+
+def update_basis(run: StageRun, train: np.ndarray) -> tuple[IncrementalPOD, dict] | None:
+    """The previous run's basis updated from the new training snapshots alone, when this run
+    extends the store (``extend_by``, a campaign) and ``reduce.incremental`` is on; else None.
+
+    Brand's update (``IncrementalPOD.partial_fit``) costs time in proportion to the new
+    snapshots, not to all of them. The old training samples must all still be training samples
+    (the split of a sample never changes when a store grows), and the old state intact.
+
+    Returns:
+        The updated basis, and what was done (for the record): samples before and added, seconds.
+    """
+    rec, rc = run.previous, run.cfg.reduce
+    if not (rc.incremental and run.extended and rec and rec.status == "complete"):
+        return None
+    old = run.store.read_group(GROUP, rec.artifact_entries())
+    if "basis_modes" not in old:
+        return None
+    before = old.train_sample.values
+    new = np.setdiff1d(train, before)
+    if len(np.setdiff1d(before, train)) or not len(new):
+        return None
+    start = time.perf_counter()
+    arrays = {k: old[f"basis_{k}"].values for k in ("modes", "singular_values", "mean")}
+    ipod = IncrementalPOD.from_arrays(arrays, old.attrs["basis_state"])
+    ipod.set_params(**basis_settings(rc))
+    for block in snapshot_matrix(run.store, new, tall_blocks=False).blocks:
+        ipod.partial_fit(block.compute())  # one store chunk of new samples at a time
+    done = {"previous_samples": len(before), "added_samples": len(new)}
+    return ipod, done | {"seconds": time.perf_counter() - start}
+
+
+def basis_variables(ipod: IncrementalPOD) -> tuple[dict, dict]:
+    """The basis state a later update needs, as the reduce group's variables and attributes."""
+    arrays, attrs = ipod.to_arrays()
+    about = "POD modes kept for incremental updates: the rank's and a buffer of more"
+    variables = {
+        "basis_modes": (("basis_mode", "feature"), arrays["modes"], {"description": about}),
+        "basis_singular_values": (("basis_mode",), arrays["singular_values"]),
+        "basis_mean": (("feature",), arrays["mean"]),
+    }
+    return variables, {"basis_state": attrs}
 
 
 def project(x, pod: POD, n_samples: int) -> np.ndarray:
     """POD coefficients of every training trajectory, shape (n_samples, n_time, rank)."""
     coeffs = ((x - pod.mean_) @ pod.modes_.T).compute()
     return coeffs.reshape(n_samples, -1, pod.rank_)
-
-
-def initial_state_is_random(gen: GenerateConfig) -> bool:
-    """Whether each sample's initial state is drawn from its seed, not set by its parameters.
-
-    The generic random families are; a PDE's own state (kind ``pde``) is probed: two seeds
-    with the same parameters. A user simulator's state cannot be drawn here: False.
-    """
-    ic = gen.initial_condition
-    if ic is None or not gen.problem.draws_initial_states:
-        return False
-    if ic.kind in RANDOM_KINDS:
-        return True
-    if ic.kind != "pde":
-        return False
-    import torch
-
-    from pdeflow.tasks.design import to_physical
-    from pdeflow.tasks.solve import initial_state
-
-    params = to_physical(gen, np.full((2, len(gen.parameter_names)), 0.5))
-    u0 = initial_state(gen, params, np.array([1, 2]), torch.device("cpu"), torch.float64)
-    return not torch.equal(u0[0], u0[1])
 
 
 def initial_rank(cfg: PipelineConfig, n_train: int, random_initial: bool) -> int:
@@ -150,13 +188,20 @@ def mean_trajectory(store: RunStore, train: np.ndarray) -> np.ndarray:
     return u.mean(axis=0).compute().reshape(u.shape[1], -1).astype(np.float64)
 
 
-def mean_field_errors(store: RunStore, indices, mean_traj: np.ndarray) -> np.ndarray:
-    """Per-sample relative error of predicting the training mean trajectory, (len(indices),)."""
-    out = [
-        relative_errors(np.broadcast_to(mean_traj, flat(u).shape), flat(u))
-        for _, u in store.iter_chunks(indices)
-    ]
-    return np.concatenate(out) if out else np.zeros(0)
+def baseline_errors(store: RunStore, indices, mean_traj: np.ndarray, pod: POD):
+    """Per-sample relative errors of predicting the training mean trajectory, and of the
+    projection onto the stage's POD basis (the floor of every POD-based method), chunk by chunk.
+
+    Returns:
+        Two arrays of shape (len(indices),).
+    """
+    mean_err, floor = [], []
+    for _, u in store.iter_chunks(indices):
+        traj = flat(u)
+        mean_err.append(relative_errors(np.broadcast_to(mean_traj, traj.shape), traj))
+        coefficients = (traj - pod.mean_) @ pod.modes_.T
+        floor.append(relative_errors(coefficients @ pod.modes_ + pod.mean_, traj))
+    return np.concatenate(mean_err), np.concatenate(floor)
 
 
 def solver_seconds_per_sample(store: RunStore) -> float:
@@ -185,9 +230,14 @@ def fit_and_evaluate(name: str, data: ReduceData, solver_s: float) -> tuple[dict
     return row, model
 
 
-def primary_metrics(rows: dict, method: str, pod: POD, k: int, mean_error: float) -> dict:
+def primary_metrics(rows: dict, method: str, pod: POD, k: int, baselines: dict) -> dict:
     """The stage's scalar metrics: the stage's ROM (``method``) under the names quantify, the
-    report and earlier stores use, and every compared method's held-out mean error."""
+    report and earlier stores use, and every compared method's held-out mean error.
+
+    Args:
+        baselines: ``mean`` (the mean-field prediction's mean error) and ``pod_floor`` (the
+            mean projection error onto the stage's POD basis), on the test split.
+    """
     row = rows[method]
     metrics = {
         "method": method,
@@ -196,9 +246,9 @@ def primary_metrics(rows: dict, method: str, pod: POD, k: int, mean_error: float
         "initial_modes": k,
         "rom_rel_error_mean": row["rel_error_mean"],
         "rom_rel_error_max": row["rel_error_max"],
-        "pod_projection_error_mean": rows[method].get("floor_mean", _pod_floor(rows)),
+        "pod_projection_error_mean": baselines["pod_floor"],
         "baseline_zero_rel_error": 1.0,
-        "baseline_mean_rel_error_mean": mean_error,
+        "baseline_mean_rel_error_mean": baselines["mean"],
         "rom_offline_s": row["offline_s"],
         "rom_online_s_per_eval": row["online_s_per_eval"],
         "rom_speedup": row["speedup"],
@@ -206,11 +256,6 @@ def primary_metrics(rows: dict, method: str, pod: POD, k: int, mean_error: float
     for name, other in rows.items():
         metrics[f"{name.replace('-', '_')}_rel_error_mean"] = other["rel_error_mean"]
     return {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
-
-
-def _pod_floor(rows: dict) -> float:
-    floors = [r["floor_mean"] for name, r in rows.items() if name.startswith("pod-")]
-    return floors[0] if floors else float("nan")
 
 
 def rank_cap_warning(rc: ReduceConfig, pod: POD) -> str | None:
@@ -321,10 +366,11 @@ class Reduce(Stage):
         return artifact_problems(run, record, "ROM's", deep)
 
     def pending(self, run: StageRun) -> list[int]:
-        return [0]
+        return list(range(self.total(run)))  # one pass: every step is redone
 
     def total(self, run: StageRun) -> int:
-        return 4  # steps reported: snapshots, POD, regression, held-out errors
+        # Steps reported: snapshots, basis, coefficients, then one per reduce method.
+        return 3 + len(run.cfg.reduce.methods)
 
     def compute(self, run: StageRun, units: list[int]) -> None:
         cfg, store, rc = run.cfg, run.store, run.cfg.reduce
@@ -333,7 +379,15 @@ class Reduce(Stage):
         total = 3 + len(rc.methods)
         run.report(0, total)
         x = snapshot_matrix(store, train, tall_blocks=rc.svd == "tsqr")
-        pod = pod_out_of_core(x, rc, seed=cfg.generate.seed)
+        updated = update_basis(run, train)
+        if updated is None:
+            start = time.perf_counter()
+            ipod = basis_out_of_core(x, rc, seed=cfg.generate.seed)
+            basis = {"incremental": False, "seconds": time.perf_counter() - start}
+        else:
+            ipod, done = updated
+            basis = {"incremental": True} | done
+        pod = ipod.to_pod()
         if note := rank_cap_warning(rc, pod):
             run.warn(note)
         run.report(1, total)
@@ -343,13 +397,14 @@ class Reduce(Stage):
         coeffs = project(x, pod, len(train))
         run.report(2, total)
         data = ReduceData(cfg, store, train, test, p_all, pod, coeffs, initial, run.client)
-        mean_err = mean_field_errors(store, test, mean_trajectory(store, train))
+        mean_err, floor = baseline_errors(store, test, mean_trajectory(store, train), pod)
         solver_s = solver_seconds_per_sample(store)
         rows, models = {}, {}
         for i, name in enumerate(rc.methods):
             rows[name], models[name] = fit_and_evaluate(name, data, solver_s)
             run.report(3 + i, total)
-        metrics = primary_metrics(rows, rc.method, pod, k, float(mean_err.mean()))
+        baselines = {"mean": float(mean_err.mean()), "pod_floor": float(floor.mean())}
+        metrics = primary_metrics(rows, rc.method, pod, k, baselines)
         if random_initial and not k:
             run.warn(
                 "reduce: the initial state is drawn at random from each sample's seed, but the "
@@ -359,9 +414,12 @@ class Reduce(Stage):
         if note := baseline_warning(metrics, cfg, random_initial, len(train)):
             run.warn(note)
         run.state["metrics"] = metrics
-        run.state["details"] = {"methods": rows, "solver_s_per_sample": solver_s}
+        run.state["details"] = {"methods": rows, "solver_s_per_sample": solver_s, "basis": basis}
         data_vars, coords = _group_data(cfg, train, p_all[train], pod, coeffs, initial)
+        state_vars, state_attrs = basis_variables(ipod)
+        data_vars |= state_vars
         attrs = {"rank": pod.rank_, "energy_captured": pod.energy_, "initial_rank": k}
+        attrs |= state_attrs
         files = store.write_group(GROUP, data_vars, coords=coords, attrs=attrs)
         files |= save_model(store, rc.method, models[rc.method])
         run.state["files"] = files

@@ -10,6 +10,17 @@ REGISTRY: dict[str, Stage] = {s.name: s for s in (Generate(), Train(), Reduce(),
 STAGES: tuple[str, ...] = tuple(REGISTRY)
 
 
+# What a stationary (elliptic) problem's pipeline runs: there is no time stepping for a one-step
+# surrogate to learn (train refuses it), and quantify compares the surrogate's rollouts.
+STATIONARY_STAGES: tuple[str, ...] = ("generate", "reduce")
+
+
+def pipeline_stages(cfg) -> tuple[str, ...]:
+    """The stages the pipeline runs for ``cfg``: all four, or generate and reduce for a
+    stationary problem (e.g. the thermal blocks, whose ROM is the certified reduced basis)."""
+    return STATIONARY_STAGES if cfg.generate.problem.stationary else STAGES
+
+
 def get_stage(name: str) -> Stage:
     """The stage called ``name``; an unknown name lists the valid ones."""
     try:

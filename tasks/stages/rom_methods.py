@@ -20,13 +20,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pdeflow.storage import RunStore
-from pdeflow.tasks.config import PipelineConfig
+from pdeflow.tasks.config import GenerateConfig, PipelineConfig
 from pdeflow.tasks.design import to_physical
 from pdeflow.tasks.rom import POD
-from pdeflow.tasks.rom.factory import POD_REGRESSIONS, make_rom
+from pdeflow.tasks.rom.factory import make_rom
 from pdeflow.tasks.rom.methods import MethodInfo, get_method
 
-__all__ = ["ADAPTERS", "Adapter", "ReduceData", "adapter_for", "flat", "relative_errors"]
+# Initial-state families drawn from each sample's seed; "pde" is probed (initial_state_is_random).
+RANDOM_KINDS = ("fourier", "grf", "steps")
+
+__all__ = ["Adapter", "PodRegression", "ReduceData", "evaluate", "flat", "relative_errors"]
 
 
 def flat(u: np.ndarray) -> np.ndarray:
@@ -41,6 +44,29 @@ def relative_errors(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     if np.any(norms == 0):
         raise ValueError("a reference trajectory is all zeros; its relative error is undefined")
     return np.linalg.norm(diff, axis=1) / norms
+
+
+def initial_state_is_random(gen: GenerateConfig) -> bool:
+    """Whether each sample's initial state is drawn from its seed, not set by its parameters.
+
+    The generic random families are; a PDE's own state (kind ``pde``) is probed: two seeds
+    with the same parameters. A user simulator's state cannot be drawn here: False.
+    """
+    ic = gen.initial_condition
+    if ic is None or not gen.problem.draws_initial_states:
+        return False
+    if ic.kind in RANDOM_KINDS:
+        return True
+    if ic.kind != "pde":
+        return False
+    import torch
+
+    from pdeflow.tasks.design import to_physical
+    from pdeflow.tasks.solve import initial_state
+
+    params = to_physical(gen, np.full((2, len(gen.parameter_names)), 0.5))
+    u0 = initial_state(gen, params, np.array([1, 2]), torch.device("cpu"), torch.float64)
+    return not torch.equal(u0[0], u0[1])
 
 
 def rank_ladder(rank: int) -> list[int]:
@@ -65,6 +91,7 @@ class ReduceData:
         initial: the initial states' POD and the training coefficients, when the initial state
             is random and so a ROM input; else None.
         client: the Dask client of the stage (methods that train on a worker use it), or None.
+        operator: the PDE's affine operator, once a method that needs it has built it.
     """
 
     cfg: PipelineConfig
@@ -76,6 +103,7 @@ class ReduceData:
     coefficients: np.ndarray
     initial: tuple[POD, np.ndarray] | None = None
     client: Any = None
+    operator: Any = None
     _cache: dict = field(default_factory=dict, repr=False)
 
     def physical(self, indices: np.ndarray) -> np.ndarray:
@@ -208,22 +236,6 @@ class PodRegression(Adapter):
 
     def uses_initial_state(self, model) -> bool:
         return model.uses_initial_state
-
-
-ADAPTERS: dict[str, Adapter] = {name: PodRegression(name) for name in POD_REGRESSIONS}
-
-
-def adapter_for(name: str) -> Adapter:
-    """The adapter of reduce method ``name``.
-
-    Raises:
-        ValueError: unknown name, or a registered method without an adapter here.
-    """
-    get_method(name)
-    try:
-        return ADAPTERS[name]
-    except KeyError:
-        raise ValueError(f"reduce method {name!r} has no store adapter") from None
 
 
 def evaluate(adapter: Adapter, model: Any, data: ReduceData, indices: np.ndarray) -> dict:

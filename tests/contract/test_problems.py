@@ -1,4 +1,4 @@
-"""One contract over every problem: the 15 registered PDEs and the two example simulators.
+"""One contract over every problem: the 17 registered PDEs and the two example simulators.
 
 A new PDE needs one file and one registry line to be tested like the rest. Each keeps its own
 exact-solution or order test beside it (tests/test_pdes_*.py); this suite checks what every
@@ -40,9 +40,9 @@ def _design(gen, n: int = N_BATCH, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return to_physical(gen, unit), sample_seeds(seed, np.arange(n))
 
 
-def test_the_registry_holds_the_fifteen_pdes():
+def test_the_registry_holds_the_seventeen_pdes():
     dims = [get_pde(name).info.dim for name in PDES]
-    assert len(PDES) == 15 and dims.count(1) == 8 and dims.count(2) == 6 and dims.count(3) == 1
+    assert len(PDES) == 17 and dims.count(1) == 8 and dims.count(2) == 8 and dims.count(3) == 1
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
