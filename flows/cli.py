@@ -216,6 +216,7 @@ def _summary(handle) -> dict:
     rec = handle.record("reduce")
     if rec is not None and rec.status == "complete" and rec.details.get("methods"):
         summary["reduce_methods"] = rec.details["methods"]
+        summary["reduce_method"] = rec.details.get("method")
     return summary
 
 
@@ -335,7 +336,7 @@ def _print_methods_table(out: Console, summary: dict) -> None:
         ("online s/eval", "online_s_per_eval"), ("speedup", "speedup"),
     )  # fmt: skip
     columns = [(h, k) for h, k in columns if any(k in row for row in rows.values())]
-    used = summary["metrics"].get("reduce.method")
+    used = summary.get("reduce_method")
     table = Table(title=f"reduce methods on the test split (the stage's ROM: {used})")
     table.add_column("method", no_wrap=True)
     for head, _ in columns:

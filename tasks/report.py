@@ -272,6 +272,10 @@ def _rom_section(rec) -> list[str]:
         return []
     m = rec.metrics
     lines = ["## Reduced-order model", ""]
+    if method := rec.details.get("method"):
+        from pdeflow.tasks.rom.methods import get_method
+
+        lines.append(f"- method `{method}` (reduce.method): {get_method(method).summary}")
     if "rank" in m:
         lines.append(f"- POD rank {m['rank']}, energy captured {_fmt(m.get('energy_captured'))}")
     if m.get("initial_modes"):
@@ -288,7 +292,7 @@ def _rom_section(rec) -> list[str]:
             f"{_fmt(m.get('pod_projection_error_mean'))}"
         )
     lines += [f"- **Warning:** {note}" for note in rec.details.get("notes") or []]
-    return [*lines, "", *method_table(rec.details.get("methods") or {}, m.get("method"))]
+    return [*lines, "", *method_table(rec.details.get("methods") or {}, rec.details.get("method"))]
 
 
 # The reduce methods' table: column heading, key of the row, and how to show it.

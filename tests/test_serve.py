@@ -15,6 +15,7 @@ import yaml
 from pdeflow.flows import automations, server
 from pdeflow.flows import serve as serving
 from pdeflow.tasks.config import GenerateConfig, PipelineConfig, TrainConfig, load_config
+from pdeflow.tasks.rom.methods import METHODS
 from pdeflow.tasks.sampling import DESIGNS
 from tests.cli_helpers import cli
 from tests.conftest import ROOT, TINY
@@ -86,7 +87,11 @@ def test_form_schema_has_descriptions_ranges_and_dropdowns(deployments):
     assert generate["n_samples"]["maximum"] == bounds["Le"].le
     device = TrainConfig.model_fields["device"].annotation
     assert _model_schema(schema, "train")["properties"]["device"]["enum"] == list(get_args(device))
-    assert _model_schema(schema, "reduce")["properties"]["energy"]["exclusiveMinimum"] == 0
+    reduce = _model_schema(schema, "reduce")["properties"]
+    assert reduce["energy"]["exclusiveMinimum"] == 0
+    # The reduce methods are a dropdown (the thermal-block config picks rb from it).
+    assert reduce["method"]["enum"] == list(METHODS)
+    assert {"thermal_block_2x2", "thermal_block_3x2"} <= set(generate["pde"]["enum"])
 
 
 @pytest.mark.parametrize(
