@@ -499,9 +499,13 @@ class PipelineConfig(_Frozen):
             )
 
 
+def _identity(model: BaseModel) -> dict:
+    return model.identity() if isinstance(model, _Frozen) else model.model_dump(mode="json")
+
+
 def config_hash(*parts: BaseModel | dict) -> str:
     """Content hash of configs: the same settings always name the same artifacts."""
-    payload = [p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts]
+    payload = [_identity(p) if isinstance(p, BaseModel) else p for p in parts]
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

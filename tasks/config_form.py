@@ -19,6 +19,11 @@ class _Frozen(BaseModel):
     # NaN and infinities in every float of the model, inside dicts, tuples and unions too.
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    def identity(self) -> dict:
+        """The settings that name this config's results (its content hash and the record's
+        config): the JSON dump, unless a model leaves out what it added later at a default."""
+        return self.model_dump(mode="json")
+
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema, handler):
         schema = super().__get_pydantic_json_schema__(core_schema, handler)

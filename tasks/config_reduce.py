@@ -18,6 +18,11 @@ __all__ = ["MethodName", "ReduceConfig"]
 MethodName = Literal["pod-rbf", "pod-gpr", "pod-nn", "dmd", "pod-galerkin", "autoencoder", "rb"]
 # The field's old name (before the method registry) and the method each of its values meant.
 OLD_APPROXIMATIONS = {"rbf": "pod-rbf", "gpr": "pod-gpr"}
+# Settings added with the method registry (see ReduceConfig.identity).
+ADDED_WITH_REGISTRY = (
+    "compare", "incremental", "nn_hidden", "dmd_rank", "dmd_variant", "galerkin_rank",
+    "deim_points", "latent_dim", "ae_epochs", "rb_max_basis", "rb_tol", "rb_training_size",
+)  # fmt: skip
 
 
 class ReduceConfig(_Frozen):
@@ -129,6 +134,22 @@ class ReduceConfig(_Frozen):
                 f"(got {self.deim_points})"
             )
         return self
+
+    def identity(self) -> dict:
+        """The settings naming the stage's results. Stores reduced before the method registry
+        keep their names: the fields added with it are left out while at their defaults, and
+        ``pod-rbf`` / ``pod-gpr`` are written as the old ``approximation: rbf`` / ``gpr``, so an
+        unchanged config finds its finished reduce stage instead of recomputing it."""
+        out = self.model_dump(mode="json")
+        defaults = type(self)()
+        for name in ADDED_WITH_REGISTRY:
+            if getattr(self, name) == getattr(defaults, name):
+                out.pop(name)
+        old = {v: k for k, v in OLD_APPROXIMATIONS.items()}.get(self.method)
+        if old is not None:
+            out["approximation"] = old
+            out.pop("method")
+        return out
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -217,3 +217,20 @@ def test_the_thermal_block_config_runs_rb_from_the_cli(runs_dir, prefect_api):
     assert row["effectivity_min"] >= 1.0
     # At 32^2 the greedy reaches its 1e-6 bound (measured ~1e-8 L2 error); 1e-5 leaves room.
     assert row["rel_error_max"] < 1e-5 and row["estimate_max"] < 1e-5
+
+
+def test_a_store_reduced_before_the_registry_keeps_its_name():
+    """A reduce config that sets none of the registry's new fields hashes as it did before
+    (the old field set, ``approximation`` included): its finished stage is found, not redone."""
+    from pdeflow.tasks.config import config_hash
+
+    before = {
+        "energy": 0.99999, "max_rank": 48, "center": True, "svd": "tsqr",
+        "approximation": "gpr", "rbf_kernel": "thin_plate_spline", "smoothing": 0.0,
+        "initial_modes": 8,
+    }  # fmt: skip
+    rc = ReduceConfig(energy=0.99999, max_rank=48, method="pod-gpr")
+    assert rc.identity() == before and config_hash(rc) == config_hash(before)
+    # Any new setting changes the name, as a changed config must.
+    assert config_hash(rc.model_copy(update={"compare": ("dmd",)})) != config_hash(before)
+    assert "method" in ReduceConfig(method="dmd").identity()

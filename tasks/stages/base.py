@@ -276,7 +276,7 @@ def sections(stage: str, registry: dict[str, Stage]) -> tuple[str, ...]:
 
 
 def stage_config(cfg: PipelineConfig, stage: str, registry: dict[str, Stage]) -> dict:
-    return {part: getattr(cfg, part).model_dump(mode="json") for part in sections(stage, registry)}
+    return {part: getattr(cfg, part).identity() for part in sections(stage, registry)}
 
 
 def stage_hash(cfg: PipelineConfig, stage: str, registry: dict[str, Stage]) -> str:
