@@ -14,7 +14,9 @@ simulator's ``options``:
   ``kill`` removes the marker first, then SIGKILLs its own process (a Dask worker dies
   mid-block, once); ``raise`` keeps the marker, so the fault repeats until the test removes it.
   ``{"action": "sleep", "seconds": S}`` slows every call down by S seconds (a run that lasts
-  long enough to be watched or raced).
+  long enough to be watched or raced). ``{"action": "hold", "until": PATH}`` keeps every call
+  waiting until the file PATH exists (at most 300 s): a run that stays busy, whatever the
+  machine's load, until the test releases it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from pdeflow.tasks.simulators.examples.heat_rod import heat_rod
+
+HOLD_MAX_S = 300.0
 
 
 class InjectedFault(RuntimeError):
@@ -47,6 +51,10 @@ def heat_rod_with_faults(params, seeds, *, log: str, marker: str, **options) -> 
     order = _read_order(Path(marker))
     if order is not None and order["action"] == "sleep":
         time.sleep(float(order["seconds"]))
+    elif order is not None and order["action"] == "hold":
+        deadline = time.monotonic() + HOLD_MAX_S
+        while not Path(order["until"]).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
     elif order is not None and _applies(order, seeds, earlier):
         if order["action"] == "kill":
             Path(marker).unlink()

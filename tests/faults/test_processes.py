@@ -88,8 +88,10 @@ def _listening(root: psutil.Process) -> list[tuple[str, str, int]]:
 
 def test_every_server_of_a_real_run_listens_on_loopback(tmp_path):
     # The default path of `pdeflow run`: its own ephemeral Prefect server, a local Dask
-    # cluster with its dashboard; blocks slowed down so the run can be watched.
-    (tmp_path / "marker").write_text(json.dumps({"action": "sleep", "seconds": 1.5}))
+    # cluster with its dashboard; blocks held (never released: the run is killed at the end)
+    # so that it can be watched however slowly a loaded machine brings everything up.
+    hold = {"action": "hold", "until": str(tmp_path / "never")}
+    (tmp_path / "marker").write_text(json.dumps(hold))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     proc = subprocess.Popen(
         [*PDEFLOW, *_faulting_args("listen", tmp_path)],
@@ -119,9 +121,10 @@ def test_every_server_of_a_real_run_listens_on_loopback(tmp_path):
 def test_a_second_run_on_a_busy_store_is_refused_and_no_block_is_solved_twice(
     tmp_path, prefect_api, runs_dir
 ):
-    # 4 s per block, 2 blocks per worker: the first run computes for 8 s after its first
-    # block starts, long enough for both others to start (about 3 s each) meanwhile.
-    (tmp_path / "marker").write_text(json.dumps({"action": "sleep", "seconds": 4.0}))
+    # The first run's blocks wait until the test releases them, so it is still computing
+    # while both others start and are refused, however slowly a loaded machine starts them.
+    release = tmp_path / "release"
+    (tmp_path / "marker").write_text(json.dumps({"action": "hold", "until": str(release)}))
     first = subprocess.Popen([*PDEFLOW, *_faulting_args("busy", tmp_path)],
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     path = runs_dir / "busy"
@@ -141,6 +144,7 @@ def test_a_second_run_on_a_busy_store_is_refused_and_no_block_is_solved_twice(
     same, other = (subprocess.CompletedProcess(r.args, r.wait(300), *r.communicate())
                    for r in racers)  # fmt: skip
     assert first.poll() is None, "the first run ended before the others were refused"
+    release.touch()
     first.wait(timeout=300)
     assert first.returncode == 0, first.stderr.read()
     assert same.returncode == 2 and "is in use by another pdeflow run" in same.stderr
