@@ -329,13 +329,9 @@ def _print_methods_table(out: Console, summary: dict) -> None:
     rows = summary.get("reduce_methods")
     if not rows:
         return
-    columns = (
-        ("error mean", "rel_error_mean"), ("error max", "rel_error_max"),
-        ("floor", "floor_mean"), ("estimate max", "estimate_max"),
-        ("effectivity mean", "effectivity_mean"), ("offline s", "offline_s"),
-        ("online s/eval", "online_s_per_eval"), ("speedup", "speedup"),
-    )  # fmt: skip
-    columns = [(h, k) for h, k in columns if any(k in row for row in rows.values())]
+    from pdeflow.tasks.config_reduce import TABLE_COLUMNS
+
+    columns = [(h, k) for h, k in TABLE_COLUMNS if any(k in row for row in rows.values())]
     used = summary.get("reduce_method")
     table = Table(title=f"reduce methods on the test split (the stage's ROM: {used})")
     table.add_column("method", no_wrap=True)

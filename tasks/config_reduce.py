@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from pdeflow.tasks.config_form import _Frozen
 
-__all__ = ["MethodName", "ReduceConfig"]
+__all__ = ["TABLE_COLUMNS", "MethodName", "ReduceConfig"]
 
 # The names of pdeflow.tasks.rom.methods.METHODS (a test checks that the two agree).
 MethodName = Literal["pod-rbf", "pod-gpr", "pod-nn", "dmd", "pod-galerkin", "autoencoder", "rb"]
@@ -23,6 +23,22 @@ ADDED_WITH_REGISTRY = (
     "compare", "incremental", "nn_hidden", "dmd_rank", "dmd_variant", "galerkin_rank",
     "deim_points", "latent_dim", "ae_epochs", "rb_max_basis", "rb_tol", "rb_training_size",
 )  # fmt: skip
+
+
+# The reduce stage's side-by-side table of methods (CLI, report, UI; here because the CLI's
+# `show` reads it without importing the ROM code): heading and key of each column in a
+# method's row of the reduce record; a row lacks the keys its method has no figure for.
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("error mean", "rel_error_mean"),
+    ("error max", "rel_error_max"),
+    ("projection floor", "floor_mean"),
+    ("estimate max", "estimate_max"),
+    ("effectivity mean", "effectivity_mean"),
+    ("effectivity max", "effectivity_max"),
+    ("offline s", "offline_s"),
+    ("online s / eval", "online_s_per_eval"),
+    ("speedup", "speedup"),
+)
 
 
 class ReduceConfig(_Frozen):

@@ -18,7 +18,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pdeflow.storage import RunStore
 from pdeflow.tasks import plots
 from pdeflow.tasks.config import PipelineConfig
+from pdeflow.tasks.config_reduce import TABLE_COLUMNS
 from pdeflow.tasks.orchestration import log_warning
+from pdeflow.tasks.rom.methods import get_method
 from pdeflow.tasks.stages import hash_of
 from pdeflow.tasks.stages.models import load_rom, load_surrogate, unit_parameters
 from pdeflow.tasks.stages.status import summary as store_summary
@@ -273,8 +275,6 @@ def _rom_section(rec) -> list[str]:
     m = rec.metrics
     lines = ["## Reduced-order model", ""]
     if method := rec.details.get("method"):
-        from pdeflow.tasks.rom.methods import get_method
-
         lines.append(f"- method `{method}` (reduce.method): {get_method(method).summary}")
     if "rank" in m:
         lines.append(f"- POD rank {m['rank']}, energy captured {_fmt(m.get('energy_captured'))}")
@@ -295,25 +295,12 @@ def _rom_section(rec) -> list[str]:
     return [*lines, "", *method_table(rec.details.get("methods") or {}, rec.details.get("method"))]
 
 
-# The reduce methods' table: column heading, key of the row, and how to show it.
-METHOD_COLUMNS = (
-    ("error mean", "rel_error_mean"),
-    ("error max", "rel_error_max"),
-    ("projection floor", "floor_mean"),
-    ("estimate max", "estimate_max"),
-    ("effectivity (mean / max)", None),
-    ("offline s", "offline_s"),
-    ("online s / eval", "online_s_per_eval"),
-    ("speedup", "speedup"),
-)
-
-
 def method_table(rows: dict, primary: str | None) -> list[str]:
     """The reduce methods side by side, as markdown (empty without methods); the stage's ROM
     (``reduce.method``, the one quantify uses) is marked."""
     if not rows:
         return []
-    head = ["method", *[h for h, _ in METHOD_COLUMNS]]
+    head = ["method", *[h for h, _ in TABLE_COLUMNS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in sorted(rows, key=lambda n: (n != primary, n)):
         cells = [
@@ -458,14 +445,7 @@ def publish_reduce(cfg: PipelineConfig) -> None:
 
 
 def _row_cells(row: dict) -> dict[str, str]:
-    out = {}
-    for head, key in METHOD_COLUMNS:
-        if key is None:
-            pair = (row.get("effectivity_mean"), row.get("effectivity_max"))
-            out[head] = "-" if None in pair else f"{_fmt(pair[0])} / {_fmt(pair[1])}"
-        else:
-            out[head] = _fmt(row[key]) if key in row else "-"
-    return out
+    return {head: _fmt(row[key]) if key in row else "-" for head, key in TABLE_COLUMNS}
 
 
 def publish_run(cfg: PipelineConfig) -> dict[str, str]:

@@ -41,20 +41,11 @@ import scipy.linalg
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from pdeflow.tasks.rom.pod import POD, fix_signs, select_rank
+from pdeflow.tasks.rom.pod import POD, fix_signs, select_rank, thin_svd
 
 __all__ = ["IncrementalPOD", "brand_update"]
 
 _EPS = np.finfo(float).eps
-
-
-def _svd(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        _, s, wt = scipy.linalg.svd(k, full_matrices=False, lapack_driver="gesdd")
-    except np.linalg.LinAlgError:
-        # gesdd (divide and conquer) occasionally fails to converge where QR iteration succeeds.
-        _, s, wt = scipy.linalg.svd(k, full_matrices=False, lapack_driver="gesvd")
-    return s, wt
 
 
 def brand_update(
@@ -81,7 +72,7 @@ def brand_update(
         # costs about half what forming Q and the small matrix's left vectors would.
         stack = np.concatenate([modes * singular_values[:, None], rows])
         r = scipy.linalg.qr(stack, mode="r", overwrite_a=True, check_finite=False)[0]
-        s_new, wt = _svd(r)
+        s_new, wt = thin_svd(r)
         return s_new, wt, None
     # One QR of [V, rows^T] orthonormalises the rows' residual against V and V itself together,
     # so rounding in V does not accumulate over many updates.
@@ -91,7 +82,7 @@ def brand_update(
     # V = Q T[:, :k] and rows^T = Q T[:, k:], so [diag(s) V^T; rows] Q = [T[:, :k] diag(s),
     # T[:, k:]]^T: the small matrix comes from the triangular factor, with no n_features product.
     small = np.concatenate([t[:, :k] * singular_values, t[:, k:]], axis=1).T
-    s_new, wt = _svd(small)
+    s_new, wt = thin_svd(small)
     return s_new, wt, q
 
 

@@ -16,7 +16,7 @@ import scipy.linalg
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-__all__ = ["POD", "energy_fractions", "fix_signs", "select_rank"]
+__all__ = ["POD", "energy_fractions", "fix_signs", "select_rank", "thin_svd"]
 
 
 def _validate_energy(energy: float) -> float:
@@ -105,7 +105,9 @@ def fix_signs(vt: np.ndarray) -> np.ndarray:
     return vt
 
 
-def _thin_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def thin_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values and right singular vectors (as rows) of ``x``: LAPACK's gesdd, or
+    gesvd where gesdd does not converge."""
     try:
         _, s, vt = scipy.linalg.svd(x, full_matrices=False, lapack_driver="gesdd")
     except np.linalg.LinAlgError:
@@ -167,7 +169,7 @@ class POD(TransformerMixin, BaseEstimator):
                 f"zero), got n_samples = {X.shape[0]}"
             )
         mean = X.mean(axis=0) if self.center else np.zeros(X.shape[1])
-        s, vt = _thin_svd(X - mean)
+        s, vt = thin_svd(X - mean)
         return self._set_svd(s, vt, mean)
 
     @classmethod

@@ -12,8 +12,8 @@ from pdeflow.storage import RunStore, StageNotReady
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.design import to_unit
 from pdeflow.tasks.rom import POD, ReducedOrderModel
-from pdeflow.tasks.rom.factory import POD_REGRESSIONS, make_rom
-from pdeflow.tasks.stages.rom_adapters import adapter_for
+from pdeflow.tasks.rom.factory import make_rom
+from pdeflow.tasks.stages.rom_adapters import SavedCore, adapter_for
 from pdeflow.tasks.surrogates.factory import model_from_state
 from pdeflow.tasks.surrogates.fno import OneStepSurrogate
 
@@ -62,9 +62,10 @@ class StoredROM:
 def save_model(store: RunStore, method: str, model) -> dict:
     """The fitted state of the stage's ROM as group ``reduce_model`` (none for the POD
     regressions, which group ``reduce`` holds); the files' entries."""
-    arrays, attrs = adapter_for(method).to_arrays(model)
-    if not arrays:
+    adapter = adapter_for(method)
+    if not isinstance(adapter, SavedCore):
         return {}
+    arrays, attrs = adapter.to_arrays(model)
     names = {f"a{i}": key for i, key in enumerate(arrays)}  # keys may hold '.' or '/'
     variables = {
         short: ([f"{short}_{d}" for d in range(np.ndim(arrays[key]))], np.asarray(arrays[key]))
@@ -82,7 +83,8 @@ def load_rom(cfg: PipelineConfig, store: RunStore) -> ReducedOrderModel | Stored
     """
     rec = _complete(store, "reduce")
     method = cfg.reduce.method
-    if method not in POD_REGRESSIONS:
+    adapter = adapter_for(method)
+    if isinstance(adapter, SavedCore):
         res = store.read_group(MODEL_GROUP, rec.artifact_entries())
         meta = res.attrs["pdeflow_model"]
         if meta["method"] != method:
@@ -90,7 +92,6 @@ def load_rom(cfg: PipelineConfig, store: RunStore) -> ReducedOrderModel | Stored
                 f"store {store.name!r} holds a {meta['method']} ROM, not reduce.method={method}"
             )
         arrays = {key: res[short].values for short, key in meta["names"].items()}
-        adapter = adapter_for(method)
         model = adapter.from_arrays(cfg, arrays, meta["attrs"])
         return StoredROM(method, adapter.predictor(model, cfg), adapter.uses_initial_state(model))
     res = store.read_group(ROM_GROUP, rec.artifact_entries())

@@ -25,24 +25,19 @@ from pdeflow.tasks.stages.rom_methods import (
     relative_errors,
 )
 
-__all__ = ["ADAPTERS", "adapter_for"]
+__all__ = ["ADAPTERS", "SavedCore", "adapter_for"]
 
 # BOP-DMD's bagging trials (Sashidhar & Kutz 2022 use 100; 20 keeps the fit in seconds while
 # still giving an eigenvalue spread).
 BOP_TRIALS = 20
 
 
-def _random_initial(cfg: PipelineConfig) -> bool:
-    return initial_state_is_random(cfg.generate)
-
-
-class CoreAdapter(Adapter):
-    """A core that maps unit-cube parameters alone to trajectories (its ``predict(params)``),
-    has a floor (``projection_errors``) and saves itself as arrays (``to_arrays`` /
-    ``from_arrays``). Subclasses name the core's class and build it in ``fit``."""
+class SavedCore(Adapter):
+    """A method whose fitted core saves itself as arrays (``to_arrays`` / ``from_arrays``) in
+    the stage's group ``reduce_model``, and whose floor is its ``projection_errors``.
+    Subclasses name the core's class and build it in ``fit``."""
 
     core: str  # "module:Class" under pdeflow.tasks.rom, imported when first used
-    random_initial_advice = "use pod-rbf with reduce.initial_modes instead"
 
     def core_class(self) -> type:
         import importlib
@@ -50,10 +45,28 @@ class CoreAdapter(Adapter):
         module, cls = self.core.split(":")
         return getattr(importlib.import_module(f"pdeflow.tasks.rom.{module}"), cls)
 
+    def floor(self, model, truth):
+        return model.projection_errors(truth)
+
+    def to_arrays(self, model) -> tuple[dict[str, np.ndarray], dict]:
+        """The fitted state for the store."""
+        return model.to_arrays()
+
+    def from_arrays(self, cfg: PipelineConfig, arrays: dict, attrs: dict) -> Any:
+        """The fitted core back from ``to_arrays``' output."""
+        return self.core_class().from_arrays(arrays, attrs)
+
+
+class CoreAdapter(SavedCore):
+    """A saved core that maps unit-cube parameters alone to trajectories
+    (``predict(params)``), so it cannot follow a random initial state."""
+
+    random_initial_advice = "use pod-rbf with reduce.initial_modes instead"
+
     def refusal(self, cfg):
         if why := super().refusal(cfg):
             return why
-        if _random_initial(cfg):
+        if initial_state_is_random(cfg.generate):
             return (
                 f"{self.name} maps the parameters alone to a trajectory, but each sample's "
                 f"initial state is drawn at random from its seed; {self.random_initial_advice}"
@@ -62,15 +75,6 @@ class CoreAdapter(Adapter):
 
     def predict(self, model, data, indices, truth):
         return model.predict(data.p_unit[indices])
-
-    def floor(self, model, truth):
-        return model.projection_errors(truth)
-
-    def to_arrays(self, model):
-        return model.to_arrays()
-
-    def from_arrays(self, cfg, arrays, attrs):
-        return self.core_class().from_arrays(arrays, attrs)
 
     def predictor(self, model, cfg):
         return lambda params, initial_states=None: model.predict(params)
@@ -96,10 +100,11 @@ class DMDAdapter(CoreAdapter):
         return rom.fit(data.p_unit[data.train], data.trajectories(data.train), dt=data.frame_dt)
 
 
-class GalerkinAdapter(Adapter):
+class GalerkinAdapter(SavedCore):
     """POD-Galerkin (with DEIM) of the PDE's own semi-discrete form; physical parameters."""
 
     name = "pod-galerkin"
+    core = "galerkin:PODGalerkin"
 
     def refusal(self, cfg):
         if why := super().refusal(cfg):
@@ -113,14 +118,10 @@ class GalerkinAdapter(Adapter):
             )
         return None
 
-    def _core(self, rc):
-        from pdeflow.tasks.rom.galerkin import PODGalerkin
-
-        return PODGalerkin(rank=rc.galerkin_rank, deim_points=rc.deim_points or None)
-
     def fit(self, data: ReduceData):
-        gen = data.cfg.generate
-        return self._core(data.cfg.reduce).fit(
+        gen, rc = data.cfg.generate, data.cfg.reduce
+        rom = self.core_class()(rank=rc.galerkin_rank, deim_points=rc.deim_points or None)
+        return rom.fit(
             data.physical(data.train),
             data.trajectories(data.train),
             pde=gen.pde,
@@ -133,17 +134,6 @@ class GalerkinAdapter(Adapter):
 
     def predict(self, model, data, indices, truth):
         return model.predict(data.physical(indices), truth[:, 0])
-
-    def floor(self, model, truth):
-        return model.projection_errors(truth)
-
-    def to_arrays(self, model):
-        return model.to_arrays()
-
-    def from_arrays(self, cfg, arrays, attrs):
-        from pdeflow.tasks.rom.galerkin import PODGalerkin
-
-        return PODGalerkin.from_arrays(arrays, attrs)
 
     def predictor(self, model, cfg):
         gen = cfg.generate
@@ -179,11 +169,12 @@ class AutoencoderAdapter(CoreAdapter):
         return future.result()
 
 
-class ReducedBasisAdapter(Adapter):
+class ReducedBasisAdapter(SavedCore):
     """The certified reduced basis of an affine elliptic problem (the thermal blocks);
     physical parameters, the error bound in the energy norm."""
 
     name = "rb"
+    core = "rb:ReducedBasis"
 
     def refusal(self, cfg):
         from pdeflow.tasks.pdes.thermal_block import ThermalBlock
@@ -213,10 +204,8 @@ class ReducedBasisAdapter(Adapter):
         return physical[:, order]
 
     def fit(self, data: ReduceData):
-        from pdeflow.tasks.rom.rb import ReducedBasis
-
         rc, train = data.cfg.reduce, data.train
-        rb = ReducedBasis(
+        rb = self.core_class()(
             n_basis=rc.rb_max_basis,
             tol=rc.rb_tol,
             training_size=rc.rb_training_size,
@@ -241,13 +230,8 @@ class ReducedBasisAdapter(Adapter):
             for n in rank_ladder(model.n_basis_)
         }
 
-    def to_arrays(self, model):
-        return model.to_arrays()
-
-    def from_arrays(self, cfg, arrays, attrs):
-        from pdeflow.tasks.rom.rb import ReducedBasis
-
-        return ReducedBasis.from_arrays(arrays, attrs)
+    def floor(self, model, truth):
+        return None  # no projection floor: the a posteriori bound is its certificate
 
     def predictor(self, model, cfg):
         return lambda params, initial_states=None: model.predict(self._mu(cfg, params))

@@ -176,23 +176,19 @@ class Adapter(ABC):
         return {}
 
     @abstractmethod
-    def to_arrays(self, model: Any) -> tuple[dict[str, np.ndarray], dict]:
-        """The fitted state for the store."""
-
-    @abstractmethod
-    def from_arrays(self, cfg: PipelineConfig, arrays: dict, attrs: dict) -> Any:
-        """The fitted core back from ``to_arrays``' output."""
-
     def predictor(self, model: Any, cfg: PipelineConfig):
         """``f(params_unit, initial_states or None) -> (n, n_time, n_features)`` for quantify."""
-        raise NotImplementedError(f"{self.name} cannot be the ROM that quantify uses")
 
     def uses_initial_state(self, model: Any) -> bool:
         return False
 
 
 class PodRegression(Adapter):
-    """POD (the stage's, out of core) + a regression of the coefficients on the parameters."""
+    """POD (the stage's, out of core) + a regression of the coefficients on the parameters.
+
+    Nothing of its own is saved: the stage's group ``reduce`` holds the bases and coefficients,
+    and ``stages.models.load_rom`` refits the regression from them.
+    """
 
     def __init__(self, name: str):
         self.name = name
@@ -223,13 +219,6 @@ class PodRegression(Adapter):
                 float(relative_errors(projected, truth).mean()),
             )
         return out
-
-    def to_arrays(self, model):
-        # The stage's own group "reduce" holds the bases and coefficients (load_rom reads it).
-        return {}, {}
-
-    def from_arrays(self, cfg, arrays, attrs):
-        raise NotImplementedError("POD-regression ROMs are restored by stages.models.load_rom")
 
     def predictor(self, model, cfg):
         return model.predict
