@@ -353,9 +353,9 @@ def list_pdes(
     as_json: Annotated[bool, typer.Option("--json", help="JSON, for scripts.")] = False,
 ) -> None:
     """The PDE registry: dimension, fields, boundaries, own defaults and coefficient ranges."""
-    from pdeflow.tasks.problems import all_problems
+    from pdeflow.tasks.pde_catalog import load_catalog
 
-    rows = [problem.describe() for problem in all_problems()]
+    rows = load_catalog()  # the registry's facts without importing torch (see pde_catalog.py)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return

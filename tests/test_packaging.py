@@ -51,6 +51,7 @@ def test_wheel_holds_only_the_pdeflow_namespace(tmp_path):
     packages = {".".join(Path(n).parts[:-1]) for n in names if Path(n).name == "__init__.py"}
     assert packages == _package_dirs()
     assert "pdeflow/flows/configs/demo.yaml" in names
+    assert "pdeflow/tasks/pde_catalog.json" in names  # `pdeflow list pdes` reads it
     # pdeflow itself is a namespace package: no code runs when it is imported.
     assert "pdeflow/__init__.py" not in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))

@@ -260,13 +260,6 @@ class Stage(ABC):
         """Metrics and outputs once every unit is done."""
 
 
-def artifact_problems(run: StageRun, record: StageRecord, what: str, deep: bool) -> list[str]:
-    """Problems of a record's files (the stage's group, a model): none recorded is one."""
-    if not record.artifacts:
-        return [f"the record lists none of the {what} files"]
-    return run.store.artifact_problems(record, deep=deep)
-
-
 def sections(stage: str, registry: dict[str, Stage]) -> tuple[str, ...]:
     """Config sections a stage's results depend on: its own and its upstream stages'."""
     out: list[str] = []

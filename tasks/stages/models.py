@@ -13,11 +13,11 @@ from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.design import to_unit
 from pdeflow.tasks.rom import POD, ReducedOrderModel
 from pdeflow.tasks.rom.factory import make_rom
+from pdeflow.tasks.stages.integrity import MODEL
 from pdeflow.tasks.stages.rom_adapters import SavedCore, adapter_for
 from pdeflow.tasks.surrogates.factory import model_from_state
 from pdeflow.tasks.surrogates.fno import OneStepSurrogate
 
-MODEL = "model.pt"
 ROM_GROUP = "reduce"
 MODEL_GROUP = "reduce_model"
 

@@ -19,7 +19,8 @@ from pdeflow.tasks.config import GenerateConfig, PipelineConfig
 from pdeflow.tasks.design import to_physical, to_unit
 from pdeflow.tasks.sampling import sample_seeds, sample_unit
 from pdeflow.tasks.solve import initial_state, solve_parameters, space_shape
-from pdeflow.tasks.stages.base import Outcome, Stage, StageRun, artifact_problems
+from pdeflow.tasks.stages.base import Outcome, Stage, StageRun
+from pdeflow.tasks.stages.integrity import UPSTREAM, record_problems
 from pdeflow.tasks.stages.models import load_rom, load_surrogate
 from pdeflow.tasks.surrogates.training import rollout
 from pdeflow.tasks.uq import (
@@ -223,13 +224,13 @@ def sobol(client, cfg: PipelineConfig, pred: Predictors) -> Part:
 
 class Quantify(Stage):
     name = "quantify"
-    upstream = ("train", "reduce")
+    upstream = UPSTREAM["quantify"]
 
     def check(self, cfg: PipelineConfig) -> None:
         cfg.check_stages(("quantify",))
 
     def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
-        return artifact_problems(run, record, "UQ results'", deep)
+        return record_problems(run.store, self.name, record, deep)
 
     def total(self, run: StageRun) -> int:
         return len(STEPS)

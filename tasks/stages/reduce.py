@@ -25,7 +25,8 @@ from pdeflow.tasks.config import PipelineConfig, ReduceConfig
 from pdeflow.tasks.rom import POD
 from pdeflow.tasks.rom.incremental import IncrementalPOD
 from pdeflow.tasks.rom.pod import select_rank
-from pdeflow.tasks.stages.base import Outcome, Stage, StageRun, artifact_problems
+from pdeflow.tasks.stages.base import Outcome, Stage, StageRun
+from pdeflow.tasks.stages.integrity import UPSTREAM, record_problems
 from pdeflow.tasks.stages.models import save_model, unit_parameters
 from pdeflow.tasks.stages.rom_adapters import adapter_for
 from pdeflow.tasks.stages.rom_methods import (
@@ -342,7 +343,7 @@ def _group_data(cfg, train, p_train, pod: POD, coeffs, initial) -> tuple[dict, d
 
 class Reduce(Stage):
     name = "reduce"
-    upstream = ("generate",)
+    upstream = UPSTREAM["reduce"]
 
     def check(self, cfg: PipelineConfig) -> None:
         cfg.check_stages(("reduce",))
@@ -361,7 +362,7 @@ class Reduce(Stage):
             )
 
     def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
-        return artifact_problems(run, record, "ROM's", deep)
+        return record_problems(run.store, self.name, record, deep)
 
     def pending(self, run: StageRun) -> list[int]:
         return list(range(self.total(run)))  # one pass: every step is redone

@@ -1,13 +1,15 @@
-"""The stages in pipeline order: the one place the order is defined."""
+"""The stage objects, by name, in the pipeline order that ``integrity.STAGES`` defines."""
 
 from pdeflow.tasks.stages.base import Stage
 from pdeflow.tasks.stages.generate import Generate
+from pdeflow.tasks.stages.integrity import STAGES
 from pdeflow.tasks.stages.quantify import Quantify
 from pdeflow.tasks.stages.reduce import Reduce
 from pdeflow.tasks.stages.train import Train
 
 REGISTRY: dict[str, Stage] = {s.name: s for s in (Generate(), Train(), Reduce(), Quantify())}
-STAGES: tuple[str, ...] = tuple(REGISTRY)
+if tuple(REGISTRY) != STAGES:  # the order and the upstreams are defined in integrity
+    raise RuntimeError(f"stage registry {tuple(REGISTRY)} differs from the stage order {STAGES}")
 
 
 # What a stationary (elliptic) problem's pipeline runs: there is no time stepping for a one-step

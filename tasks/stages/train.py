@@ -20,6 +20,7 @@ from pdeflow.storage import FileEntry, RunStore, StageRecord
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.metrics import nrmse as nrmse_nd
 from pdeflow.tasks.stages.base import Outcome, Stage, StageRun
+from pdeflow.tasks.stages.integrity import UPSTREAM, record_problems
 from pdeflow.tasks.stages.models import MODEL, unit_parameters
 from pdeflow.tasks.surrogates.factory import build_model, check_trainable
 from pdeflow.tasks.surrogates.training import (
@@ -185,7 +186,7 @@ def _batches(run: StageRun, log: TrainingLog, epoch: int) -> Callable[[int, floa
 
 class Train(Stage):
     name = "train"
-    upstream = ("generate",)
+    upstream = UPSTREAM["train"]
     unit = "epochs"
     uses_cluster = False
 
@@ -193,9 +194,7 @@ class Train(Stage):
         check_trainable(cfg)
 
     def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
-        if not any(rel.endswith(MODEL) for rel in record.artifacts):
-            return [f"the record lists no {MODEL}"]
-        return run.store.artifact_problems(record, deep=deep)
+        return record_problems(run.store, self.name, record, deep)
 
     def total(self, run: StageRun) -> int:
         return run.cfg.train.epochs

@@ -9,9 +9,7 @@ exactly that (a damaged model is re-saved from the last checkpoint, not retraine
 from __future__ import annotations
 
 from pdeflow.storage import RunStore
-from pdeflow.tasks.stages.base import StageRun
-from pdeflow.tasks.stages.registry import REGISTRY, STAGES
-from pdeflow.tasks.stages.runner import reopen
+from pdeflow.tasks.stages.integrity import STAGES, UPSTREAM, record_problems
 
 
 def verify_store(store: RunStore, threads: int = 4) -> dict:
@@ -51,10 +49,10 @@ def _stage_verdict(store: RunStore, name: str, template, damaged, missing) -> di
         if missing:
             problems.append(f"blocks {missing[:10]} are not complete")
     else:
-        problems = REGISTRY[name].problems(StageRun(None, store), rec, deep=True)
+        problems = record_problems(store, name, rec, deep=True)
     if problems:
         return {"status": rec.status, "verdict": "damaged", "problems": problems}
-    for up in REGISTRY[name].upstream:
+    for up in UPSTREAM[name]:
         current = store.record(up)
         if current is None or current.digest() != rec.upstream.get(up):
             why = f"{up} changed since {name} ran"
@@ -64,6 +62,9 @@ def _stage_verdict(store: RunStore, name: str, template, damaged, missing) -> di
 
 def repair(store: RunStore, verdict: dict) -> list[str]:
     """Reopen what ``verdict`` found damaged; returns one line per action. Needs the lock."""
+    # The runner imports every stage (torch, scikit-learn, Dask): only a repair needs it.
+    from pdeflow.tasks.stages.runner import reopen
+
     done = []
     bad_blocks = sorted(verdict["blocks"]["damaged"])
     if bad_blocks:
