@@ -131,7 +131,9 @@ def ensure_crash_detection(client, heartbeat_s: int) -> tuple[UUID, str]:
 _LIVE = ("RUNNING", "PENDING")
 
 
-def crash_orphaned_task_runs(client, tag: str | None = TAG) -> list[UUID]:
+def crash_orphaned_task_runs(
+    client, tag: str | None = TAG, flow_run_ids: list[UUID] | None = None
+) -> list[UUID]:
     """Mark Crashed the task runs that a dead attempt of their flow run left Running or Pending.
 
     A task run is orphaned when its flow run has reached a final state, or has started a later
@@ -141,6 +143,7 @@ def crash_orphaned_task_runs(client, tag: str | None = TAG) -> list[UUID]:
     Args:
         client: a synchronous Prefect client.
         tag: only flow runs with this tag (pdeflow's deployments tag theirs); None for all.
+        flow_run_ids: only these flow runs; None for all.
 
     Returns:
         The ids of the task runs set Crashed.
@@ -156,8 +159,11 @@ def crash_orphaned_task_runs(client, tag: str | None = TAG) -> list[UUID]:
     from prefect.states import Crashed
 
     live = TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=list(_LIVE))))
-    tagged = None if tag is None else FlowRunFilter(tags=FlowRunFilterTags(all_=[tag]))
-    tasks = client.read_task_runs(task_run_filter=live, flow_run_filter=tagged)
+    parents = FlowRunFilter(
+        tags=None if tag is None else FlowRunFilterTags(all_=[tag]),
+        id=None if flow_run_ids is None else FlowRunFilterId(any_=list(flow_run_ids)),
+    )
+    tasks = client.read_task_runs(task_run_filter=live, flow_run_filter=parents)
     tasks = [t for t in tasks if t.flow_run_id is not None]
     if not tasks:
         return []
@@ -185,6 +191,38 @@ def _orphaned(task, parent) -> bool:
     if parent.state is not None and parent.state.is_final():
         return True
     return parent.run_count > task.flow_run_run_count
+
+
+def crash_earlier_attempts() -> list[UUID]:
+    """In a retried flow run, mark Crashed the task runs its dead earlier attempts left live.
+
+    Every pdeflow flow calls this first. It works wherever the flow runs (a worker of a remote
+    work pool included), where :class:`OrphanWatcher` runs only beside ``pdeflow serve`` and
+    ``pdeflow server start``. A failure to reach the API is logged, never raised: the cleanup
+    is cosmetic, and the run's own work must go on.
+
+    Returns:
+        The ids of the task runs set Crashed (none on a first attempt or outside a flow run).
+    """
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None or ctx.flow_run.run_count <= 1:
+        return []
+    try:
+        with get_client(sync_client=True) as client:
+            crashed = crash_orphaned_task_runs(client, tag=None, flow_run_ids=[ctx.flow_run.id])
+    except Exception as err:  # noqa: BLE001 - see the docstring
+        logging.getLogger("pdeflow.flows").warning("could not check earlier attempts: %s", err)
+        return []
+    for task_id in crashed:
+        logging.getLogger("pdeflow.flows").warning(
+            "task run %s of an earlier attempt of this flow run set Crashed", task_id
+        )
+    return crashed
 
 
 class OrphanWatcher:

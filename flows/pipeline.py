@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from pdeflow.flows.automations import crash_earlier_attempts
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.generate import generate_task
 from pdeflow.tasks.orchestration import ExtendBy, begin_growth, hold_store
@@ -41,6 +42,7 @@ def pipeline(
         Per-stage summaries: store path, config hash and metrics; never arrays. With extend_by,
         also ``changes``: samples before and after, blocks solved, warm start, metrics changed.
     """
+    crash_earlier_attempts()  # the task runs a dead attempt left Running
     with hold_store(config, "pipeline flow"):
         stages = pipeline_stages(config)
         config, growth = begin_growth(config, extend_by, overwrite, stages)

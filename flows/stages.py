@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from pdeflow.flows.automations import crash_earlier_attempts
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.generate import generate_task
 from pdeflow.tasks.orchestration import ExtendBy, begin_growth, hold_store
@@ -29,6 +30,7 @@ def data_generation(
     Returns:
         The stage summary; with extend_by, also ``changes`` (samples before and after, blocks).
     """
+    crash_earlier_attempts()  # the task runs a dead attempt left Running
     with hold_store(config, "data-generation flow"):
         config, growth = begin_growth(config, extend_by, overwrite, ("generate",))
         with dask_client(config.cluster) as client:
@@ -41,6 +43,7 @@ def data_generation(
 @flow(name="surrogate-training")
 def surrogate_training(config: PipelineConfig = PipelineConfig(), overwrite: bool = False) -> dict:
     """Stage 2: train the neural operator, resuming from the latest checkpoint."""
+    crash_earlier_attempts()  # the task runs a dead attempt left Running
     with hold_store(config, "surrogate-training flow"):
         return train_task(config, "", overwrite)
 
@@ -48,6 +51,7 @@ def surrogate_training(config: PipelineConfig = PipelineConfig(), overwrite: boo
 @flow(name="reduced-order-model")
 def reduced_order_model(config: PipelineConfig = PipelineConfig(), overwrite: bool = False) -> dict:
     """Stage 3: out-of-core POD and the parametric ROM."""
+    crash_earlier_attempts()  # the task runs a dead attempt left Running
     with hold_store(config, "reduced-order-model flow"), dask_client(config.cluster) as client:
         return reduce_task(config, client.scheduler.address, overwrite)
 
@@ -57,6 +61,7 @@ def uncertainty_quantification(
     config: PipelineConfig = PipelineConfig(), overwrite: bool = False
 ) -> dict:
     """Stage 4: Monte Carlo, conformal bands and Sobol indices."""
+    crash_earlier_attempts()  # the task runs a dead attempt left Running
     with hold_store(config, "uncertainty-quantification flow"):
         with dask_client(config.cluster) as client:
             return quantify_task(config, client.scheduler.address, overwrite)

@@ -361,6 +361,34 @@ def test_task_runs_of_a_dead_attempt_are_crashed_and_live_ones_kept(prefect_api)
         assert automations.crash_orphaned_task_runs(client) == []
 
 
+def test_a_retried_flow_crashes_what_its_dead_attempt_left_running(prefect_api):
+    """Without pdeflow's server or serve beside it (a remote work pool), the retried flow run
+    cleans up after its own earlier attempt, and touches no other flow run's task runs."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    left: dict[str, object] = {}
+    with get_client(sync_client=True) as client:
+        other_run = _flow_run(client, ["pdeflow"])
+        other_task = _running_task(client, other_run)
+
+        @flow(name="retried-probe", retries=1, retry_delay_seconds=0)
+        def retried() -> list:
+            run = FlowRunContext.get().flow_run
+            if run.run_count == 1:  # the attempt whose process "died" with a task running
+                left["task"] = _running_task(client, run.id)
+                raise RuntimeError("attempt 1 dies")
+            return automations.crash_earlier_attempts()
+
+        assert automations.crash_earlier_attempts() == []  # outside a flow run: nothing
+        crashed = retried()
+        assert crashed == [left["task"]]
+        state = client.read_task_run(left["task"]).state
+        assert state.type == "CRASHED" and "attempt 1" in state.message
+        assert client.read_task_run(other_task).state.type == "RUNNING"
+
+
 # `pdeflow server start`: the UI calls the API on the server's own port.
 
 
