@@ -45,6 +45,7 @@ STARTUP_COMMANDS = {
     "show --json": ["show", "{store}", "--json"],
     "list presets": ["list", "presets"],
     "list pdes": ["list", "pdes"],
+    "verify": ["verify", "{store}"],
 }
 
 

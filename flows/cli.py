@@ -199,6 +199,7 @@ def _print_summary(store_name: str) -> None:
     summary = _summary(RunStore.named(store_name))
     out = Console()
     _print_summary_table(out, summary)
+    _print_units_table(out, summary)
     _print_methods_table(out, summary)
     out.print(
         f"Open the data: [bold]xarray.open_zarr('{summary['store']}')[/]; stage results: "
@@ -257,6 +258,7 @@ def show(
     blocks = summary["blocks"]
     out.print(f"  blocks    {blocks['complete']}/{blocks['total']} complete")
     _print_summary_table(out, summary)
+    _print_units_table(out, summary)
     _print_methods_table(out, summary)
 
 
@@ -322,6 +324,28 @@ def _print_summary_table(out: Console, summary: dict) -> None:
     for key, value in sorted(summary["metrics"].items()):
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     out.print(table)
+
+
+def _print_units_table(out: Console, summary: dict) -> None:
+    """The train stage's units (ensemble members, sweep trials) when it has more than one."""
+    units = summary["stages"].get("train", {}).get("units") or []
+    if len(units) < 2:
+        return
+    table = Table(title="training units (each one Dask task)")
+    for head in ("unit", "settings", "worker", "device", "epochs", "seconds", "val nRMSE"):
+        table.add_column(head, justify="right" if head in ("epochs", "seconds") else "left")
+    for u in units:
+        settings = ", ".join(_setting(k, v) for k, v in u.get("overrides", {}).items())
+        table.add_row(
+            u["unit"], settings or f"seed {u['seed']}", u.get("worker", "?"),
+            u.get("device", "?"), str(u["epochs"]), f"{u['seconds']:.1f}",
+            f"{u.get('val_nrmse_one_step', float('nan')):.3g}",
+        )  # fmt: skip
+    out.print(table)
+
+
+def _setting(name: str, value) -> str:
+    return f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
 
 
 def _print_methods_table(out: Console, summary: dict) -> None:

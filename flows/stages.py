@@ -42,10 +42,11 @@ def data_generation(
 
 @flow(name="surrogate-training")
 def surrogate_training(config: PipelineConfig = PipelineConfig(), overwrite: bool = False) -> dict:
-    """Stage 2: train the neural operator, resuming from the latest checkpoint."""
+    """Stage 2: train the surrogate's units on the Dask workers, each resuming from its own
+    latest checkpoint."""
     crash_earlier_attempts()  # the task runs a dead attempt left Running
-    with hold_store(config, "surrogate-training flow"):
-        return train_task(config, "", overwrite)
+    with hold_store(config, "surrogate-training flow"), dask_client(config.cluster) as client:
+        return train_task(config, client.scheduler.address, overwrite)
 
 
 @flow(name="reduced-order-model")

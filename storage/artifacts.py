@@ -13,9 +13,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pdeflow.storage import groups
-from pdeflow.storage.checkpoints import load_latest, load_torch, save_checkpoint, save_torch
+from pdeflow.storage.checkpoints import (
+    list_checkpoints,
+    load_latest,
+    load_torch,
+    save_checkpoint,
+    save_torch,
+)
 from pdeflow.storage.errors import StoreDamaged
-from pdeflow.storage.fsio import FileEntry, check_file, write_durable
+from pdeflow.storage.fsio import FileEntry, check_file, read_json, write_durable, write_json
 from pdeflow.storage.records import StageRecord
 
 META = "_pdeflow"
@@ -90,6 +96,59 @@ class StageFiles:
     def clear_checkpoints(self, stage: str) -> None:
         self._require_lock()
         remove(self.work_dir(stage) / "checkpoints")
+
+    # -- training units: one directory each, written by the Dask worker that trains it -------
+    # Workers write these under the lock of the run that sent them (as they write blocks), so
+    # none of these methods asks for the lock in the worker's own process.
+    def unit_dir(self, stage: str, unit: str) -> Path:
+        if not unit or "/" in unit or unit.startswith("."):
+            raise ValueError(f"unit name {unit!r} must be a plain file name")
+        return self.work_dir(stage) / "units" / unit
+
+    def save_unit_checkpoint(self, stage: str, unit: str, epoch: int, state: dict) -> None:
+        save_checkpoint(self.unit_dir(stage, unit) / "checkpoints", epoch, state, keep=2)
+
+    def load_unit_checkpoint(self, stage: str, unit: str) -> tuple[dict | None, list[str]]:
+        """The unit's newest intact checkpoint and warnings about damaged newer ones."""
+        return load_latest(self.unit_dir(stage, unit) / "checkpoints")
+
+    def unit_epochs_done(self, stage: str, unit: str) -> int:
+        """The newest checkpoint's epoch by its name, without loading it (for progress)."""
+        found = list_checkpoints(self.unit_dir(stage, unit) / "checkpoints")
+        return int(found[-1].stem.split("-")[1]) if found else 0
+
+    def save_unit_result(self, stage: str, unit: str, model_state, result: dict) -> dict:
+        """Write the unit's final model, then its result (which names the model's size and
+        CRC32) last: a unit is finished exactly when its result exists and its model matches."""
+        directory = self.unit_dir(stage, unit)
+        directory.mkdir(parents=True, exist_ok=True)
+        entry = save_torch(directory / "model.pt", model_state)
+        rel = str((directory / "model.pt").relative_to(self.path))
+        result = {**result, "model": rel, "model_entry": [entry.size, entry.crc32]}
+        write_json(directory / "result.json", result)
+        return result
+
+    def unit_result(self, stage: str, unit: str, config_hash: str) -> dict | None:
+        """The finished unit's result for ``config_hash``; None when absent, of another
+        config, or when its model file is missing or differs from what the result names."""
+        directory = self.unit_dir(stage, unit)
+        try:
+            result = read_json(directory / "result.json")
+        except ValueError:
+            return None
+        if not result or result.get("config_hash") != config_hash:
+            return None
+        if check_file(self.path / result["model"], FileEntry(*result["model_entry"])):
+            return None
+        return result
+
+    def remove_unit(self, stage: str, unit: str) -> None:
+        self._require_lock()
+        remove(self.unit_dir(stage, unit))
+
+    def clear_units(self, stage: str) -> None:
+        self._require_lock()
+        remove(self.work_dir(stage) / "units")
 
     def log(self, stage: str, name: str):
         """An append-only JSON-lines log among the stage's files (``storage.log.EventLog``)."""

@@ -107,6 +107,8 @@ def summarize(store, stages: tuple[str, ...]) -> dict:
         }
         if rec.error:
             out[name]["error"] = rec.error
+        if "units" in rec.details:  # the train stage's units: where each ran, how long
+            out[name]["units"] = rec.details["units"]
         for key, value in rec.metrics.items():
             metrics[f"{name}.{key}"] = value
     layout = store.layout()

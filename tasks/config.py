@@ -29,6 +29,7 @@ from pdeflow.tasks.config_io import (
     yaml_problem,
 )
 from pdeflow.tasks.config_reduce import ReduceConfig
+from pdeflow.tasks.config_train import TrainConfig
 from pdeflow.tasks.custom import SimulatorConfig
 from pdeflow.tasks.pdes import PDES
 from pdeflow.tasks.pdes.base import Grid
@@ -370,26 +371,6 @@ def _simulator(raw: Any) -> SimulatorConfig | None:
     if raw is None or isinstance(raw, SimulatorConfig):
         return raw
     return SimulatorConfig.model_validate(raw)
-
-
-class TrainConfig(_Frozen):
-    """Stage 2: train a neural operator to advance the state by one saved frame."""
-
-    surrogate: Literal["auto", "fno1d", "fno2d", "fno3d"] = Field(
-        "auto", description="Surrogate architecture; auto: the FNO of the data's dimension."
-    )
-    width: int = Field(32, ge=4, le=1024, description="Channels of the hidden layers.")
-    modes: int = Field(16, ge=1, le=4096, description="Fourier modes kept per spectral layer.")
-    n_layers: int = Field(4, ge=1, le=32, description="Number of Fourier layers.")
-    epochs: int = Field(20, ge=1, le=100_000, description="Training epochs.")
-    batch_size: int = Field(64, ge=1, le=65_536, description="One-step pairs per minibatch.")
-    lr: float = Field(3e-3, gt=0, le=1.0, description="Peak learning rate of AdamW.")
-    weight_decay: float = Field(1e-5, ge=0, le=1.0, description="AdamW weight decay.")
-    shuffle_chunks: int = Field(
-        8, ge=1, le=4096, description="Zarr chunks held in memory and shuffled together."
-    )
-    seed: int = Field(0, ge=0, description="Seed of initialisation and shuffling.")
-    device: Literal["cpu", "cuda"] = Field("cpu", description="Device used for training.")
 
 
 class QuantifyConfig(_Frozen):

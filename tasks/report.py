@@ -415,6 +415,42 @@ def publish_quantify(cfg: PipelineConfig, summary: dict) -> None:
     )
 
 
+def publish_train(cfg: PipelineConfig) -> None:
+    """The training units side by side (a table artifact): the ensemble's members or the
+    sweep's trials, with their settings, worker, device, time and validation nRMSE.
+
+    A failure is logged as a warning: the stage's results are complete and stored.
+    """
+    store = RunStore.named(cfg.store)
+    try:
+        rec = store.record("train")
+        units = (rec.details.get("units") if rec else None) or []
+        if len(units) < 2:
+            return
+        best = rec.details.get("best")
+        rows = [
+            {
+                "unit": u["unit"] + (" (best)" if u["unit"] == best else ""),
+                **{k: str(v) for k, v in u.get("overrides", {}).items()},
+                "seed": str(u["seed"]),
+                "worker": u.get("worker", "?"),
+                "device": u.get("device", "?"),
+                "seconds": _fmt(u["seconds"]),
+                "val nRMSE": _fmt(u.get("val_nrmse_one_step", float("nan"))),
+            }
+            for u in units
+        ]
+        kind = rec.details.get("kind", "units")
+        create_table_artifact(
+            rows,
+            key=artifact_key(cfg.store, "train-units"),
+            description=f"Training units ({kind}): one Dask task each"
+            + (f"; the stage's model is {best}" if best else ""),
+        )
+    except Exception as err:  # see the docstring
+        log_warning(f"train units of {store.path} not published: {err!r}")
+
+
 def publish_reduce(cfg: PipelineConfig) -> None:
     """The reduce methods side by side (a table artifact) and a markdown artifact with the
     same table and the error-against-rank plot, inline.

@@ -10,9 +10,13 @@ from prefect.cache_policies import NO_CACHE
 
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.orchestration import run_in_task
+from pdeflow.tasks.report import publish_train
 
 
 @task(name="train-surrogate", cache_policy=NO_CACHE, persist_result=False)
 def train_task(config: PipelineConfig, scheduler: str = "", overwrite: bool = False) -> dict:
-    """Train the surrogate in this process (on ``train.device``), resuming from a checkpoint."""
-    return run_in_task("train", config, scheduler, overwrite)
+    """Train the surrogate's units as Dask tasks on ``scheduler``'s workers (on
+    ``train.device``), each resuming from its own checkpoint."""
+    summary = run_in_task("train", config, scheduler, overwrite)
+    publish_train(config)
+    return summary

@@ -15,6 +15,7 @@ from pdeflow.tasks.rom import POD, ReducedOrderModel
 from pdeflow.tasks.rom.factory import make_rom
 from pdeflow.tasks.stages.integrity import MODEL
 from pdeflow.tasks.stages.rom_adapters import SavedCore, adapter_for
+from pdeflow.tasks.surrogates.ensemble import Ensemble
 from pdeflow.tasks.surrogates.factory import model_from_state
 from pdeflow.tasks.surrogates.fno import OneStepSurrogate
 
@@ -35,11 +36,18 @@ def _complete(store: RunStore, stage: str):
     return rec
 
 
-def load_surrogate(cfg: PipelineConfig, store: RunStore) -> OneStepSurrogate:
-    """The trained surrogate of a store, checked and loaded with ``weights_only=True``."""
+def load_surrogate(cfg: PipelineConfig, store: RunStore) -> OneStepSurrogate | Ensemble:
+    """The trained surrogate of a store, checked and loaded with ``weights_only=True``: the
+    stage model (a sweep's best trial, built with its settings), or every ensemble member."""
     rec = _complete(store, "train")
-    rel = next(r for r in rec.artifacts if r.endswith(MODEL))
-    return model_from_state(cfg, store.load_model(rel, rec.artifact_entries()[rel]))
+    entries = rec.artifact_entries()
+    overrides = rec.details.get("model_overrides", {})
+    built = cfg.model_copy(update={"train": cfg.train.model_copy(update=overrides)})
+    if rec.details.get("kind") == "ensemble":
+        files = [u["stage_file"] for u in rec.details["units"]]
+        return Ensemble([model_from_state(built, store.load_model(r, entries[r])) for r in files])
+    rel = next(r for r in rec.artifacts if r.endswith("/" + MODEL))
+    return model_from_state(built, store.load_model(rel, entries[rel]))
 
 
 class StoredROM:

@@ -22,6 +22,7 @@ from pdeflow.tasks.solve import initial_state, solve_parameters, space_shape
 from pdeflow.tasks.stages.base import Outcome, Stage, StageRun
 from pdeflow.tasks.stages.integrity import UPSTREAM, record_problems
 from pdeflow.tasks.stages.models import load_rom, load_surrogate
+from pdeflow.tasks.surrogates.ensemble import Ensemble
 from pdeflow.tasks.surrogates.training import rollout
 from pdeflow.tasks.uq import (
     RunningMoments,
@@ -78,14 +79,28 @@ class Predictors:
             u0: initial states (n, channel, *space); default: drawn as the generate stage
                 draws them (not possible for ``pde: custom``, whose simulator makes its own).
         """
+        return self.surrogate_spread(params, seeds, u0)[0]
+
+    @property
+    def is_ensemble(self) -> bool:
+        return isinstance(self.model, Ensemble)
+
+    def surrogate_spread(
+        self, params: np.ndarray, seeds: np.ndarray, u0: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``surrogate``'s rollouts and, for an ensemble, the members' standard deviation
+        (None for one model). An ensemble's rollout is the mean of its members'."""
         dtype = next(self.model.parameters()).dtype
         if u0 is None:
             u0 = initial_state(self.gen, params, seeds, torch.device("cpu"), dtype)
         else:
             u0 = torch.as_tensor(np.asarray(u0), dtype=dtype)
         p = torch.as_tensor(to_unit(self.gen, params), dtype=dtype)
-        traj = rollout(self.model, u0, p, self.gen.n_frames - 1, batch_size=self.batch)
-        return traj.numpy()
+        n = self.gen.n_frames - 1
+        if self.is_ensemble:
+            mean, std = self.model.rollout(u0, p, n, batch_size=self.batch)
+            return mean.numpy(), std.numpy()
+        return rollout(self.model, u0, p, n, batch_size=self.batch).numpy(), None
 
     def reduced(self, params: np.ndarray, seeds: np.ndarray, u0=None) -> np.ndarray:
         """ROM predictions, shaped like the surrogate's; a ROM that takes the initial state
@@ -173,12 +188,13 @@ def conformal(cfg: PipelineConfig, store: RunStore, pred: Predictors) -> Part:
     def residuals(split):
         idx = store.sample_indices(split)
         true = store.read_samples(idx).astype(np.float64)
-        return pred.surrogate(params[idx], seeds[idx], true[:, 0]).astype(np.float64), true
+        mean, std = pred.surrogate_spread(params[idx], seeds[idx], true[:, 0])
+        return mean.astype(np.float64), true, std
 
-    val_pred, val_true = residuals("val")
+    val_pred, val_true, _ = residuals("val")
     scale = np.abs(val_pred - val_true).mean(axis=0) + 1e-6 * np.abs(val_true).mean() + 1e-12
-    cal_pred, cal_true = residuals("calibration")
-    test_pred, test_true = residuals("test")
+    cal_pred, cal_true, cal_std = residuals("calibration")
+    test_pred, test_true, test_std = residuals("test")
     cp = SplitConformal(alpha=qc.alpha).fit(cal_pred, cal_true, scale=scale)
     pool_pred = np.concatenate([cal_pred, test_pred])
     pool_true = np.concatenate([cal_true, test_true])
@@ -202,7 +218,56 @@ def conformal(cfg: PipelineConfig, store: RunStore, pred: Predictors) -> Part:
         "conformal_scale": (("time", "channel", *SPACE_DIMS[: scale.ndim - 2]), scale),
         "conformal_resplit_coverage": (("resplit",), cover),
     }
-    return metrics, data, {}, {"conformal_quantile": float(cp.quantile_), "alpha": qc.alpha}
+    attrs = {"conformal_quantile": float(cp.quantile_), "alpha": qc.alpha}
+    if cal_std is not None:
+        ens_metrics, ens_attrs = ensemble_conformal(
+            qc, (cal_pred, cal_true, cal_std), (test_pred, test_true, test_std), scale
+        )
+        metrics.update(ens_metrics)
+        attrs.update(ens_attrs)
+    return metrics, data, {}, attrs
+
+
+# The ensemble-scaled band's floor, as a fraction of the validation residual scale: where the
+# members agree exactly (the input frame, a smooth region) a zero spread would give a zero
+# width and let one such point decide the whole field's score.
+ENSEMBLE_FLOOR = 0.1
+
+
+def ensemble_conformal(qc, cal, test, val_scale: np.ndarray) -> tuple[dict, dict]:
+    """Split-conformal bands scaled per sample by the ensemble's spread.
+
+    The score of sample i is ``max |true_i - mean_i| / s_i`` with ``s_i = std_i + f * scale``
+    (``f`` = ``ENSEMBLE_FLOOR``, ``scale`` the validation residual scale). ``s_i`` depends on
+    the sample's inputs only, never its truth, so the scores stay exchangeable and the
+    ``1 - alpha`` guarantee holds; dividing both fields by ``s_i`` turns it into the
+    fixed-scale band of ``SplitConformal``. The band is ``mean_i +- q s_i``: narrow where the
+    members agree.
+    """
+    floor = ENSEMBLE_FLOOR * np.broadcast_to(val_scale, cal[0].shape[1:])
+
+    def scaled(part):
+        pred, true, std = part
+        s = std + floor
+        return pred / s, true / s, s
+
+    cal_p, cal_t, _ = scaled(cal)
+    test_p, test_t, test_s = scaled(test)
+    cp = SplitConformal(alpha=qc.alpha).fit(cal_p, cal_t)
+    cover = resplit_coverage(
+        np.concatenate([cal_p, test_p]),
+        np.concatenate([cal_t, test_t]),
+        len(cal_p),
+        qc.n_resplits,
+        np.random.default_rng(qc.seed),
+        qc.alpha,
+    )
+    metrics = {
+        "conformal_ensemble_coverage_test": cp.coverage(test_p, test_t),
+        "conformal_ensemble_coverage_resplit_mean": float(cover.mean()),
+        "conformal_ensemble_band_halfwidth_mean": float(cp.quantile_ * test_s.mean()),
+    }
+    return metrics, {"conformal_ensemble_quantile": float(cp.quantile_)}
 
 
 def sobol(client, cfg: PipelineConfig, pred: Predictors) -> Part:
@@ -228,6 +293,13 @@ class Quantify(Stage):
 
     def check(self, cfg: PipelineConfig) -> None:
         cfg.check_stages(("quantify",))
+        if cfg.train.history > 1:
+            raise ValueError(
+                f"quantify: train.history = {cfg.train.history} needs the first "
+                f"{cfg.train.history} frames of every Monte Carlo sample, and only the solver "
+                "makes them; quantify propagates from the initial state alone, so it needs "
+                "train.history = 1 (train with history > 1 runs on its own: pdeflow run train)"
+            )
 
     def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
         return record_problems(run.store, self.name, record, deep)

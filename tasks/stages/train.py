@@ -1,43 +1,34 @@
-"""Stage 2: train the one-step neural operator from the run store, resumable per epoch.
+"""Stage 2: train neural surrogates from the run store, as units on the Dask workers.
 
 Data streams from the store a few chunks at a time (never the whole store), every chunk checked
 against its CRC32 as it is read; the normalisation statistics come from the training split
-alone. A checkpoint (model, optimiser, scheduler, epoch, the shuffling generator's state) is
-written after every epoch and a re-run resumes from the newest intact one. Training stops at
-the first non-finite loss, naming the epoch and batch, and keeps the last good checkpoint.
+alone. Each unit (one model, one config: the default model, an ensemble member, a sweep trial)
+is one Dask task that writes a checkpoint after every epoch and resumes from its newest intact
+one (``train_units``). Training stops at the first non-finite loss, naming the unit, epoch and
+batch, and keeps the last good checkpoint.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from functools import partial
+import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from pdeflow.storage import FileEntry, RunStore, StageRecord
+from pdeflow.storage import RunStore, StageRecord
 from pdeflow.tasks.config import PipelineConfig
-from pdeflow.tasks.metrics import nrmse as nrmse_nd
+from pdeflow.tasks.config_train import Unit, plan_units
 from pdeflow.tasks.stages.base import Outcome, Stage, StageRun
 from pdeflow.tasks.stages.integrity import UPSTREAM, record_problems
 from pdeflow.tasks.stages.models import MODEL, unit_parameters
-from pdeflow.tasks.surrogates.factory import build_model, check_trainable
-from pdeflow.tasks.surrogates.training import (
-    NonFiniteLoss,
-    evaluate,
-    make_optimizer,
-    make_scheduler,
-    restore_training_state,
-    rollout,
-    train_epoch,
-    training_state,
-)
+from pdeflow.tasks.stages.train_units import TrainingLog, unit_hash
+from pdeflow.tasks.surrogates.factory import check_trainable
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-TRAINING_LOG = "training-log.jsonl"
-# Seconds between two "batch" lines of the training log, after each epoch's first batch.
-LOG_INTERVAL_S = 10.0
+__all__ = ["Train", "TrainingLog", "iter_batches", "streaming_stats"]
+# Seconds between two looks at the units' checkpoints for the progress line.
+POLL_S = 2.0
 
 
 def streaming_stats(store: RunStore, indices: np.ndarray, p_unit: np.ndarray) -> dict:
@@ -113,82 +104,19 @@ def _emit(buffer, batch_size, generator, dtype) -> Iterator[Batch]:
         yield u[idx], p[idx], v[idx]
 
 
-def evaluate_test(model, store: RunStore, indices: np.ndarray, p_unit: np.ndarray) -> dict:
-    """PDEBench nRMSE (input frame excluded) of the model and of persistence, chunk by chunk."""
-    lookup = {int(i): k for k, i in enumerate(indices)}
-    sums = dict.fromkeys(("one_step", "rollout", "persist_one_step", "persist_rollout"), 0.0)
-    count = 0
-    dtype = next(model.parameters()).dtype
-    for rows, u in store.iter_chunks(indices):
-        true = torch.as_tensor(u, dtype=dtype)  # (n, T, C, *space)
-        p = torch.as_tensor(p_unit[[lookup[int(r)] for r in rows]], dtype=dtype)
-        with torch.no_grad():
-            n, t, state = true.shape[0], true.shape[1], true.shape[2:]
-            flat_p = p.repeat_interleave(t - 1, dim=0)
-            step = model(true[:, :-1].reshape(-1, *state), flat_p)
-        roll = rollout(model, true[:, 0], p, t - 1).numpy()
-        tn = true.numpy()
-        nrmse = partial(nrmse_nd, n_space_dims=len(state) - 1)
-        sums["one_step"] += nrmse(step.reshape(n, t - 1, *state).numpy(), tn[:, 1:]).sum()
-        sums["rollout"] += nrmse(roll[:, 1:], tn[:, 1:]).sum()
-        sums["persist_one_step"] += nrmse(tn[:, :-1], tn[:, 1:]).sum()
-        persist = np.broadcast_to(tn[:, :1], tn[:, 1:].shape)
-        sums["persist_rollout"] += nrmse(persist, tn[:, 1:]).sum()
-        count += n * (t - 1) * true.shape[2]  # nrmse is per sample, step and channel
-    return {f"nrmse_{k}": float(v / count) for k, v in sums.items()}
+class Train(Stage):
+    """Training units (``config_train.plan_units``) as Dask tasks on the cluster's workers.
 
-
-class TrainingLog:
-    """The training log of a store: every attempt's start, throttled batches and epochs.
-
-    Lines (``storage.log.EventLog``): ``start`` (``resumed_from_epoch``), ``batch`` (``epoch``
-    being trained, 1-based, ``batch`` done and its ``loss``; the first batch of every epoch,
-    then at most one per ``interval`` seconds) and ``epoch`` (after its checkpoint). The record's
-    history is rewritten by a resumed run; this log keeps every attempt, so it shows where a
-    killed run stopped and that no finished epoch ran twice.
+    The stage counts epochs over all units: unit ``i``'s epoch ``e`` is work unit
+    ``i * epochs + e``. Normalisation statistics come once from the training split, so every
+    unit (every ensemble member) works in the same units. Without a client (``run_stage``
+    called directly, as library code and tests do) the units run in this process, one after
+    the other; every flow passes its cluster.
     """
 
-    def __init__(self, store: RunStore, interval: float = LOG_INTERVAL_S, clock=time.monotonic):
-        if interval < 0:
-            raise ValueError(f"interval must be >= 0 seconds, got {interval}")
-        self.events, self.interval, self.clock = store.log("train", TRAINING_LOG), interval, clock
-
-    def write(self, event: str, **fields) -> None:
-        self.events.write(event, **fields)
-
-    def read(self) -> list[dict]:
-        return self.events.read()
-
-    def batches(self, epoch: int) -> Callable[[int, float], None]:
-        """An ``on_batch(batch, loss)`` callback for ``train_epoch`` of 1-based ``epoch``."""
-        last = -float("inf")
-
-        def on_batch(batch: int, loss: float) -> None:
-            nonlocal last
-            now = self.clock()
-            if batch == 1 or now - last >= self.interval:
-                self.write("batch", epoch=epoch, batch=batch, loss=loss)
-                last = now
-
-        return on_batch
-
-
-def _batches(run: StageRun, log: TrainingLog, epoch: int) -> Callable[[int, float], None]:
-    """``on_batch`` of 0-based ``epoch``: the training log, and the progress line's facts."""
-    to_log = log.batches(epoch + 1)
-
-    def on_batch(batch: int, loss: float) -> None:
-        to_log(batch, loss)
-        run.note(epoch=epoch + 1, batch=batch, batch_loss=loss)
-
-    return on_batch
-
-
-class Train(Stage):
     name = "train"
     upstream = UPSTREAM["train"]
     unit = "epochs"
-    uses_cluster = False
 
     def check(self, cfg: PipelineConfig) -> None:
         check_trainable(cfg)
@@ -196,83 +124,146 @@ class Train(Stage):
     def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
         return record_problems(run.store, self.name, record, deep)
 
+    def prepare(self, run: StageRun) -> None:
+        """Plan the units; forget a unit's checkpoints and result of another config."""
+        store, stage_hash = run.store, _hash(run)
+        units = planned_units(run.cfg, store)
+        run.state.update(units=units, stage_hash=stage_hash, done={}, start={})
+        for unit in units:
+            key = unit_hash(stage_hash, unit)
+            result = store.unit_result(self.name, unit.name, key)
+            if result is not None:
+                run.state["done"][unit.name] = result
+                continue
+            state, warnings = store.load_unit_checkpoint(self.name, unit.name)
+            for warning in warnings:
+                run.warn(f"train: {unit.name}: {warning}; resuming from an older one")
+            if state is not None and state.get("config_hash") == key:
+                run.state["start"][unit.name] = int(state["epoch"])
+            elif store.unit_dir(self.name, unit.name).exists():
+                store.remove_unit(self.name, unit.name)  # another config's, or damaged
+
     def total(self, run: StageRun) -> int:
-        return run.cfg.train.epochs
+        return len(run.state["units"]) * run.cfg.train.epochs
 
     def pending(self, run: StageRun) -> list[int]:
-        """Epochs after the newest intact checkpoint of this config (all of them without)."""
-        state, warnings = run.store.load_checkpoint(self.name)
-        for warning in warnings:
-            run.warn(f"train: {warning}; resuming from an older one")
-        if state is not None and state.get("config_hash") != _hash(run):
-            state = None  # the smaller run's, before an extension's warm start
-        run.state["checkpoint"] = state
-        start = 0 if state is None else int(state["epoch"])
-        return list(range(start, run.cfg.train.epochs))
+        epochs, st = run.cfg.train.epochs, run.state
+        out = []
+        for i, unit in enumerate(st["units"]):
+            if unit.name not in st["done"]:
+                out += [i * epochs + e for e in range(st["start"].get(unit.name, 0), epochs)]
+        return out
 
     def compute(self, run: StageRun, units: list[int]) -> None:
-        _setup(run)
         cfg, store, st = run.cfg, run.store, run.state
-        tc, dtype = cfg.train, getattr(torch, cfg.generate.dtype)
-        idx, p_all, history = st["idx"], st["p_all"], st["history"]
-        log = TrainingLog(store)
-        log.write("start", resumed_from_epoch=st["start"], epochs=tc.epochs)
-        for epoch in units:
-            batches = iter_batches(
-                store, idx["train"], p_all[idx["train"]], tc.batch_size, tc.shuffle_chunks,
-                st["shuffle"], dtype,
+        p_all = unit_parameters(store, cfg)
+        idx = {s: store.sample_indices(s) for s in ("train", "val", "test")}
+        stats = streaming_stats(store, idx["train"], p_all[idx["train"]])
+        epochs = cfg.train.epochs
+        # Every unfinished unit, also one killed after its last checkpoint but before its
+        # result: it has no epoch left, and its task only writes the result.
+        todo = [u for u in st["units"] if u.name not in st["done"]]
+        warm = _warm_models(run)
+        args = (str(store.path), store.name, cfg)
+        common = (stats, p_all, idx, st["stage_hash"])
+
+        def report() -> None:
+            done, facts = 0, {}
+            for u in st["units"]:
+                if u.name in st["done"]:
+                    done += epochs
+                    continue
+                progress = TrainingLog(store, u.name).progress()
+                done += progress.pop("epochs_done", 0)
+                facts = facts or progress  # the first running unit's epoch and loss
+            if not facts and st["done"]:  # all finished: the last one's final loss
+                facts = {"loss": list(st["done"].values())[-1]["final_train_loss"]}
+            if len(st["units"]) > 1:
+                facts["units"] = f"{len(st['done'])}/{len(st['units'])}"
+            run.report(min(done, self.total(run)), self.total(run), **facts)
+
+        def train_round(todo: list[Unit]) -> dict:
+            return run_units(
+                run.client, cfg, todo,
+                lambda u: (*args, u, *common, warm.get(u.name)),
+                report,
             )  # fmt: skip
-            try:
-                loss = train_epoch(st["model"], st["optimizer"], batches, _batches(run, log, epoch))
-            except NonFiniteLoss as err:
-                raise _stopped(epoch + 1, err.batch, err.loss, epoch) from None
-            st["scheduler"].step()
-            val = _validate(st, store, idx, p_all, tc, dtype)
-            if len(idx["val"]) and not np.isfinite(val):
-                raise _stopped(epoch + 1, None, val, epoch)
-            history.append({"epoch": epoch + 1, "train_loss": loss, "val_loss": val})
-            state = training_state(
-                st["model"], st["optimizer"], st["scheduler"], epoch + 1, st["shuffle"], history
-            )
-            store.save_checkpoint(self.name, epoch + 1, {**state, "config_hash": _hash(run)})
-            log.write("epoch", epoch=epoch + 1, train_loss=loss, val_loss=val)
-            run.report(epoch + 1, tc.epochs, loss=loss, val_loss=val)
+
+        sweep = cfg.train.sweep
+        if sweep is not None and sweep.method == "optuna":
+            from pdeflow.tasks.stages.train_sweep import run_study
+
+            workers = len(run.client.scheduler_info()["workers"]) if run.client else 1
+            run_study(run, train_round, max(2, workers))
+        else:
+            st["done"].update(train_round(todo))
         st["trained"] = len(units)
 
     def finish(self, run: StageRun) -> Outcome:
-        st, store = run.state, run.store
-        test = st["idx"]["test"]
-        metrics = evaluate_test(st["model"], store, test, st["p_all"][test])
-        history = st["history"]
-        metrics["epochs"] = run.cfg.train.epochs
-        metrics["final_train_loss"] = history[-1]["train_loss"] if history else float("nan")
-        rel, entry = store.save_model(self.name, MODEL, st["model"].state_dict())
-        details = {
-            "history": history,
-            "resumed_from_epoch": st["start"],
-            "warm_started": run.extended,
-            "epochs_trained_last_run": st.get("trained", 0),
-        }
-        return Outcome(metrics, artifacts={rel: entry}, details=details)
+        from pdeflow.tasks.stages.train_finish import finish_training
+
+        return finish_training(run)
 
 
-def _setup(run: StageRun) -> None:
-    """Model, optimiser, schedule and shuffling state: fresh, warm-started or restored."""
-    cfg, store, st = run.cfg, run.store, run.state
-    p_all = unit_parameters(store, cfg)
-    idx = {s: store.sample_indices(s) for s in ("train", "val", "test")}
-    model = build_model(cfg, streaming_stats(store, idx["train"], p_all[idx["train"]]))
-    optimizer = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
-    scheduler = make_scheduler(optimizer, cfg.train.epochs)
-    shuffle = torch.Generator().manual_seed(cfg.train.seed + 1)
-    st.update(p_all=p_all, idx=idx, model=model, optimizer=optimizer, scheduler=scheduler)
-    st.update(shuffle=shuffle, start=0, history=[])
-    state = st.get("checkpoint")
-    if state is None and run.extended:
-        _warm_start(run)
-    elif state is not None:
-        start, history = restore_training_state(state, model, optimizer, scheduler, shuffle)
-        st.update(start=start, history=history)
+def planned_units(cfg: PipelineConfig, store: RunStore) -> list[Unit]:
+    """The stage's units; an Optuna sweep's are asked of its study (see ``train_sweep``)."""
+    if cfg.train.sweep is not None and cfg.train.sweep.method == "optuna":
+        from pdeflow.tasks.stages.train_sweep import optuna_units
+
+        return optuna_units(cfg, store)
+    return plan_units(cfg.train)
+
+
+def run_units(client, cfg: PipelineConfig, units: list[Unit], args_of, report) -> dict:
+    """Train ``units``: one Dask task each on ``client`` (in this process without one).
+
+    Every unit runs to its end even when another fails, so that finished units stay finished;
+    then the first failure is raised, naming its unit. ``report()`` is called every few
+    seconds while the units run.
+
+    Returns:
+        unit name -> the unit's result.
+    """
+    from pdeflow.tasks.stages.train_units import train_unit
+
+    if client is None:
+        out = {}
+        for unit in units:
+            out[unit.name] = train_unit(*args_of(unit))
+            report()
+        return out
+    from distributed import wait
+
+    from pdeflow.tasks.clusters import task_resources
+
+    resources = task_resources(cfg.cluster, cfg.train.device)
+    futures = {
+        client.submit(
+            train_unit, *args_of(unit), key=f"train-unit-{unit.name}-{uuid.uuid4().hex[:8]}",
+            resources=resources, pure=False,
+        ): unit
+        for unit in units
+    }  # fmt: skip
+    pending = list(futures)
+    while pending:
+        try:
+            wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # nothing finished yet: report the epochs done so far
+            pass
+        pending = [f for f in pending if not f.done()]
+        report()
+    out, failures = {}, []
+    for future, unit in futures.items():
+        if future.status == "finished":
+            out[unit.name] = future.result()
+        else:
+            failures.append((unit, future.exception()))
+    if failures:
+        unit, err = failures[0]
+        if isinstance(err, FloatingPointError):
+            raise err
+        raise RuntimeError(f"train: unit {unit.name} failed: {type(err).__name__}: {err}") from err
+    return out
 
 
 def _hash(run: StageRun) -> str:
@@ -281,38 +272,21 @@ def _hash(run: StageRun) -> str:
     return hash_of(run.cfg, "train")
 
 
-def _validate(st, store, idx, p_all, tc, dtype) -> float:
-    """Mean validation loss; NaN without a validation split (nothing was measured)."""
-    if not len(idx["val"]):
-        return float("nan")
-    batches = iter_batches(
-        store, idx["val"], p_all[idx["val"]], tc.batch_size, tc.shuffle_chunks, None, dtype
-    )
-    return evaluate(st["model"], batches)
+def _warm_models(run: StageRun) -> dict[str, tuple[str, list[int]]]:
+    """For a grown store: each unit starts from the model the smaller run finished with.
 
-
-def _stopped(epoch: int, batch: int | None, value: float, done: int):
-    where = f"epoch {epoch}, batch {batch}" if batch else f"the validation of epoch {epoch}"
-    kept = f"epoch {done}" if done else "none yet"
-    return FloatingPointError(
-        f"train: non-finite loss ({value}) at {where}; training stopped and the last good "
-        f"checkpoint ({kept}) is kept. Lower train.lr, or check the data (pdeflow verify)"
-    )
-
-
-def _warm_start(run: StageRun) -> None:
-    """Continue from the model trained on fewer samples: its weights become epoch 0.
-
-    Written as the epoch-0 checkpoint, so a run killed before its first epoch resumes from the
-    same warm weights. The normalisation buffers come with the weights: the network was trained
-    in those units.
+    A unit of the same name that the previous record kept (an ensemble member) starts from its
+    own model; any other from the previous stage model. Nothing when the smaller run never
+    finished training. Returns unit name -> (model file, its entry).
     """
-    store, st, prev = run.store, run.state, run.previous
-    store.clear_checkpoints("train")
-    model_rel = [rel for rel in prev.artifacts if rel.endswith(MODEL)] if prev else []
-    if not model_rel or prev.status != "complete":  # the smaller run never finished training
-        return
-    rel = model_rel[0]
-    st["model"].load_state_dict(store.load_model(rel, FileEntry(*prev.artifacts[rel])))
-    state = training_state(st["model"], st["optimizer"], st["scheduler"], 0, st["shuffle"], [])
-    store.save_checkpoint("train", 0, {**state, "config_hash": _hash(run)})
+    prev = run.previous
+    if not run.extended or prev is None or prev.status != "complete":
+        return {}
+    models = [rel for rel in prev.artifacts if rel.endswith("/" + MODEL)]
+    if not models:
+        return {}
+    # Ensemble members were saved as stage files of their own (train_finish).
+    own = {u["unit"]: u["stage_file"] for u in prev.details.get("units", []) if "stage_file" in u}
+    entries = prev.artifact_entries()
+    pick = {u.name: own.get(u.name, models[0]) for u in run.state["units"]}
+    return {name: (rel, list(entries[rel])) for name, rel in pick.items() if rel in entries}

@@ -1,6 +1,13 @@
-"""Neural surrogates: one explicit registry from name to model class."""
+"""Neural surrogates: one explicit registry from name to model class.
 
+``SURROGATES`` keeps the legacy FNO names (``fno1d``, ``fno2d``, ``fno3d``); the model zoo
+(``zoo.MODELS``: ``fno``, ``unet``, ``transformer``, ``deeponet``) builds any of its networks for
+any spatial rank through ``build_net``.
+"""
+
+from pdeflow.tasks.surrogates.deeponet import DeepONet
 from pdeflow.tasks.surrogates.fno import (
+    FNO,
     FNO1d,
     FNO2d,
     FNO3d,
@@ -10,6 +17,9 @@ from pdeflow.tasks.surrogates.fno import (
     SpectralConv3d,
     normalization_stats,
 )
+from pdeflow.tasks.surrogates.transformer import GalerkinTransformer
+from pdeflow.tasks.surrogates.unet import UNet
+from pdeflow.tasks.surrogates.zoo import MODELS, ModelInfo, build_net, get_model
 
 SURROGATES: dict[str, type] = {"fno1d": FNO1d, "fno2d": FNO2d, "fno3d": FNO3d}
 
@@ -34,14 +44,22 @@ def get_surrogate(name: str) -> type:
 
 
 __all__ = [
+    "DeepONet",
+    "FNO",
     "FNO1d",
     "FNO2d",
     "FNO3d",
+    "GalerkinTransformer",
+    "MODELS",
+    "ModelInfo",
     "OneStepSurrogate",
     "SURROGATES",
     "SpectralConv1d",
     "SpectralConv2d",
     "SpectralConv3d",
+    "UNet",
+    "build_net",
+    "get_model",
     "get_surrogate",
     "normalization_stats",
 ]

@@ -4,6 +4,8 @@ Implements the architecture of Li et al. 2021, "Fourier Neural Operator for Para
 Differential Equations" (ICLR 2021), for a state ``u`` of shape ``(batch, n_fields, *space)`` on a
 uniform grid with one (``FNO1d``), two (``FNO2d``) or three (``FNO3d``) spatial axes, conditioned
 on PDE parameters ``p`` of shape ``(batch, n_params)``. The grid is periodic unless ``padding`` > 0.
+``FNO`` is the same network for any of these ranks, with a multi-frame input and, as an option,
+Tucker or CP factorised spectral weights (the TFNO of Kossaifi et al. 2023).
 
 The network works in normalised units and predicts a normalised increment; ``OneStepSurrogate``
 carries the normalisation statistics as buffers and maps physical ``u(t)`` to physical
@@ -14,14 +16,15 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-ArrayLike = np.ndarray | Tensor | Sequence[float]
+from pdeflow.tasks.surrogates.onestep import OneStepSurrogate, normalization_stats, per_channel  # noqa: F401
+from pdeflow.tasks.surrogates.tensorized import FactorizedWeight, cp_rank, tucker_ranks  # noqa: F401
 
 
 def _uniform_(tensor: Tensor, bound: float, generator: torch.Generator | None) -> None:
@@ -59,7 +62,13 @@ class Pointwise(nn.Module):
 
 
 class _SpectralConv(nn.Module, ABC):
-    """Weights shared by the spectral convolutions: one complex matrix per mode."""
+    """Weights shared by the spectral convolutions: one complex matrix per mode.
+
+    The weight is dense (``weight``, shape ``(in, out, *mode_shape, 2)``) unless
+    ``factorization`` names a low-rank format, when ``factorized`` (a ``FactorizedWeight``)
+    holds it; ``complex_weight()`` returns the complex ``(in, out, *mode_shape)`` tensor either
+    way.
+    """
 
     @classmethod
     @abstractmethod
@@ -72,6 +81,8 @@ class _SpectralConv(nn.Module, ABC):
         out_channels: int,
         modes: int,
         *,
+        factorization: str | None = None,
+        rank: float = 0.25,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
@@ -79,14 +90,27 @@ class _SpectralConv(nn.Module, ABC):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.modes = modes
-        # Stored as (real, imag) pairs rather than a complex dtype: Module.to(torch.float64)
-        # would otherwise cast a complex parameter to real and silently drop the imaginary part.
-        shape = (in_channels, out_channels, *self.mode_shape(modes), 2)
-        self.weight = nn.Parameter(torch.empty(shape))
         # Smaller than the pointwise branch's 1/sqrt(in) so each Fourier layer starts close to its
         # 1x1 path; between Li et al.'s 1/(in*out) and 1/sqrt(in), which trained equally well on
         # the 1D advection test (one-step nRMSE 0.0085-0.0117 over three seeds for all three).
-        _uniform_(self.weight, 1.0 / math.sqrt(in_channels * out_channels), generator)
+        bound = 1.0 / math.sqrt(in_channels * out_channels)
+        shape = (in_channels, out_channels, *self.mode_shape(modes))
+        self.factorized: FactorizedWeight | None = None
+        if factorization is None:
+            # Stored as (real, imag) pairs rather than a complex dtype: Module.to(torch.float64)
+            # would otherwise cast a complex parameter to real and drop the imaginary part.
+            self.weight = nn.Parameter(torch.empty((*shape, 2)))
+            _uniform_(self.weight, bound, generator)
+        else:
+            # U(-b, b) real and imaginary parts have complex variance 2 b^2 / 3.
+            std = bound * math.sqrt(2 / 3)
+            self.factorized = FactorizedWeight(shape, factorization, rank, std, generator)
+
+    def complex_weight(self) -> Tensor:
+        """The complex weight ``(in_channels, out_channels, *mode_shape)``."""
+        if self.factorized is None:
+            return torch.view_as_complex(self.weight)
+        return self.factorized()
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, modes={self.modes}"
@@ -123,7 +147,7 @@ class SpectralConv1d(_SpectralConv):
         n_x = x.shape[-1]
         check_modes(self.modes, n_x)
         x_hat = torch.fft.rfft(x, dim=-1)[..., : self.modes]
-        y_hat = torch.einsum("bik,iok->bok", x_hat, torch.view_as_complex(self.weight))
+        y_hat = torch.einsum("bik,iok->bok", x_hat, self.complex_weight())
         # irfft zero-pads the missing high modes, which is exactly the truncation.
         return torch.fft.irfft(y_hat, n=n_x, dim=-1)
 
@@ -173,7 +197,7 @@ class SpectralConvNd(_SpectralConv):
             x_hat = torch.fft.fft(x_hat, dim=axis)
             n = x_hat.shape[axis]
             x_hat = torch.cat([x_hat.narrow(axis, 0, m), x_hat.narrow(axis, n - m, m)], dim=axis)
-        y_hat = torch.einsum("bi...,io...->bo...", x_hat, torch.view_as_complex(self.weight))
+        y_hat = torch.einsum("bi...,io...->bo...", x_hat, self.complex_weight())
         for axis in range(-len(space), -1):
             gap = list(y_hat.shape)
             gap[axis] = space[axis] - 2 * m
@@ -225,33 +249,111 @@ def _check_at_least(low: int, **sizes: int) -> None:
             raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
-class _FNO(nn.Module):
-    """Shared body of the FNOs; subclasses set ``n_dims`` and ``spectral_layer``."""
+def check_net_args(n_dims: int, n_params: int, **positive: int) -> None:
+    """Raise ``ValueError`` unless the sizes a zoo network is built with are valid.
 
-    n_dims: int
-    spectral_layer: type[_SpectralConv]
+    ``n_dims`` must be 1, 2 or 3, ``n_params >= 0``, and every size in ``positive``
+    (``n_fields``, ``history``, ``width``, ...) ``>= 1``; the message names the first that is not.
+    """
+    if n_dims not in (1, 2, 3):
+        raise ValueError(f"n_dims must be 1, 2 or 3, got {n_dims!r}")
+    _check_at_least(0, n_params=n_params)
+    _check_at_least(1, **positive)
+
+
+@contextmanager
+def seeded_init(generator: torch.Generator | None) -> Iterator[None]:
+    """Run the block with the CPU RNG seeded from ``generator``; restore the global RNG after.
+
+    For modules initialised by PyTorch's defaults (which draw from the global RNG): the seed is
+    one draw ``randint(2^62)`` from ``generator`` (the global RNG when ``None``), so the same
+    generator seed gives the same weights in any process. Only the CPU generator is forked and
+    reseeded (``torch.manual_seed`` would also reseed every CUDA device); build on CPU.
+    """
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        yield
+
+
+SPECTRAL_LAYERS: dict[int, type[_SpectralConv]] = {
+    1: SpectralConv1d,
+    2: SpectralConv2d,
+    3: SpectralConv3d,
+}
+
+
+class FNO(nn.Module):
+    """Fourier neural operator (Li et al. 2021) on 1D, 2D or 3D fields, optionally tensorised.
+
+    ``history`` frames of ``n_fields`` fields, stacked on the channel axis oldest first, and the
+    parameters broadcast over the grid as channels are lifted by a 1x1 convolution to ``width``
+    channels, passed through ``n_layers`` Fourier layers ``v <- GELU(K v + W v)`` (``K`` a
+    spectral convolution keeping ``modes`` modes per axis, ``W`` a 1x1 convolution; as in the
+    paper the last layer has no activation) and projected by two 1x1 convolutions to
+    ``n_fields`` channels. With ``factorization`` set, every ``K`` stores its weight as Tucker
+    or CP factors (the TFNO of Kossaifi et al. 2023; see ``FactorizedWeight``).
+
+    There is no grid coordinate channel and the spectral weights act on wavenumbers, so with
+    ``padding=0`` the operator is equivariant to periodic shifts and the same weights apply on
+    any grid whose FFT holds ``modes`` modes (``resolution_invariant``); ``padding`` counts grid
+    points, so a padded model sees a different extension at another resolution.
+
+    With ``history=1`` and ``factorization=None`` the weights drawn from ``generator`` and the
+    outputs equal those of ``FNO1d``, ``FNO2d`` and ``FNO3d`` with the same arguments.
+
+    Args:
+        n_fields: Number of fields C predicted.
+        n_params: Number of scalar parameters P (may be 0).
+        n_dims: Number of spatial axes, 1, 2 or 3.
+        history: Number of input frames h; the input has ``h * C`` channels.
+        width: Hidden channel count.
+        modes: Retained Fourier modes per axis, at most ``(n + padding) // 2`` on every axis but
+            the last and ``(n_last + padding) // 2 + 1`` on the last.
+        n_layers: Number of Fourier layers.
+        padding: Zeros appended to the end of every axis after the lift and cropped before the
+            projection, so that the FFTs do not wrap a non-periodic field around (Li et al. pad
+            their non-periodic problems); 0 for periodic fields.
+        factorization: ``None`` for dense spectral weights, ``"tucker"`` or ``"cp"`` for
+            low-rank ones.
+        rank: Fraction of the dense spectral weight's entries kept by the factors (ignored by
+            dense weights), ``0 < rank <= 1``.
+        generator: CPU generator that every initial weight is drawn from; ``None`` uses the
+            global RNG. Build on CPU and move with ``.to(device, dtype)``.
+    """
+
+    resolution_invariant = True
 
     def __init__(
         self,
         n_fields: int,
         n_params: int,
+        n_dims: int,
+        *,
+        history: int = 1,
         width: int = 32,
         modes: int = 16,
         n_layers: int = 4,
-        *,
         padding: int = 0,
+        factorization: str | None = None,
+        rank: float = 0.25,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        _check_at_least(1, n_fields=n_fields, width=width, modes=modes, n_layers=n_layers)
-        _check_at_least(0, n_params=n_params, padding=padding)
+        check_net_args(
+            n_dims, n_params, n_fields=n_fields, history=history, width=width, n_layers=n_layers
+        )
+        _check_at_least(1, modes=modes)
+        _check_at_least(0, padding=padding)
         self.n_fields, self.n_params = n_fields, n_params
+        self.n_dims, self.history = n_dims, history
         self.width, self.modes, self.n_layers, self.padding = width, modes, n_layers, padding
-        g = generator
+        g, layer = generator, SPECTRAL_LAYERS[n_dims]
         # The construction order fixes which generator draws go to which weights; keep it.
-        self.lift = Pointwise(n_fields + n_params, width, g)
+        self.lift = Pointwise(history * n_fields + n_params, width, g)
         self.spectral = nn.ModuleList(
-            self.spectral_layer(width, width, modes, generator=g) for _ in range(n_layers)
+            layer(width, width, modes, factorization=factorization, rank=rank, generator=g)
+            for _ in range(n_layers)
         )
         self.pointwise = nn.ModuleList(Pointwise(width, width, g) for _ in range(n_layers))
         self.project_hidden = Pointwise(width, 2 * width, g)
@@ -261,13 +363,14 @@ class _FNO(nn.Module):
         """Predict the normalised increment.
 
         Args:
-            u: Normalised state ``(batch, n_fields, *space)`` with ``n_dims`` spatial axes.
+            u: Normalised frames ``(batch, history * n_fields, *space)``, ``n_dims`` spatial
+                axes, oldest frame first.
             p: Normalised parameters ``(batch, n_params)``.
 
         Returns:
             Normalised increment ``(batch, n_fields, *space)``.
         """
-        check_inputs(u, p, self.n_fields, self.n_params, self.n_dims)
+        check_inputs(u, p, self.history * self.n_fields, self.n_params, self.n_dims)
         space = u.shape[2:]
         check_modes(self.modes, *(n + self.padding for n in space))
         x = torch.cat([u, p.view(*p.shape, *(1,) * self.n_dims).expand(-1, -1, *space)], dim=1)
@@ -283,7 +386,36 @@ class _FNO(nn.Module):
         return self.project_out(F.gelu(self.project_hidden(v)))
 
 
-class FNO1d(_FNO):
+class _FixedDimFNO(FNO):
+    """An ``FNO`` of one frame, dense weights and the class's ``n_dims``, built positionally."""
+
+    n_dims: int
+    spectral_layer: type[_SpectralConv]
+
+    def __init__(
+        self,
+        n_fields: int,
+        n_params: int,
+        width: int = 32,
+        modes: int = 16,
+        n_layers: int = 4,
+        *,
+        padding: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__(
+            n_fields,
+            n_params,
+            type(self).n_dims,
+            width=width,
+            modes=modes,
+            n_layers=n_layers,
+            padding=padding,
+            generator=generator,
+        )
+
+
+class FNO1d(_FixedDimFNO):
     """Fourier neural operator (Li et al. 2021) for 1D fields with parameters.
 
     The parameters are broadcast over x as extra input channels, lifted with a 1x1 convolution to
@@ -291,6 +423,8 @@ class FNO1d(_FNO):
     (``K`` a ``SpectralConv1d``, ``W`` a 1x1 convolution; as in the paper the last layer has no
     activation) and projected by two 1x1 convolutions to ``n_fields`` channels. There is no grid
     coordinate channel, so with ``padding=0`` the operator is equivariant to periodic shifts.
+    ``FNO(n_fields, n_params, 1, ...)`` is the same network, with multi-frame input and
+    factorised weights as options.
 
     Inputs and output are in normalised units; see ``OneStepSurrogate`` for physical units.
 
@@ -311,13 +445,13 @@ class FNO1d(_FNO):
     spectral_layer = SpectralConv1d
 
 
-class FNO2d(_FNO):
+class FNO2d(_FixedDimFNO):
     """Fourier neural operator (Li et al. 2021) for 2D fields ``(batch, C, n_x, n_y)``.
 
     The same network as ``FNO1d`` with ``SpectralConv2d`` Fourier layers: parameters broadcast
     over the grid as channels, 1x1 lift, ``n_layers`` layers ``v <- GELU(K v + W v)`` (no
     activation after the last), two 1x1 projections. With ``padding=0`` it is equivariant to
-    periodic shifts in x and y.
+    periodic shifts in x and y. ``FNO(n_fields, n_params, 2, ...)`` is the same network.
 
     Args:
         n_fields: Number of state channels C.
@@ -335,13 +469,14 @@ class FNO2d(_FNO):
     spectral_layer = SpectralConv2d
 
 
-class FNO3d(_FNO):
+class FNO3d(_FixedDimFNO):
     """Fourier neural operator (Li et al. 2021) for 3D fields ``(batch, C, n_x, n_y, n_z)``.
 
     The same network as ``FNO1d`` and ``FNO2d`` with ``SpectralConv3d`` Fourier layers:
     parameters broadcast over the grid as channels, 1x1 lift, ``n_layers`` layers
     ``v <- GELU(K v + W v)`` (no activation after the last), two 1x1 projections. With
     ``padding=0`` it is equivariant to periodic shifts along each axis.
+    ``FNO(n_fields, n_params, 3, ...)`` is the same network.
 
     Args:
         n_fields: Number of state channels C.
@@ -349,7 +484,8 @@ class FNO3d(_FNO):
         width: Hidden channel count.
         modes: Retained modes per axis, at most ``(n + padding) // 2`` on x and y and
             ``(n_z + padding) // 2 + 1`` on z; the weights hold ``4 modes^3`` complex matrices
-            per layer, so 3D models use fewer modes than 2D ones.
+            per layer, so 3D models use fewer modes than 2D ones (or ``FNO`` with
+            ``factorization``).
         n_layers: Number of Fourier layers.
         padding: Zeros appended to the end of every axis after the lift and cropped before the
             projection, for non-periodic fields; 0 for periodic fields.
@@ -373,167 +509,3 @@ def check_inputs(
         raise ValueError(f"u must be (batch, {n_fields}, {space}), got {tuple(u.shape)}")
     if p.ndim != 2 or p.shape != (u.shape[0], n_params):
         raise ValueError(f"p must be ({u.shape[0]}, {n_params}), got {tuple(p.shape)}")
-
-
-def _as_vector(name: str, value: ArrayLike, size: int | None) -> Tensor:
-    t = torch.from_numpy(_as_array(value).reshape(-1))
-    if size is not None and t.numel() != size:
-        raise ValueError(f"{name} must have {size} entries, got {t.numel()}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} must be finite")
-    return t
-
-
-def _safe_std(t: Tensor) -> Tensor:
-    # A constant training field or parameter has std 0; dividing by 1 instead leaves it centred
-    # and bounded rather than infinite.
-    return torch.where(t > 0, t, torch.ones_like(t))
-
-
-class OneStepSurrogate(nn.Module):
-    """Physical-units one-step map ``u(t) -> u(t + dt)`` around a normalised network.
-
-    ``forward(u, p) = u + delta_std * net((u - field_mean) / field_std,
-    (p - param_mean) / param_std)``, with per-field statistics broadcast over every spatial axis
-    of ``u`` ``(batch, C, *space)``. Predicting the
-    increment scaled by its own standard deviation keeps the network's target O(1) even when
-    ``dt`` is small, and the identity skip makes persistence the trivial starting point.
-
-    The statistics are registered buffers: they live in ``state_dict``, move with ``.to()``, and
-    come back from ``torch.load(..., weights_only=True)``. Non-positive standard deviations (a
-    constant field or parameter) are replaced by 1.
-
-    Args:
-        net: Module mapping normalised ``(u, p)`` to a normalised increment, e.g. ``FNO1d`` or
-            ``FNO2d``. Its ``n_dims`` attribute, if present, fixes the spatial rank of ``u``.
-        field_mean: ``(n_fields,)`` mean of u over samples and space, physical units.
-        field_std: ``(n_fields,)`` standard deviation of u, physical units.
-        param_mean: ``(n_params,)`` mean of p, physical units.
-        param_std: ``(n_params,)`` standard deviation of p, physical units.
-        delta_std: ``(n_fields,)`` standard deviation of ``u(t+dt) - u(t)`` over the training
-            split, physical units.
-    """
-
-    def __init__(
-        self,
-        net: nn.Module,
-        field_mean: ArrayLike,
-        field_std: ArrayLike,
-        param_mean: ArrayLike,
-        param_std: ArrayLike,
-        delta_std: ArrayLike,
-    ) -> None:
-        super().__init__()
-        self.net = net
-        n_fields = _as_vector("field_mean", field_mean, None).numel()
-        n_params = _as_vector("param_mean", param_mean, None).numel()
-        ref = next(net.parameters(), None)
-        dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-        device = ref.device if ref is not None else None
-        stats = {
-            "field_mean": (field_mean, n_fields, False),
-            "field_std": (field_std, n_fields, True),
-            "param_mean": (param_mean, n_params, False),
-            "param_std": (param_std, n_params, True),
-            "delta_std": (delta_std, n_fields, True),
-        }
-        for name, (value, size, is_std) in stats.items():
-            t = _as_vector(name, value, size)
-            t = _safe_std(t) if is_std else t
-            self.register_buffer(name, t.to(device=device, dtype=dtype))
-
-    @classmethod
-    def from_data(
-        cls, net: nn.Module, u: ArrayLike, p: ArrayLike, u_next: ArrayLike
-    ) -> OneStepSurrogate:
-        """Build the surrogate with statistics of a training split.
-
-        Args:
-            net: Normalised network, as in the constructor.
-            u: ``(n_samples, n_fields, *space)`` states at t, physical units.
-            p: ``(n_samples, n_params)`` parameters.
-            u_next: ``(n_samples, n_fields, *space)`` states at t + dt.
-
-        Returns:
-            OneStepSurrogate: with all five statistics computed in float64.
-        """
-        return cls(net, **normalization_stats(u, p, u_next))
-
-    @property
-    def n_fields(self) -> int:
-        return self.field_mean.numel()
-
-    @property
-    def n_params(self) -> int:
-        return self.param_mean.numel()
-
-    @property
-    def n_dims(self) -> int | None:
-        """Spatial rank the network expects, or ``None`` if it does not say."""
-        return getattr(self.net, "n_dims", None)
-
-    def normalised_increment(self, u: Tensor, p: Tensor) -> Tensor:
-        """Normalised increment ``(B, C, *space)`` from physical ``u`` ``(B, C, *space)``.
-
-        This is the raw network output; ``forward`` scales it by ``delta_std`` and adds ``u``.
-        ``p`` is ``(B, P)`` in physical units.
-        """
-        check_inputs(u, p, self.n_fields, self.n_params, self.n_dims)
-        n_space = u.ndim - 2
-        u_n = (u - per_channel(self.field_mean, n_space)) / per_channel(self.field_std, n_space)
-        p_n = (p - self.param_mean) / self.param_std
-        return self.net(u_n, p_n)
-
-    def forward(self, u: Tensor, p: Tensor) -> Tensor:
-        """Advance one step.
-
-        Args:
-            u: ``(batch, n_fields, *space)`` state at t, physical units.
-            p: ``(batch, n_params)`` parameters, physical units.
-
-        Returns:
-            ``(batch, n_fields, *space)`` predicted state at t + dt, physical units.
-        """
-        return u + per_channel(self.delta_std, u.ndim - 2) * self.normalised_increment(u, p)
-
-
-def per_channel(stat: Tensor, n_space: int) -> Tensor:
-    """View a ``(C,)`` statistic as ``(C, 1, ..., 1)`` to broadcast over ``n_space`` axes."""
-    return stat.view(-1, *(1,) * n_space)
-
-
-def normalization_stats(u: ArrayLike, p: ArrayLike, u_next: ArrayLike) -> dict[str, np.ndarray]:
-    """Per-channel means and standard deviations for ``OneStepSurrogate``, in float64.
-
-    Args:
-        u: ``(n_samples, n_fields, *space)`` states at t, physical units, any number >= 1 of
-            spatial axes.
-        p: ``(n_samples, n_params)`` parameters.
-        u_next: ``(n_samples, n_fields, *space)`` states at t + dt.
-
-    Returns:
-        dict with ``field_mean``, ``field_std``, ``delta_std`` of shape ``(n_fields,)`` and
-        ``param_mean``, ``param_std`` of shape ``(n_params,)``; standard deviations are
-        population (ddof=0) values over samples and all spatial axes.
-    """
-    u, p, u_next = (_as_array(a) for a in (u, p, u_next))
-    if u.ndim < 3 or u_next.shape != u.shape or p.ndim != 2 or p.shape[0] != u.shape[0]:
-        raise ValueError(
-            f"expected u, u_next (S, C, *space) and p (S, P); got {u.shape}, {u_next.shape}, "
-            f"{p.shape}"
-        )
-    axes = (0, *range(2, u.ndim))
-    delta = u_next - u
-    return {
-        "field_mean": u.mean(axis=axes),
-        "field_std": u.std(axis=axes),
-        "param_mean": p.mean(axis=0),
-        "param_std": p.std(axis=0),
-        "delta_std": delta.std(axis=axes),
-    }
-
-
-def _as_array(a: ArrayLike) -> np.ndarray:
-    if isinstance(a, Tensor):
-        a = a.detach().cpu().numpy()
-    return np.asarray(a, dtype=np.float64)

@@ -1,10 +1,16 @@
 """Training loop pieces for one-step surrogates: optimiser, schedule, epochs, rollout, resume.
 
 Pure torch. The model is a ``OneStepSurrogate`` (or anything with the same
-``normalised_increment(u, p)`` / ``delta_std`` / ``forward(u, p)`` interface); batches are
-``(u, p, u_next)`` in physical units, with states ``(batch, C, *space)`` of any number of spatial
-axes, and are moved to the model's device and dtype here, so a data loader may yield CPU tensors
-for a CUDA model.
+``normalised_increment(u, p)`` / ``delta_std`` / ``field_std`` / ``forward(u, p)`` interface and an
+optional ``history`` attribute, 1 if absent) that maps ``history`` frames stacked on channels,
+oldest first, ``(batch, history * C, *space)``, to the next state ``(batch, C, *space)``. Batches
+come in two kinds, in physical units, with any number of spatial axes, and are moved to the
+model's device and dtype here, so a data loader may yield CPU tensors for a CUDA model:
+
+- ``(u, p, u_next)``: ``u`` ``(B, history * C, *space)``, ``p`` ``(B, P)``, ``u_next``
+  ``(B, C, *space)``; one-step training only;
+- ``(window, p)``: ``window`` ``(B, history + k, C, *space)`` consecutive true frames (see
+  ``trajectory_windows``); needed for pushforward training with ``k > 1``.
 
 The loss is the per-sample relative L2 error of the next state, averaged over the batch, as in
 PDEBench (Takamoto et al. 2022, "PDEBench: An Extensive Benchmark for Scientific Machine
@@ -14,8 +20,19 @@ nRMSE it is judged by does; MSE lets large-amplitude samples dominate. On the 1D
 tests/test_fno.py (1024 pairs, 10 epochs, lr 3e-3 and 1e-2) it gave 1.6-2.6x lower held-out
 nRMSE than the MSE. Its O(|du| / |u|) gradient scale does not slow Adam, whose step is invariant
 to a constant gradient scale (until gradients approach its eps = 1e-8).
-The error is formed from increments, ``delta_std * (net_out - (u_next - u) / delta_std)``, not as
-``(u + increment) - u_next``, so that a small ``dt`` does not lose it to float32 cancellation.
+The error is formed from increments, ``delta_std * (net_out - (u_next - u_last) / delta_std)``,
+not as ``(u_last + increment) - u_next``, so that a small ``dt`` does not lose it to float32
+cancellation (``u_last`` is the last input frame).
+
+Two remedies for the drift of autoregressive rollouts are offered by ``train_epoch``:
+
+- the pushforward trick of Brandstetter, Worrall & Welling 2022, "Message Passing Neural PDE
+  Solvers" (ICLR 2022): the model is unrolled ``k - 1`` steps without gradient and trained on the
+  step that follows, so it learns from inputs drawn from its own error distribution at the cost
+  of ``k - 1`` extra forward passes, without backpropagating through time (``pushforward_loss``);
+- training noise, Sanchez-Gonzalez et al. 2020, "Learning to Simulate Complex Physics with Graph
+  Networks" (ICML 2020): Gaussian noise on the input frames with the target state unchanged, so
+  that the model learns to pull a perturbed state back towards the data (``add_input_noise``).
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 Batch = tuple[Tensor, Tensor, Tensor]
+Window = tuple[Tensor, Tensor]
 STATE_VERSION = 1
 
 
@@ -88,17 +106,57 @@ def _reference(model: nn.Module) -> Tensor:
     return ref
 
 
-def _to_model(batch: Batch, ref: Tensor) -> Batch:
-    u, p, u_next = (t.to(device=ref.device, dtype=ref.dtype) for t in batch)
-    return u, p, u_next
+def _to_model(batch: tuple[Tensor, ...], ref: Tensor) -> tuple[Tensor, ...]:
+    return tuple(t.to(device=ref.device, dtype=ref.dtype) for t in batch)
+
+
+def _history(model: nn.Module) -> int:
+    return int(getattr(model, "history", 1))
+
+
+def _per_field(stat: Tensor, like: Tensor) -> Tensor:
+    """A ``(C,)`` statistic repeated per stacked frame, viewed to broadcast over ``like``
+    ``(B, k * C, *space)``."""
+    return stat.repeat(like.shape[1] // stat.numel()).view(-1, *(1,) * (like.ndim - 2))
+
+
+def stack_frames(frames: Tensor) -> Tensor:
+    """Frames ``(B, h, C, *space)`` as one model input ``(B, h * C, *space)``, oldest first."""
+    return frames.flatten(1, 2)
+
+
+def trajectory_windows(u: Tensor, p: Tensor, n_frames: int) -> Window:
+    """Every run of ``n_frames`` consecutive frames of every trajectory, as training windows.
+
+    Args:
+        u: ``(S, T, C, *space)`` trajectories, physical units.
+        p: ``(S, P)`` parameters, constant along each trajectory.
+        n_frames: Window length ``history + k`` (``1 <= n_frames <= T``).
+
+    Returns:
+        ``(windows, p_windows)``: ``(S * (T - n_frames + 1), n_frames, C, *space)`` and
+        ``(S * (T - n_frames + 1), P)``, sample-major (all windows of trajectory 0 first,
+        earliest start first); a copy.
+    """
+    n_time = u.shape[1]
+    if not 1 <= n_frames <= n_time:
+        raise ValueError(f"n_frames must be in 1..{n_time} (frames per trajectory), got {n_frames}")
+    starts = n_time - n_frames + 1
+    # unfold puts the window axis last: (S, starts, C, *space, n_frames)
+    windows = u.unfold(1, n_frames, 1).movedim(-1, 2).reshape(-1, n_frames, *u.shape[2:])
+    return windows, p.repeat_interleave(starts, dim=0)
 
 
 def one_step_loss(model: nn.Module, u: Tensor, p: Tensor, u_next: Tensor) -> Tensor:
     """Mean per-sample relative L2 error of the predicted next state (see the module docstring).
 
+    ``mean_b ||pred_b - u_next_b||_2 / max(||u_next_b||_2, 1e-6 ||typical state||_2)`` with
+    ``pred = u_last + delta_std * net_out``.
+
     Args:
         model: ``OneStepSurrogate``-like model.
-        u: ``(B, C, *space)`` state at t, physical units.
+        u: ``(B, history * C, *space)`` states at ``t - (history - 1) dt .. t``, oldest first,
+            physical units.
         p: ``(B, P)`` parameters, physical units.
         u_next: ``(B, C, *space)`` state at t + dt, physical units.
 
@@ -106,7 +164,8 @@ def one_step_loss(model: nn.Module, u: Tensor, p: Tensor, u_next: Tensor) -> Ten
         Scalar loss, dimensionless.
     """
     scale = model.delta_std.view(-1, *(1,) * (u.ndim - 2))
-    err = scale * (model.normalised_increment(u, p) - (u_next - u) / scale)
+    u_last = u[:, u.shape[1] - model.delta_std.numel() :]
+    err = scale * (model.normalised_increment(u, p) - (u_next - u_last) / scale)
     # An all-zero target would divide by 0. Norms are floored at 1e-6 of a typical training
     # state's norm, so such a sample is judged in absolute terms at that scale instead.
     n_points = math.prod(u.shape[2:])
@@ -115,44 +174,165 @@ def one_step_loss(model: nn.Module, u: Tensor, p: Tensor, u_next: Tensor) -> Ten
     return torch.mean(torch.linalg.vector_norm(err.flatten(1), dim=1) / ref)
 
 
+def _step(model: nn.Module, frames: Tensor, p: Tensor) -> Tensor:
+    """The next frames window: drop the oldest of ``frames`` ``(B, h, C, *space)``, append the
+    model's prediction."""
+    return torch.cat([frames[:, 1:], model(stack_frames(frames), p)[:, None]], dim=1)
+
+
+def pushforward_loss(model: nn.Module, window: Tensor, p: Tensor, k: int) -> Tensor:
+    """One-step loss after ``k - 1`` gradient-free model steps: the pushforward trick.
+
+    Brandstetter, Worrall & Welling 2022, "Message Passing Neural PDE Solvers" (ICLR 2022): from the
+    first ``h = history`` frames the model is unrolled ``k - 1`` steps under ``torch.no_grad()``;
+    the last ``h`` frames then held (true frames while ``k - 1 < h``, the rest the model's own,
+    detached) are the input of one more step with gradient, scored by ``one_step_loss`` against
+    the true frame ``window[:, h + k - 1]``. The gradient thus only flows through the last step:
+    it teaches the model to map its own error distribution back to the data, not to change the
+    earlier steps. ``k = 1`` is ``one_step_loss`` of the first ``h`` frames and the next one.
+
+    Args:
+        model: ``OneStepSurrogate``-like model.
+        window: ``(B, h + k, C, *space)`` consecutive true frames, physical units.
+        p: ``(B, P)`` parameters, physical units.
+        k: Model steps from the input frames to the scored frame (>= 1).
+
+    Returns:
+        Scalar loss, dimensionless.
+    """
+    h = _history(model)
+    if k < 1 or window.ndim < 4 or window.shape[1] != h + k:
+        raise ValueError(
+            f"window must be (batch, history + k = {h} + {k}, C, *space) with k >= 1, got "
+            f"{tuple(window.shape)}"
+        )
+    frames = window[:, :h]
+    with torch.no_grad():
+        for _ in range(k - 1):
+            frames = _step(model, frames, p)
+    return one_step_loss(model, stack_frames(frames), p, window[:, h + k - 1])
+
+
+def add_input_noise(
+    model: nn.Module, u: Tensor, noise_std: float, generator: torch.Generator
+) -> Tensor:
+    """``u + noise_std * field_std * z``, ``z ~ N(0, 1)`` drawn from ``generator``.
+
+    The training noise of Sanchez-Gonzalez et al. 2020, as PDEArena (Gupta &
+    Brandstetter 2022, "Towards Multi-spatiotemporal-scale Generalized PDE Modeling") also uses:
+    applied to the input frames only, with the target left unchanged, so that the model learns
+    to correct a perturbed state as well as to advance it.
+
+    Args:
+        model: ``OneStepSurrogate``-like model; its ``field_std`` ``(C,)`` sets the scale per
+            field.
+        u: ``(B, k * C, *space)`` stacked input frames, physical units.
+        noise_std: Standard deviation relative to each field's standard deviation (>= 0).
+        generator: Source of ``z``, on any device; ``z`` is drawn there in ``u``'s dtype and
+            moved to ``u``'s device.
+
+    Returns:
+        Perturbed copy of ``u``, same shape.
+    """
+    z = torch.randn(u.shape, generator=generator, dtype=u.dtype, device=generator.device)
+    return u + (noise_std * _per_field(model.field_std, u)) * z.to(u.device)
+
+
+def _check_settings(pushforward: int, noise_std: float, generator) -> None:
+    if isinstance(pushforward, bool) or not isinstance(pushforward, int) or pushforward < 1:
+        raise ValueError(f"pushforward must be an int >= 1, got {pushforward!r}")
+    if not (math.isfinite(noise_std) and noise_std >= 0):
+        raise ValueError(f"noise_std must be finite and >= 0, got {noise_std!r}")
+    if generator is None and (pushforward > 1 or noise_std > 0):
+        raise ValueError("pushforward > 1 and noise_std > 0 need a torch.Generator (generator=)")
+
+
+def _training_loss(
+    model: nn.Module,
+    batch: tuple[Tensor, ...],
+    pushforward: int,
+    noise_std: float,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """The loss of one training batch (see ``train_epoch``)."""
+    if len(batch) == 3:
+        if pushforward != 1:
+            raise ValueError("pushforward > 1 needs (window, p) batches, got (u, p, u_next)")
+        u, p, u_next = batch
+        if noise_std > 0:
+            u = add_input_noise(model, u, noise_std, generator)
+        return one_step_loss(model, u, p, u_next)
+    window, p = batch
+    h = _history(model)
+    if window.ndim < 4 or window.shape[1] != h + pushforward:
+        raise ValueError(
+            f"window must be (batch, history + pushforward = {h + pushforward}, C, *space), got "
+            f"{tuple(window.shape)}"
+        )
+    k = 1
+    if pushforward > 1:  # MP-PDE draws the number of unrolled steps per batch
+        k = int(torch.randint(1, pushforward + 1, (1,), generator=generator))
+        window = window[:, : h + k]
+    if noise_std > 0:
+        noisy = add_input_noise(model, stack_frames(window[:, :h]), noise_std, generator)
+        window = torch.cat([noisy.unflatten(1, (h, -1)), window[:, h:]], dim=1)
+    return pushforward_loss(model, window, p, k)
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    batches: Iterable[Batch],
+    batches: Iterable[Batch | Window],
     on_batch: Callable[[int, float], None] | None = None,
+    *,
+    pushforward: int = 1,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> float:
     """One pass over ``batches`` with one optimiser step per batch.
 
     The learning-rate scheduler is not stepped here; call ``scheduler.step()`` after the epoch.
+    With the defaults, an ``(u, p, u_next)`` batch is trained on ``one_step_loss`` exactly as
+    before pushforward and noise existed (bit for bit).
 
     Args:
         model: ``OneStepSurrogate``-like model, put in train mode.
         optimizer: Optimiser over the model's parameters.
-        batches: Iterable of ``(u (B, C, *space), p (B, P), u_next (B, C, *space))`` physical
-            tensors.
+        batches: Iterable of ``(u (B, history * C, *space), p (B, P), u_next (B, C, *space))``
+            or ``(window (B, history + pushforward, C, *space), p (B, P))`` physical tensors.
         on_batch: Called after every optimiser step with the number of batches done in this
             epoch (from 1) and the batch's loss; defaults to None (nothing is called).
+        pushforward: Largest number of model steps per training sample. For ``pushforward > 1``
+            each batch draws ``k`` uniformly from ``1 .. pushforward`` (from ``generator``), as
+            MP-PDE does, and is scored by ``pushforward_loss`` on its first ``history + k``
+            frames; needs window batches. Defaults to 1 (one-step training).
+        noise_std: Training noise added to the input frames (before any unroll), relative to
+            each field's standard deviation (``add_input_noise``); defaults to 0.0 (none).
+        generator: Source of the per-batch ``k`` and of the noise, in that order per batch;
+            required when ``pushforward > 1`` or ``noise_std > 0``, else unused.
 
     Returns:
-        Mean loss over samples (batches weighted by their size).
+        Mean loss over samples (batches weighted by their size); with ``pushforward > 1`` a mix
+        of the drawn ``k``.
 
     Raises:
         NonFiniteLoss: a batch's loss is NaN or inf (its step is not taken).
     """
+    _check_settings(pushforward, noise_std, generator)
     model.train()
     ref = _reference(model)
     total, count = 0.0, 0
     for n_done, batch in enumerate(batches, start=1):
-        u, p, u_next = _to_model(batch, ref)
+        batch = _to_model(batch, ref)
         optimizer.zero_grad(set_to_none=True)
-        loss = one_step_loss(model, u, p, u_next)
+        loss = _training_loss(model, batch, pushforward, noise_std, generator)
         value = loss.item()
         if not math.isfinite(value):  # before the step: the weights stay the last good ones
             raise NonFiniteLoss(n_done, value)
         loss.backward()
         optimizer.step()
-        total += value * u.shape[0]
-        count += u.shape[0]
+        total += value * batch[0].shape[0]
+        count += batch[0].shape[0]
         if on_batch is not None:
             on_batch(n_done, value)
     if count == 0:
@@ -161,13 +341,17 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
-    """Mean ``one_step_loss`` over ``batches`` without gradients, in eval mode.
+def evaluate(model: nn.Module, batches: Iterable[Batch | Window]) -> float:
+    """Mean loss over ``batches`` without gradients or noise, in eval mode.
+
+    An ``(u, p, u_next)`` batch is scored by ``one_step_loss``; a ``(window, p)`` batch of
+    ``history + k`` frames by ``pushforward_loss`` with that ``k``, i.e. the relative L2 error
+    of its last frame predicted ``k`` model steps from its first ``history``.
 
     Args:
         model: ``OneStepSurrogate``-like model.
-        batches: Iterable of ``(u (B, C, *space), p (B, P), u_next (B, C, *space))`` physical
-            tensors.
+        batches: Iterable of ``(u (B, history * C, *space), p (B, P), u_next (B, C, *space))``
+            or ``(window (B, history + k, C, *space), p (B, P))`` physical tensors.
 
     Returns:
         Mean loss over samples (batches weighted by their size).
@@ -177,9 +361,14 @@ def evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
     ref = _reference(model)
     total, count = 0.0, 0
     for batch in batches:
-        u, p, u_next = _to_model(batch, ref)
-        total += one_step_loss(model, u, p, u_next).item() * u.shape[0]
-        count += u.shape[0]
+        batch = _to_model(batch, ref)
+        if len(batch) == 3:
+            loss = one_step_loss(model, *batch)
+        else:
+            window, p = batch
+            loss = pushforward_loss(model, window, p, window.shape[1] - _history(model))
+        total += loss.item() * batch[0].shape[0]
+        count += batch[0].shape[0]
     model.train(was_training)
     if count == 0:
         raise ValueError("evaluate got no batches")
@@ -190,36 +379,46 @@ def evaluate(model: nn.Module, batches: Iterable[Batch]) -> float:
 def rollout(
     model: nn.Module, u0: Tensor, p: Tensor, n_steps: int, batch_size: int | None = None
 ) -> Tensor:
-    """Autoregressive rollout ``u_{k+1} = model(u_k, p)`` in eval mode.
+    """Autoregressive rollout in eval mode: each step feeds the last ``history`` frames.
+
+    With ``h = history`` (the model's, 1 if it has none) and the given frames
+    ``u_0 .. u_{h-1}``, step ``j`` computes ``u_{h-1+j} = model([u_{j-1} .. u_{h-2+j}], p)``.
 
     Args:
         model: ``OneStepSurrogate``-like model, physical units in and out.
-        u0: ``(B, C, *space)`` initial state.
+        u0: ``(B, h * C, *space)`` the first ``h`` frames stacked on channels, oldest first.
         p: ``(B, P)`` parameters, constant along the trajectory.
         n_steps: Number of model steps (>= 0).
         batch_size: Samples advanced at once; ``None`` means all. Bounds activation memory on
             the model's device; the result stays on ``u0``'s device.
 
     Returns:
-        ``(B, n_steps + 1, C, *space)`` trajectory on ``u0``'s device and dtype; index 0 is ``u0``.
+        ``(B, h - 1 + n_steps + 1, C, *space)`` trajectory on ``u0``'s device and dtype: indices
+        ``0 .. h-1`` are the given frames (inputs, not predictions; exclude them from error
+        metrics), index ``h - 1 + j`` is the prediction of step ``j``. For ``h = 1`` this is
+        ``(B, n_steps + 1, C, *space)`` with index 0 equal to ``u0``.
     """
     if n_steps < 0:
         raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-    n = u0.shape[0]
+    n, h = u0.shape[0], _history(model)
     chunk = n if batch_size is None else batch_size
     if chunk < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if u0.ndim < 3 or u0.shape[1] % h:
+        raise ValueError(f"u0 must be (batch, {h} * C, *space) for history {h}, got {u0.shape}")
+    frames0 = u0.unflatten(1, (h, -1))
     was_training = model.training
     model.eval()
     ref = _reference(model)
-    out = u0.new_empty((n, n_steps + 1, *u0.shape[1:]))
+    out = u0.new_empty((n, h + n_steps, *frames0.shape[2:]))
     for start in range(0, n, chunk):
         rows = slice(start, start + chunk)
-        u = u0[rows].to(device=ref.device, dtype=ref.dtype)
+        frames = frames0[rows].to(device=ref.device, dtype=ref.dtype)
         p_chunk = p[rows].to(device=ref.device, dtype=ref.dtype)
-        out[rows, 0] = u0[rows]
-        for k in range(1, n_steps + 1):
-            u = model(u, p_chunk)
+        out[rows, :h] = frames0[rows]
+        for k in range(h, h + n_steps):
+            u = model(stack_frames(frames), p_chunk)
+            frames = torch.cat([frames[:, 1:], u[:, None]], dim=1)
             out[rows, k] = u.to(out.dtype)
     model.train(was_training)
     return out

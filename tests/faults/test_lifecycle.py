@@ -98,7 +98,7 @@ def _copy(cfg, runs_dir, name: str):
 def _nan_at(monkeypatch, epoch: int, batch: int) -> None:
     """The loss of ``batch`` in ``epoch`` (1-based, counting from this run's first epoch) is
     NaN, as a diverging optimiser makes it; validation losses are left alone."""
-    import pdeflow.tasks.stages.train as stage
+    import pdeflow.tasks.stages.train_units as stage
 
     real_loss, real_epoch = training.one_step_loss, training.train_epoch
     at = {"epoch": 0, "batch": 0, "training": False}
@@ -133,7 +133,7 @@ def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
     monkeypatch.undo()
     rec = store.record("train")
     assert rec.status == "failed" and "epoch 2, batch 3" in rec.error and not rec.artifacts
-    state, _ = store.load_checkpoint("train")
+    state, _ = store.load_unit_checkpoint("train", "model")
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     resumed = run_stage("train", cfg)  # a fixed cause: the run resumes after epoch 1
@@ -149,7 +149,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(
     with pytest.raises(FloatingPointError):
         run_stage("train", cfg)
     monkeypatch.undo()
-    newest = store.work_dir("train") / "checkpoints" / "epoch-000002.pt"
+    newest = store.unit_dir("train", "model") / "checkpoints" / "epoch-000002.pt"
     with open(newest, "r+b") as fh:
         fh.truncate(newest.stat().st_size // 3)
     summary = run_stage("train", cfg)

@@ -167,7 +167,7 @@ def test_temporary_files_of_a_killed_run_are_gone_once_the_next_run_starts(tmp_p
         pass
     stray = [
         store.path / "u" / "c" / f"{TMP_MARK}3.123.beef",
-        store.meta / "work" / "train" / "checkpoints" / f"{TMP_MARK}epoch-000002.pt.7.dead",
+        store.unit_dir("train", "model") / "checkpoints" / f"{TMP_MARK}epoch-000002.pt.7.dead",
         store.meta / "tmp" / "block-2" / "pdeflow-sample17-x" / "params.json",
     ]
     for path in stray:

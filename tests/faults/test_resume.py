@@ -164,7 +164,7 @@ def test_training_killed_mid_epoch_resumes_from_its_checkpoint(prefect_api, trai
     cli(*_train_args("faults-train-ref"))
     store = RunStore.named("faults-train-killed")
     log = TrainingLog(store)
-    checkpoints = store.work_dir("train") / "checkpoints"
+    checkpoints = store.unit_dir("train", "model") / "checkpoints"
 
     def inside_epoch_after_checkpoint() -> bool:
         found = list_checkpoints(checkpoints)

@@ -1,0 +1,169 @@
+"""The train stage's end: pick the stage model from its units, score it, keep what later reads.
+
+- One unit: its model is the stage's model.
+- A sweep: the trial with the lowest validation nRMSE (one step) is; every trial is a row of
+  the record's ``sweep`` table (and of the UI's table artifact).
+- An ensemble: every member is kept (``ensemble/<member>.pt``); the stage's predictions are the
+  mean of the members' rollouts, and the mean and standard deviation fields of the test split
+  are stored in group ``train_ensemble`` for quantify, which can scale its conformal bands by
+  the spread.
+
+The test metrics are PDEBench's nRMSE one step ahead and over the rollout, beside persistence,
+plus the full metric set (``pdeflow.tasks.metrics.metric_table``) in the record's details. The
+first ``history`` frames are inputs and are never scored.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from pdeflow.storage import FileEntry, RunStore
+from pdeflow.tasks.config import PipelineConfig
+from pdeflow.tasks.config_train import Unit
+from pdeflow.tasks.metrics import metric_table, nrmse
+from pdeflow.tasks.stages.base import Outcome, StageRun
+from pdeflow.tasks.stages.models import MODEL, unit_parameters
+from pdeflow.tasks.stages.train_units import unit_config
+from pdeflow.tasks.surrogates.ensemble import Ensemble
+from pdeflow.tasks.surrogates.factory import model_from_state
+from pdeflow.tasks.surrogates.training import rollout, stack_frames
+
+ENSEMBLE_GROUP = "train_ensemble"
+# What a unit's row in the record keeps of its result (the history is the stage model's).
+UNIT_FIELDS = (
+    "unit", "seed", "overrides", "worker", "device", "threads", "epochs", "epochs_this_attempt",
+    "seconds", "started", "finished", "val_nrmse_one_step", "final_train_loss",
+)  # fmt: skip
+
+
+def unit_model(store: RunStore, cfg: PipelineConfig, unit: Unit, result: dict):
+    """A finished unit's model, checked and loaded (``weights_only``), in eval mode."""
+    state = store.load_model(result["model"], FileEntry(*result["model_entry"]))
+    return model_from_state(unit_config(cfg, unit), state)
+
+
+def best_trial(results: list[dict]) -> dict:
+    """The sweep trial with the lowest finite validation nRMSE."""
+    scored = [r for r in results if math.isfinite(r.get("val_nrmse_one_step", math.nan))]
+    if not scored:
+        raise FloatingPointError(
+            "train.sweep: no trial has a finite validation nRMSE (is the val split empty?)"
+        )
+    return min(scored, key=lambda r: r["val_nrmse_one_step"])
+
+
+def finish_training(run: StageRun) -> Outcome:
+    cfg, store, st = run.cfg, run.store, run.state
+    units: list[Unit] = st["units"]
+    results = [st["done"][u.name] for u in units]
+    by_name = {u.name: u for u in units}
+    tc = cfg.train
+    kind = "ensemble" if tc.ensemble > 1 else "sweep" if tc.sweep is not None else "single"
+    chosen = best_trial(results) if kind == "sweep" else results[0]
+    chosen_unit = by_name[chosen["unit"]]
+    model = unit_model(store, cfg, chosen_unit, chosen)
+    artifacts = dict([store.save_model("train", MODEL, model.state_dict())])
+    rows = [{k: r[k] for k in UNIT_FIELDS if k in r} for r in results]
+    details: dict = {"kind": kind, "units": rows}
+    predictor = model
+    if kind == "ensemble":
+        members = []
+        for row, result in zip(rows, results, strict=True):
+            member = unit_model(store, cfg, by_name[result["unit"]], result)
+            name = f"ensemble/{result['unit']}.pt"
+            rel, entry = store.save_model("train", name, member.state_dict())
+            artifacts[rel] = entry
+            row["stage_file"] = rel
+            members.append(member)
+        predictor = Ensemble(members)
+    test = store.sample_indices("test")
+    p_all = unit_parameters(store, cfg)
+    scored = score_split(predictor, store, test, p_all, tc.history)
+    metrics = scored["metrics"]
+    metrics["epochs"] = tc.epochs
+    metrics["final_train_loss"] = chosen["final_train_loss"]
+    if math.isfinite(chosen["val_nrmse_one_step"]):  # NaN without a validation split
+        metrics["val_nrmse_one_step"] = chosen["val_nrmse_one_step"]
+    if kind == "ensemble":
+        metrics["ensemble_members"] = len(units)
+        metrics["ensemble_std_mean"] = float(scored["std"][:, tc.history :].mean())
+        artifacts.update(_save_ensemble_fields(store, cfg, test, scored))
+    if kind == "sweep":
+        details["best"] = chosen["unit"]
+        details["model_overrides"] = chosen_unit.overrides
+    details.update(
+        history=chosen["history"],
+        metric_table=scored["table"],
+        resumed_from_epoch=st["start"].get(chosen["unit"], 0),
+        warm_started=run.extended,
+        epochs_trained_last_run=st.get("trained", 0),
+    )
+    return Outcome(metrics, artifacts=artifacts, details=details)
+
+
+@torch.no_grad()
+def score_split(predictor, store: RunStore, indices: np.ndarray, p_all: np.ndarray, h: int):
+    """Test-split scores of a model or an ``Ensemble``: nRMSE one step ahead and over the
+    rollout from the first ``h`` frames, beside persistence, and the full metric table.
+
+    Returns:
+        ``{"metrics": {...}, "table": metric_table(...), "mean": rollouts, "std": spreads or
+        None}``; rollouts ``(n, T, C, *space)`` in float64.
+    """
+    ref = next(predictor.parameters())
+    trues, means, stds, steps = [], [], [], []
+    for rows, u in store.iter_chunks(indices):
+        true = torch.as_tensor(u, dtype=ref.dtype)  # (n, T, C, *space)
+        p = torch.as_tensor(p_all[rows], dtype=ref.dtype)
+        n_t = true.shape[1]
+        u0 = stack_frames(true[:, :h])
+        inputs = torch.stack([stack_frames(true[:, k - h : k]) for k in range(h, n_t)], 1)
+        flat_in, flat_p = inputs.flatten(0, 1), p.repeat_interleave(n_t - h, dim=0)
+        if isinstance(predictor, Ensemble):
+            mean, std = predictor.rollout(u0, p, n_t - h)
+            step = predictor.one_step(flat_in, flat_p)[0]
+            stds.append(std.double().numpy())
+        else:
+            mean = rollout(predictor, u0, p, n_t - h)
+            step = predictor.eval()(flat_in, flat_p)
+        trues.append(u.astype(np.float64))
+        means.append(mean.double().numpy())
+        steps.append(step.unflatten(0, (len(rows), n_t - h)).double().numpy())
+    true, mean, step = (np.concatenate(a) for a in (trues, means, steps))
+    n_space = true.ndim - 3
+    target = true[:, h:]
+    persist = np.broadcast_to(true[:, h - 1 : h], target.shape)
+    metrics = {
+        "nrmse_one_step": float(nrmse(step, target, n_space).mean()),
+        "nrmse_rollout": float(nrmse(mean[:, h:], target, n_space).mean()),
+        "nrmse_persist_one_step": float(nrmse(true[:, h - 1 : -1], target, n_space).mean()),
+        "nrmse_persist_rollout": float(nrmse(persist, target, n_space).mean()),
+    }
+    table = metric_table(mean, true, n_input=h, n_space_dims=n_space)
+    # A band the grid cannot resolve is NaN; records keep JSON's null for it.
+    table = {
+        k: {m: v if math.isfinite(v) else None for m, v in row.items()} for k, row in table.items()
+    }
+    return {
+        "metrics": metrics,
+        "table": table,
+        "mean": mean,
+        "std": np.concatenate(stds) if stds else None,
+    }
+
+
+def _save_ensemble_fields(store: RunStore, cfg: PipelineConfig, test, scored) -> dict:
+    """The test split's ensemble mean and standard deviation fields, as a stage group."""
+    dims = ("sample", "time", "channel", *("x", "y", "z")[: scored["mean"].ndim - 3])
+    return store.write_group(
+        ENSEMBLE_GROUP,
+        {
+            "ensemble_mean": (dims, scored["mean"]),
+            "ensemble_std": (dims, scored["std"]),
+        },
+        coords={"sample": np.asarray(test)},
+        attrs={"members": cfg.train.ensemble, "history": cfg.train.history},
+    )
