@@ -11,10 +11,8 @@ batch, and keeps the last good checkpoint.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import numpy as np
-import torch
 
 from pdeflow.storage import RunStore, StageRecord
 from pdeflow.tasks.config import PipelineConfig
@@ -22,10 +20,9 @@ from pdeflow.tasks.config_train import Unit, plan_units
 from pdeflow.tasks.stages.base import Outcome, Stage, StageRun
 from pdeflow.tasks.stages.integrity import UPSTREAM, record_problems
 from pdeflow.tasks.stages.models import MODEL, unit_parameters
-from pdeflow.tasks.stages.train_units import TrainingLog, unit_hash
+from pdeflow.tasks.stages.train_units import TrainingLog, iter_batches, unit_hash
 from pdeflow.tasks.surrogates.factory import check_trainable
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 __all__ = ["Train", "TrainingLog", "iter_batches", "streaming_stats"]
 # Seconds between two looks at the units' checkpoints for the progress line.
 POLL_S = 2.0
@@ -62,46 +59,6 @@ def streaming_stats(store: RunStore, indices: np.ndarray, p_unit: np.ndarray) ->
         "param_mean": p_unit.mean(axis=0),
         "param_std": p_unit.std(axis=0),
     }
-
-
-def iter_batches(
-    store: RunStore,
-    indices: np.ndarray,
-    p_unit: np.ndarray,
-    batch_size: int,
-    shuffle_chunks: int,
-    generator: torch.Generator | None,
-    dtype: torch.dtype,
-) -> Iterator[Batch]:
-    """One-step pairs (u_t, p, u_{t+1}) in minibatches; shuffled within a buffer of chunks.
-
-    ``p_unit`` is aligned with ``indices``. With ``generator`` None the order is fixed.
-    """
-    lookup = {int(i): k for k, i in enumerate(indices)}
-    n_chunks = store.n_chunks_of(indices)
-    order = None if generator is None else torch.randperm(n_chunks, generator=generator).numpy()
-    buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for count, (rows, u) in enumerate(store.iter_chunks(indices, order=order), start=1):
-        p = p_unit[[lookup[int(r)] for r in rows]]
-        n_t, state = u.shape[1] - 1, u.shape[2:]
-        buffer.append(
-            (u[:, :-1].reshape(-1, *state), np.repeat(p, n_t, axis=0), u[:, 1:].reshape(-1, *state))
-        )
-        if len(buffer) == shuffle_chunks or count == n_chunks:
-            yield from _emit(buffer, batch_size, generator, dtype)
-            buffer = []
-
-
-def _emit(buffer, batch_size, generator, dtype) -> Iterator[Batch]:
-    u, p, v = (
-        torch.as_tensor(np.concatenate(part), dtype=dtype) for part in zip(*buffer, strict=True)
-    )
-    perm = (
-        torch.arange(len(u)) if generator is None else torch.randperm(len(u), generator=generator)
-    )
-    for start in range(0, len(u), batch_size):
-        idx = perm[start : start + batch_size]
-        yield u[idx], p[idx], v[idx]
 
 
 class Train(Stage):

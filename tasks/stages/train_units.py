@@ -11,10 +11,13 @@ model, and names the model's size and CRC32. The batches are the train stage's o
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import socket
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -36,6 +39,7 @@ from pdeflow.tasks.surrogates.training import (
 )
 
 STAGE = "train"
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 # Seconds between two "batch" lines of a unit's log after each epoch's first batch.
 LOG_INTERVAL_S = 10.0
 
@@ -106,9 +110,6 @@ def unit_config(cfg: PipelineConfig, unit: Unit) -> PipelineConfig:
 
 def unit_hash(stage_hash: str, unit: Unit) -> str:
     """The name of a unit's results: the stage's config hash, the unit's seed and overrides."""
-    import hashlib
-    import json
-
     text = json.dumps([stage_hash, unit.name, unit.seed, unit.overrides], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -129,6 +130,46 @@ def _where() -> tuple[str, int]:
         return f"in-process:{socket.gethostname()}:{os.getpid()}", 1
 
 
+def iter_batches(
+    store: RunStore,
+    indices: np.ndarray,
+    p_unit: np.ndarray,
+    batch_size: int,
+    shuffle_chunks: int,
+    generator: torch.Generator | None,
+    dtype: torch.dtype,
+) -> Iterator[Batch]:
+    """One-step pairs (u_t, p, u_{t+1}) in minibatches; shuffled within a buffer of chunks.
+
+    ``p_unit`` is aligned with ``indices``. With ``generator`` None the order is fixed.
+    """
+    lookup = {int(i): k for k, i in enumerate(indices)}
+    n_chunks = store.n_chunks_of(indices)
+    order = None if generator is None else torch.randperm(n_chunks, generator=generator).numpy()
+    buffer: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for count, (rows, u) in enumerate(store.iter_chunks(indices, order=order), start=1):
+        p = p_unit[[lookup[int(r)] for r in rows]]
+        n_t, state = u.shape[1] - 1, u.shape[2:]
+        buffer.append(
+            (u[:, :-1].reshape(-1, *state), np.repeat(p, n_t, axis=0), u[:, 1:].reshape(-1, *state))
+        )
+        if len(buffer) == shuffle_chunks or count == n_chunks:
+            yield from _emit(buffer, batch_size, generator, dtype)
+            buffer = []
+
+
+def _emit(buffer, batch_size, generator, dtype) -> Iterator[Batch]:
+    u, p, v = (
+        torch.as_tensor(np.concatenate(part), dtype=dtype) for part in zip(*buffer, strict=True)
+    )
+    perm = (
+        torch.arange(len(u)) if generator is None else torch.randperm(len(u), generator=generator)
+    )
+    for start in range(0, len(u), batch_size):
+        idx = perm[start : start + batch_size]
+        yield u[idx], p[idx], v[idx]
+
+
 class Data:
     """A unit's training and validation batches, read from the store every epoch."""
 
@@ -144,8 +185,6 @@ class Data:
         return self.frames > 2
 
     def batches(self, split: str, generator: torch.Generator | None):
-        from pdeflow.tasks.stages.train import iter_batches
-
         tc, idx = self.cfg.train, self.idx[split]
         if not self.windows:
             return iter_batches(
