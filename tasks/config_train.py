@@ -47,10 +47,11 @@ SWEEPABLE: dict[str, type] = {
 class SweepConfig(_Frozen):
     """A hyperparameter search: every trial is one training unit on the cluster."""
 
-    method: Literal["grid", "random", "optuna"] = Field(
-        "grid",
-        description="grid: every combination of values; random: n_trials distinct draws from "
-        "them (and from ranges); optuna: a TPE study of n_trials, asked in parallel batches.",
+    method: Literal["off", "grid", "random", "optuna"] = Field(
+        "off",
+        description="off: no sweep; grid: every combination of values; random: n_trials "
+        "distinct draws from them (and from ranges); optuna: a TPE study of n_trials, asked in "
+        "parallel rounds.",
     )
     values: dict[str, list[float | int | str]] = Field(
         default_factory=dict,
@@ -64,8 +65,19 @@ class SweepConfig(_Frozen):
     n_trials: int = Field(8, ge=1, le=10_000, description="Trials of random and optuna.")
     seed: int = Field(0, ge=0, description="Seed of the random draws and of Optuna's sampler.")
 
+    @property
+    def active(self) -> bool:
+        return self.method != "off"
+
     @model_validator(mode="after")
     def _check(self) -> SweepConfig:
+        if not self.active:
+            if self.values or self.ranges:
+                raise ValueError(
+                    "train.sweep.method: off runs no sweep; set method grid, random or optuna "
+                    "to search over the values and ranges given"
+                )
+            return self
         for name in (*self.values, *self.ranges):
             if name not in SWEEPABLE:
                 raise ValueError(
@@ -129,13 +141,15 @@ class TrainConfig(_Frozen):
     ensemble: int = Field(
         1, ge=1, le=256, description="Members trained with seeds seed..seed+K-1, in parallel."
     )
-    sweep: SweepConfig | None = Field(
-        None, description="A hyperparameter search; the best trial by validation nRMSE is kept."
+    # Not nullable: Prefect's form renders an optional nested model as a "None" tab.
+    sweep: SweepConfig = Field(
+        SweepConfig(),
+        description="A hyperparameter search; the best trial by validation nRMSE is kept.",
     )
 
     @model_validator(mode="after")
     def _one_kind_of_units(self) -> TrainConfig:
-        if self.sweep is not None and self.ensemble > 1:
+        if self.sweep.active and self.ensemble > 1:
             raise ValueError(
                 "train.ensemble and train.sweep: choose one (sweep first, then train an "
                 "ensemble of the best trial's settings)"
@@ -164,7 +178,7 @@ class Unit:
     def config(self, tc: TrainConfig) -> TrainConfig:
         """The unit's own train config: ``tc`` with its seed and overrides, and no units."""
         return tc.model_copy(
-            update={**self.overrides, "seed": self.seed, "ensemble": 1, "sweep": None}
+            update={**self.overrides, "seed": self.seed, "ensemble": 1, "sweep": SweepConfig()}
         )
 
 
@@ -176,7 +190,7 @@ def plan_units(tc: TrainConfig) -> list[Unit]:
     seeded by ``sweep.seed``. Optuna's trials are planned while the study runs (their settings
     depend on the results so far), so here they are only named; see ``train.optuna_trials``.
     """
-    if tc.sweep is None:
+    if not tc.sweep.active:
         if tc.ensemble == 1:
             return [Unit("model", tc.seed)]
         return [Unit(f"member-{k:02d}", tc.seed + k) for k in range(tc.ensemble)]

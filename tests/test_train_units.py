@@ -53,7 +53,9 @@ def test_plan_units_names_members_and_trials():
     assert [(u.name, u.seed) for u in members] == [
         ("member-00", 5), ("member-01", 6), ("member-02", 7)
     ]  # fmt: skip
-    grid = plan_units(TrainConfig(sweep=SweepConfig(values={"width": [8, 16], "lr": [1e-3, 3e-3]})))
+    grid = plan_units(
+        TrainConfig(sweep=SweepConfig(method="grid", values={"width": [8, 16], "lr": [1e-3, 3e-3]}))
+    )
     assert [u.overrides for u in grid] == [
         {"width": 8, "lr": 1e-3}, {"width": 8, "lr": 3e-3},
         {"width": 16, "lr": 1e-3}, {"width": 16, "lr": 3e-3},
@@ -67,10 +69,11 @@ def test_plan_units_names_members_and_trials():
 @pytest.mark.parametrize(
     ("sets", "says"),
     [
-        (["train.ensemble=2", "train.sweep={values: {width: [8]}}"], "choose one"),
-        (["train.sweep={values: {depth: [2]}}"], "'depth' cannot be swept"),
+        (["train.ensemble=2", "train.sweep={method: grid, values: {width: [8]}}"], "choose one"),
+        (["train.sweep={method: grid, values: {depth: [2]}}"], "'depth' cannot be swept"),
         (["train.sweep={method: grid, ranges: {lr: [0.001, 0.01]}}"], "grid takes values only"),
         (["train.ensemble=0"], "train.ensemble"),
+        (["train.sweep={values: {width: [8]}}"], "method: off runs no sweep"),
     ],
 )
 def test_bad_unit_settings_are_refused_naming_the_field(runs_dir, sets, says):

@@ -147,7 +147,7 @@ class Train(Stage):
             )  # fmt: skip
 
         sweep = cfg.train.sweep
-        if sweep is not None and sweep.method == "optuna":
+        if sweep.method == "optuna":
             from pdeflow.tasks.stages.train_sweep import run_study
 
             workers = len(run.client.scheduler_info()["workers"]) if run.client else 1
@@ -164,7 +164,7 @@ class Train(Stage):
 
 def planned_units(cfg: PipelineConfig, store: RunStore) -> list[Unit]:
     """The stage's units; an Optuna sweep's are asked of its study (see ``train_sweep``)."""
-    if cfg.train.sweep is not None and cfg.train.sweep.method == "optuna":
+    if cfg.train.sweep.method == "optuna":
         from pdeflow.tasks.stages.train_sweep import optuna_units
 
         return optuna_units(cfg, store)

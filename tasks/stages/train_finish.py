@@ -61,7 +61,7 @@ def finish_training(run: StageRun) -> Outcome:
     results = [st["done"][u.name] for u in units]
     by_name = {u.name: u for u in units}
     tc = cfg.train
-    kind = "ensemble" if tc.ensemble > 1 else "sweep" if tc.sweep is not None else "single"
+    kind = "ensemble" if tc.ensemble > 1 else "sweep" if tc.sweep.active else "single"
     chosen = best_trial(results) if kind == "sweep" else results[0]
     chosen_unit = by_name[chosen["unit"]]
     model = unit_model(store, cfg, chosen_unit, chosen)

@@ -32,7 +32,7 @@ def check_trainable(cfg: PipelineConfig) -> None:
         )
     if _OLD_FNO.get(tc.surrogate, gen.dim) != gen.dim:
         raise ValueError(f"train.surrogate: {tc.surrogate} does not fit {gen.dim}D data")
-    names = [tc.surrogate, *((tc.sweep.values.get("surrogate", [])) if tc.sweep else [])]
+    names = [tc.surrogate, *tc.sweep.values.get("surrogate", [])]
     for name in names:
         if name not in ("auto", *_OLD_FNO):
             from pdeflow.tasks.surrogates.zoo import get_model

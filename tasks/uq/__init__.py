@@ -1,10 +1,13 @@
-"""Uncertainty quantification: Monte Carlo moments, split-conformal bands, Sobol' indices."""
+"""Uncertainty quantification: Monte Carlo moments, multifidelity Monte Carlo, split-conformal
+bands, Sobol' indices."""
 
 from pdeflow.tasks.uq.conformal import SplitConformal, resplit_coverage
+from pdeflow.tasks.uq.mfmc import MFMC
 from pdeflow.tasks.uq.montecarlo import RunningMoments, compare_fields, quantiles
 from pdeflow.tasks.uq.sobol import SobolAnalysis
 
 __all__ = [
+    "MFMC",
     "RunningMoments",
     "SobolAnalysis",
     "SplitConformal",
