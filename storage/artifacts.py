@@ -142,9 +142,17 @@ class StageFiles:
             return None
         return result
 
-    def remove_unit(self, stage: str, unit: str) -> None:
+    def has_unit_result(self, stage: str, unit: str) -> bool:
+        """Whether a result file exists, of any config, intact or not."""
+        return (self.unit_dir(stage, unit) / "result.json").exists()
+
+    def reset_unit(self, stage: str, unit: str) -> None:
+        """Forget a unit's checkpoints, model and result (of another config); its log, which
+        keeps every attempt, and its plan (a sweep trial's settings) stay."""
         self._require_lock()
-        remove(self.unit_dir(stage, unit))
+        directory = self.unit_dir(stage, unit)
+        for name in ("result.json", "model.pt", "checkpoints"):
+            remove(directory / name)
 
     def clear_units(self, stage: str) -> None:
         self._require_lock()

@@ -207,6 +207,16 @@ def test_a_sweep_keeps_its_best_trial(data, runs_dir, client, method):
         assert [p["overrides"] for p in plans] == [u["overrides"] for u in units]
         assert all(set(u["overrides"]) == {"width", "lr"} for u in units)
     assert run_stage("train", cfg, client=client).computed == 0
+    if method == "optuna":
+        # Killed after trial-002 was asked but before it trained: its plan stays, and the
+        # study replays with it (same settings) instead of asking again; nothing else reruns.
+        last = store.unit_dir("train", "trial-002")
+        for name in ("result.json", "model.pt", "checkpoints"):
+            shutil.rmtree(last / name) if (last / name).is_dir() else (last / name).unlink()
+        (store.meta / "stages" / "train.json").unlink()
+        again = run_stage("train", cfg, client=client)
+        assert again.computed == 3
+        assert store.record("train").details["units"][2]["overrides"] == units[2]["overrides"]
 
 
 def test_the_config_names_every_model_of_the_zoo():

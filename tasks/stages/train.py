@@ -84,7 +84,7 @@ class Train(Stage):
     def prepare(self, run: StageRun) -> None:
         """Plan the units; forget a unit's checkpoints and result of another config."""
         store, stage_hash = run.store, _hash(run)
-        units = planned_units(run.cfg, store)
+        units = planned_units(run.cfg, store, stage_hash)
         run.state.update(units=units, stage_hash=stage_hash, done={}, start={})
         for unit in units:
             key = unit_hash(stage_hash, unit)
@@ -97,8 +97,8 @@ class Train(Stage):
                 run.warn(f"train: {unit.name}: {warning}; resuming from an older one")
             if state is not None and state.get("config_hash") == key:
                 run.state["start"][unit.name] = int(state["epoch"])
-            elif store.unit_dir(self.name, unit.name).exists():
-                store.remove_unit(self.name, unit.name)  # another config's, or damaged
+            elif state is not None or store.has_unit_result(self.name, unit.name):
+                store.reset_unit(self.name, unit.name)  # another config's, or damaged
 
     def total(self, run: StageRun) -> int:
         return len(run.state["units"]) * run.cfg.train.epochs
@@ -162,12 +162,12 @@ class Train(Stage):
         return finish_training(run)
 
 
-def planned_units(cfg: PipelineConfig, store: RunStore) -> list[Unit]:
+def planned_units(cfg: PipelineConfig, store: RunStore, stage_hash: str) -> list[Unit]:
     """The stage's units; an Optuna sweep's are asked of its study (see ``train_sweep``)."""
     if cfg.train.sweep.method == "optuna":
         from pdeflow.tasks.stages.train_sweep import optuna_units
 
-        return optuna_units(cfg, store)
+        return optuna_units(cfg, store, stage_hash)
     return plan_units(cfg.train)
 
 

@@ -25,21 +25,22 @@ def _name(i: int) -> str:
     return f"trial-{i:03d}"
 
 
-def planned(cfg: PipelineConfig, store: RunStore) -> list[Unit]:
-    """The trials asked so far (in order), from their plan files."""
+def planned(cfg: PipelineConfig, store: RunStore, study: str) -> list[Unit]:
+    """The trials this study (named by the train stage's config hash) asked so far, in order,
+    from their plan files; a plan of another study ends the list."""
     out = []
     for i in range(cfg.train.sweep.n_trials):
         plan = read_json(store.unit_dir(STAGE, _name(i)) / "plan.json")
-        if plan is None:
+        if plan is None or plan.get("study") != study:
             break
         out.append(Unit(_name(i), cfg.train.seed, plan["overrides"]))
     return out
 
 
-def optuna_units(cfg: PipelineConfig, store: RunStore) -> list[Unit]:
+def optuna_units(cfg: PipelineConfig, store: RunStore, study: str) -> list[Unit]:
     """Every trial of the study: those asked so far with their settings, the rest unplanned
     (empty overrides until asked; never trained as they are)."""
-    asked = planned(cfg, store)
+    asked = planned(cfg, store, study)
     rest = [Unit(_name(i), cfg.train.seed) for i in range(len(asked), cfg.train.sweep.n_trials)]
     return asked + rest
 
@@ -66,12 +67,12 @@ def run_study(run, train_round, round_size: int) -> None:
 
     cfg, store, st = run.cfg, run.store, run.state
     sw = cfg.train.sweep
-    dists = distributions(cfg)
+    dists, study_name = distributions(cfg), st["stage_hash"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         direction="minimize", sampler=optuna.samplers.TPESampler(seed=sw.seed)
     )
-    units = planned(cfg, store)
+    units = planned(cfg, store, study_name)
     replay = [u for u in units if u.name not in st["done"]]
     if replay:  # asked before a kill: trained with the settings they were given
         st["done"].update(train_round(replay))
@@ -85,10 +86,10 @@ def run_study(run, train_round, round_size: int) -> None:
             unit = Unit(_name(i), cfg.train.seed, overrides)
             directory = store.unit_dir(STAGE, unit.name)
             directory.mkdir(parents=True, exist_ok=True)
-            write_json(directory / "plan.json", {"overrides": overrides})
+            write_json(directory / "plan.json", {"overrides": overrides, "study": study_name})
             asked.append((unit, trial))
         units += [u for u, _ in asked]
-        st["units"] = units + optuna_units(cfg, store)[len(units) :]
+        st["units"] = units + optuna_units(cfg, store, study_name)[len(units) :]
         st["done"].update(train_round([u for u, _ in asked]))
         for unit, trial in asked:
             value = st["done"][unit.name].get("val_nrmse_one_step", math.nan)
