@@ -161,7 +161,8 @@ class MFMC:
         (the denominator ``1 - rho_2^2`` holds the first low-fidelity model's correlation, as
         ``r_1 = 1`` requires). The counts are rounded down, which keeps the order and the cost;
         if that leaves ``m_1 = 0`` (a budget for less than the optimal mix), ``m_1 = 1`` and
-        the low-fidelity counts are cut, the cheapest model's first, until the cost fits.
+        the low-fidelity counts are cut, the last (least correlated) model's first, until the
+        cost fits.
         ``mse_`` is the variance of the rounded allocation, ``sigma_1^2 (1/m_1 - sum_{k>=2}
         (1/m_{k-1} - 1/m_k) rho_k^2)`` (summed per component with ``"per_output"``).
 
@@ -353,7 +354,8 @@ def _round_counts(m: np.ndarray, w: np.ndarray, budget: float) -> np.ndarray:
         if excess <= 0:
             break
         # The models after k are already cut to k's count (not run) and follow it down.
-        counts[k:] = max(counts[k] - math.ceil(excess / w[k]), counts[k - 1])
+        cut = math.ceil(excess / w[k] - 1e-9)  # 0.1 / 0.05 is 2.0000000000000004
+        counts[k:] = max(counts[k] - cut, counts[k - 1])
         while _cost(counts, w) > budget and counts[k] > counts[k - 1]:  # float rounding
             counts[k:] -= 1
     return counts
