@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 import psutil
 from distributed import Client, LocalCluster
@@ -109,11 +110,29 @@ def _slurm_kwargs(cluster: ClusterConfig) -> dict:
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
+def job_of(processes: int, worker) -> str:
+    """The batch job a dask-jobqueue worker runs in: its name without the per-process suffix.
+
+    A job of ``processes`` > 1 names its workers ``<job>-0 .. <job>-(processes-1)``; one of a
+    single process names it ``<job>``. Adaptive scaling retires workers in these groups, so it
+    never cancels a job while one of its workers still runs a task: retiring the idle worker
+    alone cancelled the whole job, and with it the busy one (a training unit, killed and
+    restarted four times until Dask gave up).
+    """
+    name = str(worker.name)
+    return name.rsplit("-", 1)[0] if processes > 1 else name
+
+
 def scaling_kwargs(cluster: ClusterConfig) -> dict | None:
     """Arguments of ``cluster.adapt(...)``, or None for a cluster of fixed size."""
     if cluster.kind == "slurm":
         s = cluster.slurm
-        return {"minimum_jobs": s.minimum_jobs, "maximum_jobs": s.maximum_jobs}
+        processes = s.processes or s.cores or 1
+        return {
+            "minimum_jobs": s.minimum_jobs,
+            "maximum_jobs": s.maximum_jobs,
+            "worker_key": partial(job_of, processes),
+        }
     if cluster.kind == "kubernetes" and cluster.kubernetes.maximum_workers is not None:
         k8s = cluster.kubernetes
         return {"minimum": k8s.minimum_workers, "maximum": k8s.maximum_workers}

@@ -8,6 +8,8 @@ dask-jobqueue is importable, and its job script checked (no Slurm installation n
 from __future__ import annotations
 
 import importlib.util
+import pickle
+from types import SimpleNamespace
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -22,7 +24,13 @@ from pdeflow.tasks.clusters import (
     task_resources,
 )
 from pdeflow.tasks.config import ConfigError, load_config
-from pdeflow.tasks.runtime import cluster_kwargs, dask_client, kubernetes_spec, scaling_kwargs
+from pdeflow.tasks.runtime import (
+    cluster_kwargs,
+    dask_client,
+    job_of,
+    kubernetes_spec,
+    scaling_kwargs,
+)
 
 SLURM = {"kind": "slurm", "slurm": {"cores": 8, "memory": "16GB"}}
 K8S = {
@@ -170,7 +178,18 @@ def test_slurm_kwargs_and_adaptive_scaling():
     assert kw["memory"] == "16GB" and kw["walltime"] == "02:30:00"
     assert kw["processes"] == 8  # one single-threaded worker per core, as kind local
     assert kw["job_extra_directives"] == ["--qos=normal"]
-    assert scaling_kwargs(cfg.cluster) == {"minimum_jobs": 1, "maximum_jobs": 6}
+    scaling = scaling_kwargs(cfg.cluster)
+    assert {k: scaling[k] for k in ("minimum_jobs", "maximum_jobs")} == {
+        "minimum_jobs": 1, "maximum_jobs": 6,
+    }  # fmt: skip
+    # Adaptive scaling retires a job's workers together: one idle worker of a job whose other
+    # worker runs a task is not retired (that cancelled the job, and the busy worker with it).
+    key = scaling["worker_key"]
+    workers = [SimpleNamespace(name=n) for n in ("SLURMCluster-0-0", "SLURMCluster-0-7",
+                                                   "SLURMCluster-12-3")]  # fmt: skip
+    assert [key(w) for w in workers] == ["SLURMCluster-0", "SLURMCluster-0", "SLURMCluster-12"]
+    assert pickle.loads(pickle.dumps(key))(workers[2]) == "SLURMCluster-12"  # sent to the scheduler
+    assert job_of(1, SimpleNamespace(name="SLURMCluster-3")) == "SLURMCluster-3"
 
 
 def test_slurm_job_script_holds_the_settings():

@@ -58,7 +58,7 @@ def test_train_fits_an_fno2d_with_finite_metrics(pipeline_2d):
     m = summaries["train"].metrics
     assert m["epochs"] == cfg.train.epochs and _finite(m)
     assert m["nrmse_one_step"] > 0 and m["nrmse_rollout"] > 0
-    assert surrogate_name(cfg) == "fno2d"
+    assert surrogate_name(cfg) == "fno" and cfg.generate.dim == 2
     # The saved weights load into the 2D architecture the config names.
     load_surrogate(cfg, RunStore.named(cfg.store))
 
@@ -91,7 +91,7 @@ def test_demo_config_switches_pde_by_name(name):
     assert gen.pde == name and gen.dim == info.dim and gen.domain_length == info.defaults.length
     assert gen.grid == (info.defaults.n,) * info.dim
     assert set(gen.coefficient_specs) == set(info.default_parameters)
-    assert surrogate_name(cfg) == f"fno{info.dim}d"
+    assert surrogate_name(cfg) == "fno"  # auto: the FNO, built for the PDE's dimension
 
 
 def test_user_simulator_runs_through_the_whole_pipeline():

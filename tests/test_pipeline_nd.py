@@ -11,7 +11,7 @@ from distributed import Client
 from pdeflow.storage import RunStore
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.stages.models import load_surrogate
-from pdeflow.tasks.surrogates.fno import FNO3d
+from pdeflow.tasks.surrogates.fno import FNO
 from tests.stage_helpers import generate, quantify, reduce, train
 
 # Each a PDE's own defaults on a coarse grid and a short horizon: the grid (8^3, 32 cells),
@@ -60,4 +60,4 @@ def test_the_pipeline_runs_on_the_new_families(name):
         assert all(np.isfinite(v) for v in metrics.values() if isinstance(v, float))
     net = load_surrogate(cfg, RunStore.named(cfg.store)).net
     if gen.dim == 3:
-        assert isinstance(net, FNO3d)
+        assert isinstance(net, FNO) and net.n_dims == 3

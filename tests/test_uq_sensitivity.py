@@ -1,6 +1,7 @@
 """Tests of pdeflow.tasks.uq sensitivity analysis: Morris screening, Sobol' index maps of fields,
 and polynomial chaos expansions, each against analytic indices or an independent computation."""
 
+import logging
 import warnings
 
 import chaospy
@@ -364,3 +365,17 @@ def test_pce_validation_and_zero_variance():
     with pytest.raises(ValueError, match="X must be"):
         pce.fit(X[:, :1], X[:, 0])
     np.testing.assert_array_equal(X, PolynomialChaos(AB_BOUNDS, degree=2).design(8))
+
+
+def test_chaospy_leaves_the_root_logger_alone():
+    """chaospy's import calls logging.basicConfig(filename=os.devnull); that hid every stage
+    warning from the CLI (Prefect then left its console handler out)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; from pdeflow.tasks.uq.pce import chaospy_module; chaospy_module(); "
+        "root = logging.getLogger(); print(root.handlers, root.level)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["[]", str(logging.WARNING)], out.stdout + out.stderr

@@ -24,12 +24,33 @@ References:
 
 from __future__ import annotations
 
-import chaospy
+import logging
+
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import qmc
 
 from pdeflow.tasks.uq.morris import as_bounds
+
+
+def chaospy_module():
+    """chaospy, imported on first use and without its side effect on logging.
+
+    chaospy 4.3 calls ``logging.basicConfig(level=DEBUG, filename=os.devnull)`` when imported,
+    which gives the root logger a file handler to nowhere if it has none yet. Prefect then sees
+    a user handler on the root and leaves its console handler out, so every warning a stage
+    logged (a damaged block recomputed, a checkpoint skipped) vanished from the CLI. The root's
+    handlers and level are put back as they were.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    import chaospy
+
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+    return chaospy
 
 # Squared relative CV errors below this are float64 round-off ((1e-10)^2 leaves a margin above
 # the ~1e-16 relative noise of the evaluations): degrees under it tie, and the lowest one wins,
@@ -127,6 +148,7 @@ class PolynomialChaos:
         if not (np.all(np.isfinite(X)) and np.all(np.isfinite(Y))):
             raise ValueError("X and Y must be finite")
         top = self.max_degree if self.degree == "cv" else self.degree
+        chaospy = chaospy_module()
         expansion = chaospy.generate_expansion(top, dist, normed=True)
         alphas = _multi_indices(expansion)
         if self.degree == "cv":
@@ -141,6 +163,7 @@ class PolynomialChaos:
                 f"degree {self.degree_} has {keep.sum()} terms, more than the {len(X)} runs"
             )
         self.expansion_, self.multi_indices_ = expansion[keep], alphas[keep]
+        chaospy = chaospy_module()
         self.polynomial_, coefficients = chaospy.fit_regression(self.expansion_, X.T, Y, retall=1)
         self.coefficients_ = coefficients.reshape((len(self.multi_indices_), *Y.shape[1:]))
         self.distribution_, self.n_params_ = dist, X.shape[1]
@@ -202,6 +225,7 @@ class PolynomialChaos:
         return errors
 
     def _distribution(self):
+        chaospy = chaospy_module()
         if isinstance(self.distribution, chaospy.Distribution):
             return self.distribution
         box = as_bounds(self.distribution)
