@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Test processes (pytest-xdist); each test file runs whole on one of them (session fixtures such
 # as the Dask cluster and the Prefect harness are per process).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 LINT_DIRS := $(wildcard flows tasks storage tests benchmarks)
 
 .PHONY: demo test lint bench clean install e2e
@@ -27,7 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The browser test of the Prefect UI. Installs Debian's chromium and chromedriver when either is
 # missing (apt-get, as root or through sudo), then the e2e extra, then runs tests/e2e only.
