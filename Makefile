@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Test processes (pytest-xdist); each test file runs whole on one of them (session fixtures such
 # as the Dask cluster and the Prefect harness are per process).
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 LINT_DIRS := $(wildcard flows tasks storage tests benchmarks)
 
 .PHONY: demo test lint bench clean install e2e

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import threading
@@ -14,7 +15,7 @@ import torch
 
 import pdeflow.tasks.clusters as clusters
 from pdeflow.storage import RunStore
-from pdeflow.tasks.config import load_config
+from pdeflow.tasks.config import ConfigError, load_config
 from pdeflow.tasks.config_train import SweepConfig, TrainConfig, plan_units
 from pdeflow.tasks.stages import run_stage
 from pdeflow.tasks.stages.train import TrainingLog
@@ -76,10 +77,15 @@ def test_plan_units_names_members_and_trials():
         (["train.sweep={values: {width: [8]}}"], "method: off runs no sweep"),
     ],
 )
-def test_bad_unit_settings_are_refused_naming_the_field(runs_dir, sets, says):
-    proc = cli("run", "train", "--config", str(TINY), *sum((["--set", s] for s in sets), []),
-               check=False)  # fmt: skip
-    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
+def test_bad_unit_settings_are_refused_naming_the_field(sets, says):
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        load_config(TINY, sets)
+
+
+def test_the_cli_refuses_bad_unit_settings_with_exit_2(runs_dir):
+    proc = cli("run", "train", "--config", str(TINY), "--set", "train.ensemble=0", check=False)
+    assert proc.returncode == 2 and "train.ensemble" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_units_that_ask_for_a_gpu_never_share_a_worker(data, runs_dir, monkeypatch):
