@@ -71,16 +71,24 @@ def prefect_api():
                 os.environ["PREFECT_API_URL"] = saved
 
 
-# The slowest test files outside tests/e2e and tests/faults (which sort first anyway), run
-# first: `make test` gives pytest-xdist whole files in collection order, and a 2-minute file
-# collected last (test_schedules.py sorts late) ran alone at the end while the other process
-# idled. Longest first keeps both processes busy to the end (measured per test with
-# --durations; a file missing here only runs in its alphabetical place).
+# The slowest test files run first: `make test` gives pytest-xdist whole files in collection
+# order, and a slow file collected late ran alone at the end while the other process idled
+# (the crash-and-Retry browser test, 160 s, ended a 14 min 49 s CI run). Longest first keeps
+# both processes busy to the end. Times from `--durations` in CI; a file missing here runs in
+# its alphabetical place.
 SLOW_FIRST = (
-    "tests/test_schedules.py",
-    "tests/test_cluster_address.py",
+    "tests/e2e/test_crash_retry.py",  # 162 s
+    "tests/test_cluster_address.py",  # 89 s
+    "tests/test_schedules.py",  # 85 s
+    "tests/e2e/test_ui.py",  # 84 s
+    "tests/backends/test_postgres.py",  # 70 s
+    "tests/backends/test_slurm.py",  # 65 s
+    "tests/faults/test_resume.py",  # 56 + 35 + 22 s
+    "tests/faults/test_processes.py",
     "tests/test_cli_progress.py",
+    "tests/faults/test_corruption.py",
     "tests/test_pipeline.py",
+    "tests/test_reduce_methods.py",
     "tests/test_pipeline_2d.py",
     "tests/test_pipeline_nd.py",
     "tests/test_serve.py",
