@@ -60,15 +60,16 @@ def throughput(models: list[str], device: str) -> list[tuple[str, float]]:
     torch.set_num_threads(1)
     n_x, n_batches, batch = 128, 20, 64
     gen = torch.Generator().manual_seed(0)
-    u = torch.randn(n_batches * batch, 1, n_x, generator=gen)
-    v = torch.roll(u, 1, -1)
-    p = torch.rand(n_batches * batch, 1, generator=gen)
     rows = []
     for name in models:
         cfg = load_config(TINY, [f"train.surrogate={name}", f"train.device={device}", *DATA[1:]])
+        n_p = len(cfg.generate.parameter_names)
+        u = torch.randn(n_batches * batch, 1, n_x, generator=gen)
+        v = torch.roll(u, 1, -1)
+        p = torch.rand(n_batches * batch, n_p, generator=gen)
         cfg = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={"grid": (n_x,)})})
-        stats = {"field_mean": [0.0], "field_std": [1.0], "param_mean": [0.5],
-                 "param_std": [0.3], "delta_std": [1.0]}  # fmt: skip
+        stats = {"field_mean": [0.0], "field_std": [1.0], "param_mean": [0.5] * n_p,
+                 "param_std": [0.3] * n_p, "delta_std": [1.0]}  # fmt: skip
         model = build_model(cfg, stats)
         opt = make_optimizer(model, 1e-3, 0.0)
         batches = [(u[i : i + batch], p[i : i + batch], v[i : i + batch])
@@ -89,7 +90,8 @@ def _stage_time(cfg, client) -> float:
     from pdeflow.tasks.stages import run_stage
 
     store = RunStore.named(cfg.store)
-    with store.lock("benchmark"):
+    with store.lock("benchmark"):  # every repeat trains from scratch
+        store.clear_stage("train")
         store.clear_units("train")
     t0 = time.perf_counter()
     run_stage("train", cfg, client=client, overwrite=True)
