@@ -178,6 +178,7 @@ class Data:
         tc = cfg.train
         self.frames = tc.history + tc.pushforward
         self.dtype = getattr(torch, cfg.generate.dtype)
+        self._datasets: dict[str, TrajectoryDataset] = {}  # per split, kept across epochs
 
     @property
     def windows(self) -> bool:
@@ -196,7 +197,11 @@ class Data:
     def _windows(self, split: str, generator: torch.Generator | None):
         """``(window (B, history + pushforward, C, *space), p (B, P))`` batches."""
         tc = self.cfg.train
-        ds = TrajectoryDataset(self.store, split=split, history=tc.history, horizon=tc.pushforward)
+        if split not in self._datasets:  # its layout, split and parameters are read once
+            self._datasets[split] = TrajectoryDataset(
+                self.store, split=split, history=tc.history, horizon=tc.pushforward
+            )
+        ds = self._datasets[split]
         order = range(len(ds)) if generator is None else chunk_order_sampler(ds, generator)
         buffer: list[dict] = []
         for i in order:
