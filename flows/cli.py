@@ -91,22 +91,34 @@ def run(
     Exit status: 0 done, 1 the run failed (finished work is kept: run again to resume),
     2 refused before anything was computed (bad input, or a store busy or of another config).
     """
+    from pdeflow.flows.temporary_server import ServerStartError, TemporaryServer
+
+    # Boots during the imports and checks below; stopped at exit, also after a refusal.
+    server = TemporaryServer.launch()
     from pdeflow.storage import RunStore
     from pdeflow.tasks.config import load_config
 
     with contextlib.ExitStack() as held:
         try:
             cfg = load_config(config, set_ or [])
-            server = _start_server_early()  # boots during the checks and imports below
             _precheck(cfg, stage.value, overwrite)  # reads only: a refusal leaves no trace
             # Held until the command ends; the flow and its stages take it again (re-entrant).
             held.enter_context(RunStore.named(cfg.store).lock(f"pdeflow run {stage.value}"))
         except (*_refusals(), ValueError) as err:
             _fail(str(err))
-        flow = load_flow_quietly(stage.value)  # imports Prefect, Dask and torch meanwhile
         if server is not None:
-            server.join()
-        failure, kept = _run_flow(flow, cfg, overwrite, stage.value)
+            server.settle()  # before Prefect is imported here: it reads PREFECT_API_URL once
+        flow = load_flow_quietly(stage.value)  # imports Prefect, Dask and torch meanwhile
+        from pdeflow.tasks.runtime import prestart
+
+        prestart(cfg.cluster)  # the workers start while Prefect creates the flow run
+        if server is not None:
+            try:
+                server.wait_ready()
+            except ServerStartError as err:
+                _fail(str(err), code=EXIT_FAILED)
+        temporary = server is not None and server.url is not None
+        failure, kept = _run_flow(flow, cfg, overwrite, temporary)
     if isinstance(failure, _refusals()):
         _fail(f"{stage.value} refused: {failure}")
     if failure is not None:  # the flow failed: say why, without a Prefect traceback
@@ -127,43 +139,25 @@ def load_flow_quietly(stage: str):
     return load_flow(stage)
 
 
-def _start_server_early():
-    """Start Prefect's temporary server in a thread, so that it boots while the store is
-    checked and the flow's modules import (each takes seconds). The thread starts nothing when
-    a server is configured (PREFECT_API_URL); the flow's first API call finds the one started.
-    After a refusal the server's own exit hook stops it."""
-    import threading
-
-    def start() -> None:
-        # Prefect's own import happens here too, off the main thread.
-        from prefect.settings import get_current_settings
-
-        settings = get_current_settings()
-        if settings.api.url or not settings.server.ephemeral.enabled:
-            return
-        from prefect.server.api.server import SubprocessASGIServer
-
-        with contextlib.suppress(Exception):  # the flow's own start then reports the failure
-            SubprocessASGIServer().start()
-
-    thread = threading.Thread(target=start, name="prefect-server-start", daemon=True)
-    thread.start()
-    return thread
-
-
-def _run_flow(flow, cfg, overwrite: bool, stage: str):
+def _run_flow(flow, cfg, overwrite: bool, temporary: bool):
     """Run the flow with progress: bars on a terminal, plain lines every interval otherwise.
+
+    ``temporary``: the run's API is the temporary server (no heartbeats: nobody reads them).
 
     Returns:
         The flow's exception (None if it succeeded) and the kept error records
         (``orchestration.KeptErrors``).
     """
+    from pdeflow.flows.temporary_server import without_heartbeats
     from pdeflow.tasks.orchestration import route_logs, set_reporter
 
     bars = _bars() if console.is_terminal else None
     kept = route_logs(plain_progress=bars is None, debug=_OPTIONS["debug"])
     failure = None
-    with bars or contextlib.nullcontext():
+    with (
+        bars or contextlib.nullcontext(),
+        without_heartbeats() if temporary else contextlib.nullcontext(),
+    ):
         if bars is not None:
             ids: dict[str, int] = {}
 
@@ -537,8 +531,41 @@ def main() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
         app()
-    finally:  # also on typer's SystemExit: no zarr traceback at interpreter exit
+    except SystemExit as done:  # typer ends every command so, also with status 0
+        settle_io()  # no zarr traceback at interpreter exit
+        _exit(done.code)
+    finally:
         settle_io()
+
+
+def _exit(code) -> None:
+    """End the process once everything it wrote is complete, skipping the interpreter's
+    teardown: after a pipeline run, freeing the modules of torch, SciPy, Prefect and Dask took
+    1.5 s (measured, ``python -m benchmarks.overhead``) that nothing needed.
+
+    What a normal exit does first is done here, in its order: stop and join the non-daemon
+    threads (a Dask cluster closing in the background, thread pools), run the exit handlers
+    (logging's flush, Prefect's log shipping, the temporary server's stop, zarr's loop), flush
+    stdout and stderr. Every
+    store file is already written whole (temporary file, fsync, rename) before its stage
+    returns, so nothing is left to a destructor.
+    """
+    import atexit
+    import threading
+
+    threading._shutdown()  # the interpreter's own first step (executors' workers stop too)
+    atexit._run_exitfuncs()
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): Python prints it and exits with 1
+        print(code, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

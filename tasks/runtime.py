@@ -7,6 +7,8 @@ cluster for one flow run, turns on adaptive scaling where configured, and yields
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import math
 import os
@@ -242,7 +244,7 @@ def dask_client(cluster: ClusterConfig) -> Iterator[Client]:
             yield client
         return
     cls = LocalCluster if cluster.kind == "local" else _cluster_class(cluster.kind)
-    dask_cluster = cls(**kwargs)
+    dask_cluster = _take_prestarted(cluster) or cls(**kwargs)
     try:
         scaling = scaling_kwargs(cluster)
         if scaling is not None:
@@ -251,6 +253,56 @@ def dask_client(cluster: ClusterConfig) -> Iterator[Client]:
             yield client
     finally:
         close_in_background(dask_cluster)
+
+
+# Local clusters started ahead of their flow (``prestart``): config JSON -> (thread, holder).
+_PRESTARTED: dict[str, tuple[threading.Thread, dict]] = {}
+
+
+def prestart(cluster: ClusterConfig) -> None:
+    """Start the local cluster a flow of this process is about to open, in a thread, now.
+
+    The CLI calls it once the run is accepted and its flow loaded: the workers start while
+    Prefect creates the flow run (about 1.5 s on 2 cores, ``python -m benchmarks.overhead``);
+    the flow's ``dask_client`` of the same settings takes it over. Kinds other than 'local'
+    start in the flow, as they always did (jobs and pods belong to a flow run). A cluster no
+    flow took is closed at exit; one that failed to start is started again by the flow, which
+    then reports the error.
+    """
+    if cluster.kind != "local":
+        return
+    holder: dict = {}
+
+    def start() -> None:
+        try:
+            holder["cluster"] = LocalCluster(**cluster_kwargs(cluster))
+        except Exception as err:  # the flow starts its own, and says why that failed
+            holder["error"] = err
+
+    thread = threading.Thread(target=start, name="dask-cluster-prestart", daemon=True)
+    thread.start()
+    if not _PRESTARTED:
+        atexit.register(_close_unused)
+    _PRESTARTED[cluster.model_dump_json()] = (thread, holder)
+
+
+def _take_prestarted(cluster: ClusterConfig):
+    """The prestarted cluster of these settings (once), or None."""
+    item = _PRESTARTED.pop(cluster.model_dump_json(), None)
+    if item is None:
+        return None
+    thread, holder = item
+    thread.join()
+    return holder.get("cluster")
+
+
+def _close_unused() -> None:
+    while _PRESTARTED:
+        _, (thread, holder) = _PRESTARTED.popitem()
+        thread.join()
+        if holder.get("cluster") is not None:
+            with contextlib.suppress(Exception):
+                holder["cluster"].close()
 
 
 def close_in_background(dask_cluster) -> threading.Thread:

@@ -16,7 +16,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import qmc
 
 DESIGNS = ("sobol", "lhs", "random")
 
@@ -82,6 +81,8 @@ def sample_unit(
             "design size, so adding points changes the earlier ones; draw the whole design at "
             "once with start=0, or use 'sobol' or 'random' for an extendable campaign"
         )
+    from scipy.stats import qmc  # 0.5 s of imports: only where a design is drawn
+
     return qmc.LatinHypercube(n_params, seed=seed).random(n_samples)
 
 
@@ -94,6 +95,8 @@ def _sobol(n_samples: int, n_params: int, seed: int, start: int) -> np.ndarray:
             SobolBalanceWarning,
             stacklevel=3,
         )
+    from scipy.stats import qmc
+
     engine = qmc.Sobol(n_params, scramble=True, seed=seed)
     if start > 0:
         engine.fast_forward(start)

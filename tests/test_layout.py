@@ -108,9 +108,10 @@ def test_flow_modules_hold_only_flows(name):
 
 def test_flows_folder_holds_flows_and_their_entry_points_only():
     # The flows, and what starts them: the CLI, serve, the Prefect server with its crash
-    # detection (server.py), and that automation alone for work pools (automations.py).
+    # detection (server.py), that automation alone for work pools (automations.py), and the
+    # temporary server of `pdeflow run` (temporary_server.py).
     found = {p.name for p in (ROOT / "flows").glob("*.py")}
-    entry_points = {"cli.py", "serve.py", "server.py", "automations.py"}
+    entry_points = {"cli.py", "serve.py", "server.py", "automations.py", "temporary_server.py"}
     assert found == {"__init__.py", "pipeline.py", "stages.py", *entry_points}
 
 

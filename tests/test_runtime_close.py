@@ -13,6 +13,7 @@ class _Cluster:
 
     def __init__(self, **kwargs) -> None:
         self.release, self.closed, self.closer = threading.Event(), threading.Event(), None
+        self.n_workers = kwargs.get("n_workers")
 
     def close(self) -> None:
         self.closer = threading.current_thread().name
@@ -52,3 +53,49 @@ def test_a_failing_close_is_a_warning_not_an_error(caplog):
 
     runtime.close_in_background(Broken()).join(30)
     assert any("scheduler gone" in r.getMessage() for r in caplog.records)
+
+
+def test_a_prestarted_cluster_is_taken_by_the_flow_of_its_settings_only(monkeypatch):
+    # The CLI starts the local cluster while Prefect creates the flow run (runtime.prestart);
+    # the flow's dask_client of the same settings takes it over once, another one starts its
+    # own, and a cluster no flow took is closed at exit.
+    made: list[_Cluster] = []
+    monkeypatch.setattr(
+        runtime, "LocalCluster", lambda **kw: made.append(_Cluster(**kw)) or made[-1]
+    )
+    monkeypatch.setattr(runtime, "Client", _Client)
+    monkeypatch.setattr(runtime, "_PRESTARTED", {})
+    ours, other = ClusterConfig(kind="local", n_workers=1), ClusterConfig(kind="local", n_workers=2)
+    runtime.prestart(ours)
+    runtime.prestart(other)
+    with runtime.dask_client(ours) as first:
+        assert first.cluster.n_workers == 1  # the prestarted one
+    with runtime.dask_client(ours) as second:  # a second flow (a retry): a cluster of its own
+        assert second.cluster.n_workers == 1 and second.cluster is not first.cluster
+    runtime._PRESTARTED[other.model_dump_json()][0].join()
+    assert len(made) == 3
+    for cluster in made:
+        cluster.release.set()
+    assert list(runtime._PRESTARTED) == [other.model_dump_json()]
+    runtime._close_unused()
+    unused = next(c for c in made if c.n_workers == 2)
+    assert unused.closed.is_set() and not runtime._PRESTARTED
+
+
+def test_a_prestart_that_failed_leaves_the_flow_to_start_and_report(monkeypatch):
+    calls = []
+
+    def failing(**kw):
+        calls.append(kw)
+        raise OSError("no ports left")
+
+    monkeypatch.setattr(runtime, "LocalCluster", failing)
+    monkeypatch.setattr(runtime, "_PRESTARTED", {})
+    cfg = ClusterConfig(kind="local", n_workers=1)
+    runtime.prestart(cfg)
+    try:
+        with runtime.dask_client(cfg):
+            raise AssertionError("no cluster could start")
+    except OSError as err:
+        assert "no ports left" in str(err)
+    assert len(calls) == 2  # the prestart, then the flow's own start, whose error is raised
