@@ -9,11 +9,12 @@ stage (``python -m benchmarks.overhead``).
 
 Here a bootstrap interpreter is started before the CLI imports anything heavy. It reads
 Prefect's settings (the same environment and profile the flow will see) and either says a server
-is configured, and exits, or becomes the temporary server itself: it ``execve``s the uvicorn
-command Prefect's own temporary server runs (same factory, same ``PREFECT__SERVER_EPHEMERAL``
-services, no UI, 127.0.0.1 only). The CLI then points its Prefect client at it through
-``PREFECT_API_URL``, before Prefect is imported in this process, waits for ``/api/health`` just
-before the flow starts, and stops the server at exit.
+is configured, and exits, or becomes the temporary server itself: it runs, in the same
+interpreter (Prefect's settings are imported once), the uvicorn app Prefect's own temporary
+server runs (same factory, same ``PREFECT__SERVER_EPHEMERAL`` services, no UI, 127.0.0.1
+only). The CLI then points its Prefect client at it through ``PREFECT_API_URL``, before Prefect
+is imported in this process, waits for ``/api/health`` just before the flow starts, and stops
+the server at exit.
 """
 
 from __future__ import annotations
@@ -35,24 +36,22 @@ STOP_TIMEOUT_S = 5.0
 
 _BOOTSTRAP = r"""
 import os, sys
-from pathlib import Path
 from prefect.settings import get_current_settings
 
 settings = get_current_settings()
 if settings.api.url or not settings.server.ephemeral.enabled:
     print("configured", flush=True)
     sys.exit(0)
-import prefect
-
-env = {**os.environ, **settings.to_environment_variables(exclude_unset=True)}
-env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
+# What Prefect's temporary server sets (SubprocessASGIServer): its services, no UI.
+os.environ.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1")
 print("starting", flush=True)
 os.dup2(2, 1)  # the server's own output goes where the CLI's errors go, never into the pipe
-os.execve(sys.executable, [
-    sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent),
-    "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-    "--port", sys.argv[1], "--log-level", "error", "--lifespan", "on",
-], env)
+import uvicorn
+
+uvicorn.run(
+    "prefect.server.api.server:create_app", factory=True, host="127.0.0.1",
+    port=int(sys.argv[1]), log_level="error", lifespan="on",
+)
 """
 
 
