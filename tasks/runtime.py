@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
+import dask
 import psutil
 from distributed import Client, LocalCluster
 
@@ -28,6 +29,17 @@ from pdeflow.tasks.clusters import (
     KubernetesSettings,
     check_cluster_available,
 )
+
+# Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back
+# to the OS). Setting that variable at all turns off glibc's dynamic mmap threshold: every
+# allocation over 128 KiB becomes a fresh mmap, page faults and munmap. The same training epoch
+# took 0.30 s on a worker against 0.13 s in a plain process (2.3x; a spawned process with only
+# that variable set was as slow), and a training unit 4.8 s against 1.6 s. pdeflow's workers
+# keep glibc's own allocator settings; a value exported by the user still reaches them.
+TRIM_ENV = "MALLOC_TRIM_THRESHOLD_"
+dask.config.set({f"distributed.nanny.pre-spawn-environ.{TRIM_ENV}": None})
+# The same for Slurm jobs, whose workers read their Dask config on the compute node.
+_JOB_TRIM = f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{TRIM_ENV}=None"
 
 _log = logging.getLogger("pdeflow.runtime")
 
@@ -101,7 +113,7 @@ def _slurm_kwargs(cluster: ClusterConfig) -> dict:
         "walltime": s.walltime,
         "job_name": "pdeflow-worker",
         "job_extra_directives": list(s.job_extra_directives),
-        "job_script_prologue": list(s.job_script_prologue),
+        "job_script_prologue": [_JOB_TRIM, *s.job_script_prologue],
         "local_directory": s.local_directory,
         "interface": s.interface,
         # The scheduler listens where the jobs can reach it (``interface``); its dashboard
