@@ -114,6 +114,9 @@ def _run(repeats: int) -> None:
     import torch
     from distributed import Client, LocalCluster
 
+    # Its import sets the Dask config pdeflow's own clusters start with (workers without
+    # MALLOC_TRIM_THRESHOLD_); the clusters below are built here, so it must come first.
+    import pdeflow.tasks.runtime  # noqa: F401
     from pdeflow.tasks.config import load_config
     from pdeflow.tasks.stages import run_stage
 
