@@ -114,11 +114,11 @@ def _run(repeats: int) -> None:
     import torch
     from distributed import Client, LocalCluster
 
-    # Its import sets the Dask config pdeflow's own clusters start with (workers without
-    # MALLOC_TRIM_THRESHOLD_); the clusters below are built here, so it must come first.
-    import pdeflow.tasks.runtime  # noqa: F401
     from pdeflow.tasks.config import load_config
+    from pdeflow.tasks.runtime import use_worker_defaults
     from pdeflow.tasks.stages import run_stage
+
+    use_worker_defaults()  # the clusters below are built here: the workers pdeflow starts
 
     print("| model | device | training pairs / s (1 thread) |\n|---|---|---|")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -529,13 +529,14 @@ def main() -> None:
     configure_environment()
     # The CLI shows progress bars and a summary; Prefect's per-run INFO lines are noise there.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    code = 0
     try:
         app()
     except SystemExit as done:  # typer ends every command so, also with status 0
-        settle_io()  # no zarr traceback at interpreter exit
-        _exit(done.code)
-    finally:
+        code = done.code
+    finally:  # no zarr traceback at interpreter exit
         settle_io()
+    _exit(code)
 
 
 def _exit(code) -> None:

@@ -28,9 +28,6 @@ import sys
 import time
 import urllib.request
 
-# Prefect's own default for its temporary server is 20 s; pdeflow's environment sets 120
-# (``tasks.environment``): a fresh SQLite database is migrated on the first start.
-DEFAULT_TIMEOUT_S = 120.0
 # Seconds the server is given to stop on SIGTERM before it is killed (Prefect waits 5).
 STOP_TIMEOUT_S = 5.0
 
@@ -63,14 +60,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _timeout() -> float:
-    raw = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "")
-    try:
-        return max(1.0, float(raw))
-    except ValueError:
-        return DEFAULT_TIMEOUT_S
 
 
 class TemporaryServer:
@@ -116,11 +105,16 @@ class TemporaryServer:
 
         Raises:
             ServerStartError: the server exited, or did not answer within ``timeout`` seconds
-                (``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``, 120 by default).
+                (default: Prefect's ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS``, which
+                pdeflow's environment sets to 120).
         """
         if self.url is None:
             return
-        limit = _timeout() if timeout is None else timeout
+        if timeout is None:  # Prefect is imported by now: its own setting, env or profile
+            from prefect.settings import get_current_settings
+
+            timeout = get_current_settings().server.ephemeral.startup_timeout_seconds
+        limit = max(1.0, float(timeout))
         deadline = time.monotonic() + limit
         while True:
             code = self.proc.poll()

@@ -37,9 +37,19 @@ from pdeflow.tasks.clusters import (
 # that variable set was as slow), and a training unit 4.8 s against 1.6 s. pdeflow's workers
 # keep glibc's own allocator settings; a value exported by the user still reaches them.
 TRIM_ENV = "MALLOC_TRIM_THRESHOLD_"
-dask.config.set({f"distributed.nanny.pre-spawn-environ.{TRIM_ENV}": None})
 # The same for Slurm jobs, whose workers read their Dask config on the compute node.
 _JOB_TRIM = f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{TRIM_ENV}=None"
+
+
+def use_worker_defaults() -> None:
+    """Make the workers this process starts keep glibc's allocator settings (see above).
+
+    Called wherever pdeflow builds a cluster; it stays set (not a context), because an
+    adaptive cluster starts more workers later. Code that builds its own ``LocalCluster``
+    (the benchmarks) calls it first.
+    """
+    dask.config.set({f"distributed.nanny.pre-spawn-environ.{TRIM_ENV}": None})
+
 
 _log = logging.getLogger("pdeflow.runtime")
 
@@ -256,6 +266,7 @@ def dask_client(cluster: ClusterConfig) -> Iterator[Client]:
             yield client
         return
     cls = LocalCluster if cluster.kind == "local" else _cluster_class(cluster.kind)
+    use_worker_defaults()
     dask_cluster = _take_prestarted(cluster) or cls(**kwargs)
     try:
         scaling = scaling_kwargs(cluster)
@@ -283,6 +294,7 @@ def prestart(cluster: ClusterConfig) -> None:
     """
     if cluster.kind != "local":
         return
+    use_worker_defaults()
     holder: dict = {}
 
     def start() -> None:
@@ -293,8 +305,6 @@ def prestart(cluster: ClusterConfig) -> None:
 
     thread = threading.Thread(target=start, name="dask-cluster-prestart", daemon=True)
     thread.start()
-    if not _PRESTARTED:
-        atexit.register(_close_unused)
     _PRESTARTED[cluster.model_dump_json()] = (thread, holder)
 
 
@@ -315,6 +325,9 @@ def _close_unused() -> None:
         if holder.get("cluster") is not None:
             with contextlib.suppress(Exception):
                 holder["cluster"].close()
+
+
+atexit.register(_close_unused)  # nothing to do unless a prestarted cluster was never taken
 
 
 def close_in_background(dask_cluster) -> threading.Thread:
