@@ -52,6 +52,7 @@ def chaospy_module():
     root.setLevel(level)
     return chaospy
 
+
 # Squared relative CV errors below this are float64 round-off ((1e-10)^2 leaves a margin above
 # the ~1e-16 relative noise of the evaluations): degrees under it tie, and the lowest one wins,
 # so an exactly polynomial model gets its own degree.
