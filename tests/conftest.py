@@ -43,6 +43,9 @@ def client():
     worker killed by a test is restarted, as in production)."""
     from distributed import Client, LocalCluster
 
+    from pdeflow.tasks.runtime import use_worker_defaults
+
+    use_worker_defaults()  # workers started as pdeflow starts its own
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None

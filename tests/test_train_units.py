@@ -17,6 +17,7 @@ import pdeflow.tasks.clusters as clusters
 from pdeflow.storage import RunStore
 from pdeflow.tasks.config import ConfigError, load_config
 from pdeflow.tasks.config_train import SweepConfig, TrainConfig, plan_units
+from pdeflow.tasks.runtime import use_worker_defaults
 from pdeflow.tasks.stages import run_stage
 from pdeflow.tasks.stages.train import TrainingLog
 from tests.cli_helpers import cli
@@ -102,6 +103,7 @@ def test_units_that_ask_for_a_gpu_never_share_a_worker(data, runs_dir, monkeypat
         return {"GPU": 1}
 
     monkeypatch.setattr(clusters, "task_resources", gpu_resources)
+    use_worker_defaults()
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None,
