@@ -542,31 +542,13 @@ def main() -> None:
 def _exit(code) -> None:
     """End the process once everything it wrote is complete, skipping the interpreter's
     teardown: after a pipeline run, freeing the modules of torch, SciPy, Prefect and Dask took
-    1.5 s (measured, ``python -m benchmarks.overhead``) that nothing needed.
-
-    What a normal exit does first is done here, in its order: stop and join the non-daemon
-    threads (a Dask cluster closing in the background, thread pools), run the exit handlers
-    (logging's flush, Prefect's log shipping, the temporary server's stop, zarr's loop), flush
-    stdout and stderr. Every
-    store file is already written whole (temporary file, fsync, rename) before its stage
-    returns, so nothing is left to a destructor.
+    1.5 s (measured, ``python -m benchmarks.overhead``) that nothing needed. The threads (a
+    Dask cluster closing in the background) and exit handlers (Prefect's log shipping, the
+    temporary server's stop) still run first (``tasks.fast_exit``).
     """
-    import atexit
-    import threading
+    from pdeflow.tasks.fast_exit import exit_now
 
-    threading._shutdown()  # the interpreter's own first step (executors' workers stop too)
-    atexit._run_exitfuncs()
-    if code is None:
-        status = 0
-    elif isinstance(code, int):
-        status = code
-    else:  # sys.exit("message"): Python prints it and exits with 1
-        print(code, file=sys.stderr)
-        status = 1
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
-    os._exit(status)
+    exit_now(code)
 
 
 if __name__ == "__main__":
