@@ -20,8 +20,45 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _figure(width: float, height: float) -> Figure:
+    """A figure laid out by matplotlib's "tight" engine (labels of any width fit)."""
     # "tight": 0.1 s less per figure than "constrained" (1.3 s vs 1.8 s for a run's six plots)
     fig = Figure(figsize=(width, height), layout="tight")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _grid_figure(
+    width: float,
+    height: float,
+    grid: tuple[int, int],
+    *,
+    left: float,
+    right: float,
+    bottom: float,
+    top: float,
+    wgap: float,
+    hgap: float,
+) -> Figure:
+    """A figure whose grid of subplots sits at fixed margins and gaps, all in inches: ``left``
+    (tick labels and y label), ``bottom`` (tick labels and x label), ``top`` (titles),
+    ``right``, and between columns and rows (colorbar labels, titles).
+
+    For the sample comparisons, whose labels are short numbers of known width: the "tight"
+    engine measures every label before drawing, which was 60% of their drawing time (0.23 s
+    against 0.09 s a figure, five panels and two colorbars).
+    """
+    rows, cols = grid
+    axes_w = (width - left - right - (cols - 1) * wgap) / cols
+    axes_h = (height - bottom - top - (rows - 1) * hgap) / rows
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(
+        left=left / width,
+        right=1 - right / width,
+        bottom=bottom / height,
+        top=1 - top / height,
+        wspace=wgap / axes_w,
+        hspace=hgap / axes_h,
+    )
     FigureCanvasAgg(fig)
     return fig
 
@@ -130,7 +167,7 @@ def sample_comparison(
     if len(names) != n_ch:
         raise ValueError(f"channel_names has {len(names)} names for {n_ch} channels")
     draw = _comparison_1d if space_ndim == 1 else _comparison_2d
-    fig = draw(truth, preds, names, time, x)
+    fig = draw(truth, preds, names, time, x, top=0.35 + (0.35 if title else 0.0))
     if title:
         fig.suptitle(title)
     return fig
@@ -142,7 +179,7 @@ def _limits(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
-def _comparison_1d(truth, preds, names, time, x) -> Figure:
+def _comparison_1d(truth, preds, names, time, x, top: float) -> Figure:
     n_t, n_ch = truth.shape[:2]
     t = np.arange(n_t, dtype=float) if time is None else np.asarray(time, dtype=float)
     xs = np.arange(truth.shape[-1], dtype=float) if x is None else np.asarray(x, dtype=float)
@@ -152,7 +189,9 @@ def _comparison_1d(truth, preds, names, time, x) -> Figure:
     extent = (xs[0] - dx / 2, xs[-1] + dx / 2, t[0] - dt / 2, t[-1] + dt / 2)
     xlabel = "x (grid index)" if x is None else "x"
     cols = 1 + 2 * len(preds)
-    fig = _figure(2.6 * cols, 2.4 * n_ch)
+    # Gaps wide enough for a colorbar's labels; rows apart by a title and an x label.
+    fig = _grid_figure(2.6 * cols, 2.4 * n_ch, (n_ch, cols), left=0.7, right=0.55,
+                       bottom=0.5, top=top, wgap=0.6, hgap=0.75)  # fmt: skip
     axes = fig.subplots(n_ch, cols, squeeze=False, sharey=True)
     for c, ch in enumerate(names):
         fields = {"truth": truth[:, c], **{k: v[:, c] for k, v in preds.items()}}
@@ -175,10 +214,11 @@ def _comparison_1d(truth, preds, names, time, x) -> Figure:
     return fig
 
 
-def _comparison_2d(truth, preds, names, time, x) -> Figure:
+def _comparison_2d(truth, preds, names, time, x, top: float) -> Figure:
     n_ch = truth.shape[1]
     rows = {"truth": truth[-1], **{k: v[-1] for k, v in preds.items()}}
-    fig = _figure(2.4 * 2 * n_ch, 2.2 * len(rows))
+    fig = _grid_figure(2.4 * 2 * n_ch, 2.2 * len(rows), (len(rows), 2 * n_ch), left=0.15,
+                       right=0.6, bottom=0.15, top=top, wgap=0.65, hgap=0.4)  # fmt: skip
     axes = fig.subplots(len(rows), 2 * n_ch, squeeze=False)
     for c, ch in enumerate(names):
         vmin, vmax = _limits([r[c] for r in rows.values()])
