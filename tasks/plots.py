@@ -217,7 +217,7 @@ def _comparison_1d(truth, preds, names, time, x, top: float) -> Figure:
 def _comparison_2d(truth, preds, names, time, x, top: float) -> Figure:
     n_ch = truth.shape[1]
     rows = {"truth": truth[-1], **{k: v[-1] for k, v in preds.items()}}
-    fig = _grid_figure(2.4 * 2 * n_ch, 2.2 * len(rows), (len(rows), 2 * n_ch), left=0.15,
+    fig = _grid_figure(2.4 * 2 * n_ch, 2.2 * len(rows), (len(rows), 2 * n_ch), left=0.3,
                        right=0.6, bottom=0.15, top=top, wgap=0.65, hgap=0.4)  # fmt: skip
     axes = fig.subplots(len(rows), 2 * n_ch, squeeze=False)
     for c, ch in enumerate(names):

@@ -86,6 +86,39 @@ def test_sample_comparison_2d_final_frames(tmp_path, shape, channels):
     _assert_png(plots.png_bytes(fig))
 
 
+@pytest.mark.parametrize("space_ndim", [1, 2])
+def test_sample_comparison_labels_fit_in_the_fixed_margins(space_ndim):
+    # Wide labels on purpose: 5-digit values (colorbars), 4-digit times, three channels.
+    shape = (40, 3, 48) if space_ndim == 1 else (4, 3, 20, 20)
+    truth = 12345.0 * _trajectory(shape)
+    preds = {"surrogate": 1.01 * truth, "rom": 0.9 * truth}
+    fig = plots.sample_comparison(
+        truth, preds, space_ndim, ["rho", "u", "p"], time=np.linspace(0, 1000, shape[0]),
+        title="test sample 12: nu = 0.01",
+    )  # fmt: skip
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    page = fig.bbox
+    # Each axes' extent as drawn (ticks in view, labels, title); colorbars are axes too.
+    drawn = [(ax, ax.get_tightbbox(renderer)) for ax in fig.axes if ax.get_visible()]
+    drawn.append((fig._suptitle, fig._suptitle.get_window_extent(renderer)))
+    for what, box in drawn:  # all inside the page (1 px of rounding)
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, what
+        assert page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, what
+    panels = [ax for ax in fig.axes if ax.get_title() and ax.axison]
+    assert len(panels) == 15  # 1D: 3 channels x 5 panels; 2D: 3 x (3 frames + 2 errors)
+    for a in panels:  # no panel's labels (nor its colorbar's) run into another panel
+        reach = a.get_tightbbox(renderer)
+        for b in panels:
+            if b is not a:
+                assert not reach.overlaps(b.get_window_extent(renderer)), (a.get_title(), b)
+    cbars = [ax for ax in fig.axes if not ax.get_title() and ax.axison]
+    for bar in cbars:
+        reach = bar.get_tightbbox(renderer)
+        for b in panels:
+            assert not reach.overlaps(b.get_window_extent(renderer)), b.get_title()
+
+
 def test_sample_comparison_3d_shows_the_mid_plane():
     truth = _trajectory((3, 2, 6, 6, 8))
     preds = {"surrogate": 0.5 * truth}
