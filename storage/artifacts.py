@@ -117,20 +117,30 @@ class StageFiles:
         found = list_checkpoints(self.unit_dir(stage, unit) / "checkpoints")
         return int(found[-1].stem.split("-")[1]) if found else 0
 
-    def save_unit_result(self, stage: str, unit: str, model_state, result: dict) -> dict:
-        """Write the unit's final model, then its result (which names the model's size and
-        CRC32) last: a unit is finished exactly when its result exists and its model matches."""
+    def save_unit_result(
+        self, stage: str, unit: str, model_state, result: dict, predictions=None
+    ) -> dict:
+        """Write the unit's final model (and ``predictions``, a dict of tensors, when given),
+        then its result, which names their sizes and CRC32s, last: a unit is finished exactly
+        when its result exists and every file it names matches."""
         directory = self.unit_dir(stage, unit)
         directory.mkdir(parents=True, exist_ok=True)
-        entry = save_torch(directory / "model.pt", model_state)
-        rel = str((directory / "model.pt").relative_to(self.path))
-        result = {**result, "model": rel, "model_entry": [entry.size, entry.crc32]}
+        files = {"model": model_state}
+        if predictions is not None:
+            files["predictions"] = predictions
+        for key, obj in files.items():
+            entry = save_torch(directory / f"{key}.pt", obj)
+            result = {
+                **result,
+                key: str((directory / f"{key}.pt").relative_to(self.path)),
+                f"{key}_entry": [entry.size, entry.crc32],
+            }
         write_json(directory / "result.json", result)
         return result
 
     def unit_result(self, stage: str, unit: str, config_hash: str) -> dict | None:
         """The finished unit's result for ``config_hash``; None when absent, of another
-        config, or when its model file is missing or differs from what the result names."""
+        config, or when a file it names is missing or differs from what it names."""
         directory = self.unit_dir(stage, unit)
         try:
             result = read_json(directory / "result.json")
@@ -138,8 +148,11 @@ class StageFiles:
             return None
         if not result or result.get("config_hash") != config_hash:
             return None
-        if check_file(self.path / result["model"], FileEntry(*result["model_entry"])):
-            return None
+        for key in ("model", "predictions"):
+            if key in result and check_file(
+                self.path / result[key], FileEntry(*result[f"{key}_entry"])
+            ):
+                return None
         return result
 
     def has_unit_result(self, stage: str, unit: str) -> bool:
@@ -151,7 +164,7 @@ class StageFiles:
         keeps every attempt, and its plan (a sweep trial's settings) stay."""
         self._require_lock()
         directory = self.unit_dir(stage, unit)
-        for name in ("result.json", "model.pt", "checkpoints"):
+        for name in ("result.json", "model.pt", "predictions.pt", "checkpoints"):
             remove(directory / name)
 
     def clear_units(self, stage: str) -> None:

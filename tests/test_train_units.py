@@ -150,6 +150,49 @@ def test_an_ensemble_trains_on_the_workers_and_resumes_nothing_finished(data, ru
     ]  # fmt: skip
 
 
+def test_ensemble_scores_come_from_the_members_own_test_predictions(data, runs_dir, client):
+    """The units predict the test split on the workers; the stage's scores and spread equal an
+    ensemble evaluated here from the stage's member files. A damaged prediction file makes its
+    unit unfinished: it is written again, no epoch is trained, the scores are unchanged."""
+    import numpy as np
+
+    from pdeflow.storage import FileEntry
+    from pdeflow.tasks.metrics import nrmse
+    from pdeflow.tasks.stages.models import unit_parameters
+    from pdeflow.tasks.surrogates.ensemble import Ensemble
+    from pdeflow.tasks.surrogates.factory import model_from_state
+
+    cfg = _copy(data, runs_dir, "units-ens-scores", "train.ensemble=2")
+    run_stage("train", cfg, client=client)
+    store = RunStore.named(cfg.store)
+    rec = store.record("train")
+    entries = rec.artifact_entries()
+    files = [u["stage_file"] for u in rec.details["units"]]
+    members = [model_from_state(cfg, store.load_model(f, FileEntry(*entries[f]))) for f in files]
+    ens, test, p_all = Ensemble(members), store.sample_indices("test"), unit_parameters(store, cfg)
+    true = np.concatenate([u for _, u in store.iter_chunks(test)]).astype(np.float64)
+    u0 = torch.as_tensor(true[:, :1], dtype=torch.float32).flatten(1, 2)
+    mean, std = ens.rollout(
+        u0, torch.as_tensor(p_all[test], dtype=torch.float32), true.shape[1] - 1
+    )
+    expected = float(nrmse(mean.double().numpy()[:, 1:], true[:, 1:], true.ndim - 3).mean())
+    # Float32 rollouts here (2 threads) and on a worker (1 thread) may differ in the last bits.
+    assert rec.metrics["nrmse_rollout"] == pytest.approx(expected, rel=1e-5)
+    stored = store.open_dataset("train_ensemble")["ensemble_std"].values
+    np.testing.assert_allclose(stored, std.double().numpy(), rtol=1e-4, atol=1e-6)
+
+    # The run was killed before the stage's record, and one unit's predictions are damaged.
+    (store.meta / "stages" / "train.json").unlink()
+    damaged = store.unit_dir("train", "member-01") / "predictions.pt"
+    raw = bytearray(damaged.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    damaged.write_bytes(raw)
+    again = run_stage("train", cfg, client=client)
+    assert again.computed == 0  # its last checkpoint holds every epoch
+    assert damaged.read_bytes() != bytes(raw)
+    assert store.record("train").metrics["nrmse_rollout"] == rec.metrics["nrmse_rollout"]
+
+
 def test_a_worker_killed_mid_unit_loses_at_most_one_epoch(data, runs_dir, client):
     """SIGKILL the worker training member-00 once it has checkpointed an epoch: its nanny
     restarts it, Dask runs the task again, the unit resumes from its checkpoint, and every

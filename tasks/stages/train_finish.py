@@ -26,10 +26,9 @@ from pdeflow.tasks.config_train import Unit
 from pdeflow.tasks.metrics import metric_table, nrmse
 from pdeflow.tasks.stages.base import Outcome, StageRun
 from pdeflow.tasks.stages.models import MODEL, unit_parameters
-from pdeflow.tasks.stages.train_units import unit_config
-from pdeflow.tasks.surrogates.ensemble import Ensemble
+from pdeflow.tasks.stages.train_units import predict_split, unit_config
+from pdeflow.tasks.surrogates.ensemble import spread
 from pdeflow.tasks.surrogates.factory import model_from_state
-from pdeflow.tasks.surrogates.training import rollout, stack_frames
 
 ENSEMBLE_GROUP = "train_ensemble"
 # What a unit's row in the record keeps of its result (the history is the stage model's).
@@ -68,20 +67,21 @@ def finish_training(run: StageRun) -> Outcome:
     artifacts = dict([store.save_model("train", MODEL, model.state_dict())])
     rows = [{k: r[k] for k in UNIT_FIELDS if k in r} for r in results]
     details: dict = {"kind": kind, "units": rows}
-    predictor = model
+    scored_units = [chosen]
     if kind == "ensemble":
-        members = []
+        scored_units = results
         for row, result in zip(rows, results, strict=True):
             member = unit_model(store, cfg, by_name[result["unit"]], result)
             name = f"ensemble/{result['unit']}.pt"
             rel, entry = store.save_model("train", name, member.state_dict())
             artifacts[rel] = entry
             row["stage_file"] = rel
-            members.append(member)
-        predictor = Ensemble(members)
     test = store.sample_indices("test")
     p_all = unit_parameters(store, cfg)
-    scored = score_split(predictor, store, test, p_all, tc.history)
+    predictions = [
+        unit_predictions(store, cfg, by_name[r["unit"]], r, test, p_all) for r in scored_units
+    ]
+    scored = score_predictions(store, test, predictions, tc.history, kind == "ensemble")
     metrics = scored["metrics"]
     metrics["epochs"] = tc.epochs
     metrics["final_train_loss"] = chosen["final_train_loss"]
@@ -104,35 +104,33 @@ def finish_training(run: StageRun) -> Outcome:
     return Outcome(metrics, artifacts=artifacts, details=details)
 
 
-@torch.no_grad()
-def score_split(predictor, store: RunStore, indices: np.ndarray, p_all: np.ndarray, h: int):
-    """Test-split scores of a model or an ``Ensemble``: nRMSE one step ahead and over the
-    rollout from the first ``h`` frames, beside persistence, and the full metric table.
+def unit_predictions(
+    store: RunStore, cfg: PipelineConfig, unit: Unit, result: dict, indices, p_all
+) -> dict:
+    """The test predictions a finished unit saved (``train_units.predict_split``), checked;
+    computed here from its model for a unit that saved none (trained by an older pdeflow)."""
+    if "predictions" in result:
+        return store.load_model(result["predictions"], FileEntry(*result["predictions_entry"]))
+    model = unit_model(store, cfg, unit, result)
+    return predict_split(model, store, indices, p_all, cfg.train.history, cfg.train.batch_size)
+
+
+def score_predictions(
+    store: RunStore, indices: np.ndarray, predictions: list[dict], h: int, ensemble: bool
+) -> dict:
+    """Test-split scores of one model's predictions, or of an ensemble's (the mean of its
+    members' rollouts, each rolled out on its own, and their spread): nRMSE one step ahead
+    and over the rollout from the first ``h`` frames, beside persistence, and the full metric
+    table.
 
     Returns:
         ``{"metrics": {...}, "table": metric_table(...), "mean": rollouts, "std": spreads or
         None}``; rollouts ``(n, T, C, *space)`` in float64.
     """
-    ref = next(predictor.parameters())
-    trues, means, stds, steps = [], [], [], []
-    for rows, u in store.iter_chunks(indices):
-        true = torch.as_tensor(u, dtype=ref.dtype)  # (n, T, C, *space)
-        p = torch.as_tensor(p_all[rows], dtype=ref.dtype)
-        n_t = true.shape[1]
-        u0 = stack_frames(true[:, :h])
-        inputs = torch.stack([stack_frames(true[:, k - h : k]) for k in range(h, n_t)], 1)
-        flat_in, flat_p = inputs.flatten(0, 1), p.repeat_interleave(n_t - h, dim=0)
-        if isinstance(predictor, Ensemble):
-            mean, std = predictor.rollout(u0, p, n_t - h)
-            step = predictor.one_step(flat_in, flat_p)[0]
-            stds.append(std.double().numpy())
-        else:
-            mean = rollout(predictor, u0, p, n_t - h)
-            step = predictor.eval()(flat_in, flat_p)
-        trues.append(u.astype(np.float64))
-        means.append(mean.double().numpy())
-        steps.append(step.unflatten(0, (len(rows), n_t - h)).double().numpy())
-    true, mean, step = (np.concatenate(a) for a in (trues, means, steps))
+    rolls = torch.stack([p["rollout"] for p in predictions])
+    steps = torch.stack([p["one_step"] for p in predictions])
+    mean, step = rolls.mean(0).double().numpy(), steps.mean(0).double().numpy()
+    true = np.concatenate([u.astype(np.float64) for _, u in store.iter_chunks(indices)])
     n_space = true.ndim - 3
     target = true[:, h:]
     persist = np.broadcast_to(true[:, h - 1 : h], target.shape)
@@ -151,7 +149,7 @@ def score_split(predictor, store: RunStore, indices: np.ndarray, p_all: np.ndarr
         "metrics": metrics,
         "table": table,
         "mean": mean,
-        "std": np.concatenate(stds) if stds else None,
+        "std": spread(rolls).double().numpy() if ensemble else None,
     }
 
 

@@ -36,17 +36,18 @@ class Ensemble:
     def one_step(self, u: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation (ddof=1; 0 for one member) of the members' next state."""
         preds = torch.stack([m.eval()(u, p) for m in self.members])
-        return preds.mean(0), _spread(preds)
+        return preds.mean(0), spread(preds)
 
     def rollout(
         self, u0: Tensor, p: Tensor, n_steps: int, batch_size: int | None = None
     ) -> tuple[Tensor, Tensor]:
         """Mean and standard deviation of the members' rollouts (see ``training.rollout``)."""
         trajs = torch.stack([rollout(m, u0, p, n_steps, batch_size) for m in self.members])
-        return trajs.mean(0), _spread(trajs)
+        return trajs.mean(0), spread(trajs)
 
 
-def _spread(stacked: Tensor) -> Tensor:
+def spread(stacked: Tensor) -> Tensor:
+    """Standard deviation over the first axis (the members), ddof=1; zeros for one member."""
     if stacked.shape[0] < 2:
         return torch.zeros_like(stacked[0])
     return stacked.std(0, correction=1)
