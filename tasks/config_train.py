@@ -111,7 +111,13 @@ class TrainConfig(_Frozen):
         description="Architecture: fno, unet, transformer (Galerkin attention) or deeponet; "
         "auto: the FNO. fno1d/fno2d/fno3d are the FNO's old names.",
     )
-    width: int = Field(32, ge=4, le=1024, description="Channels of the hidden layers.")
+    width: int = Field(
+        32,
+        ge=4,
+        le=1024,
+        description="Channels of the hidden layers (FNO, U-Net); the transformer is built 2x "
+        "and DeepONet 8x as wide, sizes of comparable accuracy.",
+    )
     modes: int = Field(16, ge=1, le=4096, description="Fourier modes kept per spectral layer.")
     n_layers: int = Field(4, ge=1, le=32, description="Number of layers (blocks).")
     factorization: Literal["none", "tucker", "cp"] = Field(

@@ -6,7 +6,7 @@ import torch
 
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.surrogates.onestep import OneStepSurrogate
-from pdeflow.tasks.surrogates.zoo import auto_model, build_net
+from pdeflow.tasks.surrogates.zoo import auto_model, build_net, get_model
 
 STAT_NAMES = ("field_mean", "field_std", "param_mean", "param_std", "delta_std")
 # The FNO's names per dimension before the model zoo.
@@ -35,8 +35,6 @@ def check_trainable(cfg: PipelineConfig) -> None:
     names = [tc.surrogate, *tc.sweep.values.get("surrogate", [])]
     for name in names:
         if name not in ("auto", *_OLD_FNO):
-            from pdeflow.tasks.surrogates.zoo import get_model
-
             get_model(str(name))
     frames = tc.history + tc.pushforward
     if frames > gen.n_frames:
@@ -49,11 +47,12 @@ def check_trainable(cfg: PipelineConfig) -> None:
 
 def net_options(cfg: PipelineConfig) -> dict:
     """The zoo's common options from the train config."""
-    tc = cfg.train
-    options: dict = {"width": tc.width, "n_layers": tc.n_layers, "modes": tc.modes}
+    tc, name = cfg.train, surrogate_name(cfg)
+    width = tc.width * get_model(name).width_scale  # the FNO's width, scaled per model
+    options: dict = {"width": width, "n_layers": tc.n_layers, "modes": tc.modes}
     if tc.factorization != "none":
         options.update(factorization=tc.factorization, rank=tc.factor_rank)
-    if surrogate_name(cfg) == "deeponet":
+    if name == "deeponet":
         options["grid_shape"] = tuple(cfg.generate.grid)
     return options
 

@@ -440,3 +440,31 @@ def test_unet_grid_handling(grid):
     torch.testing.assert_close(
         net(torch.roll(u, 4, -1), p), torch.roll(net(u, p), 4, -1), atol=1e-12, rtol=0
     )
+
+
+# The width each built network has: the FNO, U-Net and transformer keep it as ``width``,
+# DeepONet as the size of its MLPs' hidden layers.
+_BUILT_WIDTH = {
+    "fno": lambda net: net.width,
+    "unet": lambda net: net.width,
+    "transformer": lambda net: net.width,
+    "deeponet": lambda net: net.branch[0].out_features,
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "scale"), [("fno", 1), ("unet", 1), ("transformer", 2), ("deeponet", 8)]
+)
+def test_a_run_builds_each_model_width_scale_times_its_configured_width(name, scale):
+    # train.width is the FNO's; the others are built wider, to comparable accuracy (see zoo).
+    from pdeflow.tasks.config import load_config
+    from pdeflow.tasks.surrogates.factory import build_model
+
+    root = Path(__file__).resolve().parents[2]
+    sets = [f"train.surrogate={name}", "train.width=12"]
+    cfg = load_config(root / "flows" / "configs" / "demo.yaml", sets)
+    n_p = len(cfg.generate.parameter_names)
+    stats = {"field_mean": [0.0], "field_std": [1.0], "delta_std": [1.0],
+             "param_mean": [0.5] * n_p, "param_std": [0.3] * n_p}  # fmt: skip
+    assert get_model(name).width_scale == scale
+    assert _BUILT_WIDTH[name](build_model(cfg, stats).net) == 12 * scale
