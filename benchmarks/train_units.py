@@ -1,6 +1,7 @@
 """Training on the Dask workers: throughput per model, ensemble speed-up, per-unit overhead.
 
-Run alone: ``python -m benchmarks.train_units [--repeats N]`` (about 10 minutes on 2 cores).
+Run alone: ``python -m benchmarks.train_units [--repeats N] [--epochs E]`` (about 15 minutes
+on 2 cores with the defaults).
 
 1. Throughput: training samples (one-step pairs) per second of a training epoch, for every
    model of the zoo on the same 1D Burgers data (128 points), one thread, on CPU (and on the
@@ -9,6 +10,11 @@ Run alone: ``python -m benchmarks.train_units [--repeats N]`` (about 10 minutes 
    workers against 1 worker, interleaved A B A B. Goal: >= 1.7.
 3. Unit overhead: one unit trained as a Dask task on a warm 1-worker cluster against the same
    unit trained in this process (``run_stage`` without a client), interleaved. Goal: <= 1.05.
+
+2 and 3 train the demo's model on the demo's data (``flows/configs/demo.yaml``: 512 Burgers
+samples, FNO of width 24, batch 64) for ``--epochs`` (default 12, the demo's): the units a user
+of the demo trains. A unit has a fixed part (building the model, scoring the validation and
+test splits, writing its result: about 0.5 s) that a tiny unit of 2 s would show as overhead.
 Every figure is a ratio measured side by side in one run; the share of the CPUs that other
 processes used is printed beside it (above 15% the wall times are not comparable).
 """
@@ -25,10 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-DATA = [
-    "generate={n_samples: 256, chunk_size: 16, block_size: 64, n_x: 128, n_frames: 21}",
-    "train={width: 16, modes: 12, n_layers: 3, epochs: 3, batch_size: 64}",
-]
+DEMO = ROOT / "flows" / "configs" / "demo.yaml"
+# The throughput rows' model settings.
+MODEL = "train={width: 16, modes: 12, n_layers: 3, epochs: 3, batch_size: 64}"
 
 
 def _foreign_share(fn):
@@ -62,7 +67,7 @@ def throughput(models: list[str], device: str) -> list[tuple[str, float]]:
     gen = torch.Generator().manual_seed(0)
     rows = []
     for name in models:
-        cfg = load_config(TINY, [f"train.surrogate={name}", f"train.device={device}", *DATA[1:]])
+        cfg = load_config(TINY, [f"train.surrogate={name}", f"train.device={device}", MODEL])
         n_p = len(cfg.generate.parameter_names)
         u = torch.randn(n_batches * batch, 1, n_x, generator=gen)
         v = torch.roll(u, 1, -1)
@@ -101,16 +106,19 @@ def _stage_time(cfg, client) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=12, help="epochs of every unit (1-500)")
     args = parser.parse_args()
+    if not 1 <= args.epochs <= 500:
+        parser.error(f"--epochs must be in [1, 500], got {args.epochs}")
     tmp = Path(tempfile.mkdtemp(prefix="pdeflow-bench-units-"))
     os.environ["PDEFLOW_RUNS_DIR"] = str(tmp)
     try:
-        _run(args.repeats)
+        _run(args.repeats, args.epochs)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run(repeats: int) -> None:
+def _run(repeats: int, epochs: int) -> None:
     import torch
     from distributed import Client, LocalCluster
 
@@ -126,7 +134,7 @@ def _run(repeats: int) -> None:
         for name, rate in throughput(["fno", "unet", "transformer", "deeponet"], device):
             print(f"| {name} | {device} | {rate:,.0f} |")
 
-    base = load_config(TINY, ["store=bench-units", *DATA])
+    base = load_config(DEMO, ["store=bench-units", f"train.epochs={epochs}"])
     ens = base.model_copy(update={"train": base.train.model_copy(update={"ensemble": 4})})
     one = base
     kw = {"threads_per_worker": 1, "processes": True, "dashboard_address": None}
