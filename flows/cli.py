@@ -148,7 +148,7 @@ def _run_flow(flow, cfg, overwrite: bool, temporary: bool):
         The flow's exception (None if it succeeded) and the kept error records
         (``orchestration.KeptErrors``).
     """
-    from pdeflow.flows.temporary_server import without_heartbeats
+    from pdeflow.flows.temporary_server import temporary_server_settings
     from pdeflow.tasks.orchestration import route_logs, set_reporter
 
     bars = _bars() if console.is_terminal else None
@@ -156,7 +156,7 @@ def _run_flow(flow, cfg, overwrite: bool, temporary: bool):
     failure = None
     with (
         bars or contextlib.nullcontext(),
-        without_heartbeats() if temporary else contextlib.nullcontext(),
+        temporary_server_settings() if temporary else contextlib.nullcontext(),
     ):
         if bars is not None:
             ids: dict[str, int] = {}

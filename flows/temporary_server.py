@@ -151,18 +151,21 @@ class TemporaryServer:
 
 
 @contextlib.contextmanager
-def without_heartbeats():
-    """Prefect settings without flow-run heartbeats, for a run on the temporary server.
+def temporary_server_settings():
+    """Prefect settings for a run on the temporary server: no flow-run heartbeats, no check of
+    the server's API version.
 
     Heartbeats let a lasting server mark a run Crashed when its process dies
     (``flows.automations``); the temporary server dies with the process, so nobody can read
     them. Their thread sleeps in 1 s steps and the flow's end waits for it: 0.5 s on average
-    (measured with py-spy on a tiny pipeline).
+    (measured with py-spy on a tiny pipeline). The version check is a request that cannot fail:
+    the server is this interpreter's own Prefect.
     """
     from prefect.context import SettingsContext
 
     ctx = SettingsContext.get()
     flows = ctx.settings.flows.model_copy(update={"heartbeat_frequency": None})
-    settings = ctx.settings.model_copy(update={"flows": flows})
+    client = ctx.settings.client.model_copy(update={"server_version_check_enabled": False})
+    settings = ctx.settings.model_copy(update={"flows": flows, "client": client})
     with SettingsContext(profile=ctx.profile, settings=settings):
         yield
