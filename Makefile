@@ -7,10 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Test processes (pytest-xdist); each test file runs whole on one of them (session fixtures such
-# as the Dask cluster and the Prefect harness are per process). --no-loadscope-reorder keeps the
-# collection order (tests/conftest.py: slowest files first): xdist otherwise hands out the files
-# with the most tests first, which left the two one-test browser files to run side by side at
-# the end (239 s and 186 s together, against 162 s and 84 s apart; a 13 min 24 s CI run).
+# as the Dask cluster and the Prefect harness are per process).
 TEST_WORKERS ?= 2
 LINT_DIRS := $(wildcard flows tasks storage tests benchmarks)
 
@@ -30,7 +27,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 # The browser test of the Prefect UI. Installs Debian's chromium and chromedriver when either is
 # missing (apt-get, as root or through sudo), then the e2e extra, then runs tests/e2e only.
