@@ -65,16 +65,25 @@ def test_a_server_that_dies_is_reported_with_its_status(no_api):
         server.stop()
 
 
-def test_runs_on_the_temporary_server_send_no_heartbeats_and_skip_the_version_check(monkeypatch):
-    from prefect.settings import get_current_settings
+def test_runs_on_the_temporary_server_send_no_heartbeats_and_skip_the_version_check():
+    from prefect.settings import (
+        PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
 
     from pdeflow.flows.temporary_server import temporary_server_settings
 
-    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
-    before = get_current_settings()
-    with temporary_server_settings():
-        inside = get_current_settings()
-        assert inside.flows.heartbeat_frequency is None
-        assert inside.client.server_version_check_enabled is False
-    after = get_current_settings()
-    assert after.client.server_version_check_enabled == before.client.server_version_check_enabled
+    served = {
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30,
+        PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED: True,
+    }
+    with temporary_settings(updates=served):
+        with temporary_server_settings():
+            inside = get_current_settings()
+            assert inside.flows.heartbeat_frequency is None
+            assert inside.client.server_version_check_enabled is False
+        after = get_current_settings()  # the settings of anything else are left alone
+        assert after.flows.heartbeat_frequency == 30
+        assert after.client.server_version_check_enabled is True

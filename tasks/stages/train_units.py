@@ -366,6 +366,7 @@ def one_step_nrmse(model, store: RunStore, indices: np.ndarray, p_all: np.ndarra
     return total / count
 
 
+@torch.no_grad()
 def one_step_predictions(model, u: np.ndarray, p: np.ndarray, h: int, batch: int):
     """The model's prediction of every frame ``k >= h`` of trajectories ``u`` (n, T, C,
     *space) from the ``h`` true frames before it, ``batch`` windows per call; (n, T - h, C,
