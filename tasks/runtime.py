@@ -31,25 +31,41 @@ from pdeflow.tasks.clusters import (
     check_cluster_available,
 )
 
-# Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back
-# to the OS). Setting that variable at all turns off glibc's dynamic mmap threshold: every
-# allocation over 128 KiB becomes a fresh mmap, page faults and munmap. The same training epoch
-# took 0.30 s on a worker against 0.13 s in a plain process (2.3x; a spawned process with only
-# that variable set was as slow), and a training unit 4.8 s against 1.6 s. pdeflow's workers
-# keep glibc's own allocator settings; a value exported by the user still reaches them.
-TRIM_ENV = "MALLOC_TRIM_THRESHOLD_"
+# glibc's allocator settings for the worker processes pdeflow starts. Dask's nanny starts every
+# worker with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back to the OS). Setting that
+# variable at all turns off glibc's dynamic mmap threshold: every allocation over 128 KiB became a
+# fresh mmap, page faults and munmap, and a training epoch took 2.3x its time in process. Without
+# it, a unit still took 1.20x: a task runs in a thread of its own, whose allocations come from a
+# per-thread arena, and glibc shrinks (madvise) and unmaps those heaps whenever their free top
+# passes the trim threshold, so every batch faulted its pages in again (860k minor faults and
+# 16% kernel time in the training thread, against 7k and 1% for the same unit in process, where
+# the main arena grows once). A fixed mmap threshold at glibc's maximum (32 MiB: a batch's
+# activations come from the heaps) and a trim threshold above a thread heap's size (64 MiB: the
+# heaps are kept) took the worker's faults to 190k and the unit to 1.00x (28.3 s against
+# 28.4 s, python -m benchmarks.train_units). Freed memory stays with the worker, up to its peak
+# of blocks under 32 MiB; a value exported by the user still reaches the workers instead.
+WORKER_MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
+}
 # The same for Slurm jobs, whose workers read their Dask config on the compute node.
-_JOB_TRIM = f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{TRIM_ENV}=None"
+_JOB_MALLOC = [
+    f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{k}={v}"
+    for k, v in WORKER_MALLOC_ENV.items()
+]
 
 
 def use_worker_defaults() -> None:
-    """Make the workers this process starts keep glibc's allocator settings (see above).
+    """Give the workers this process starts pdeflow's allocator settings (see above).
 
     Called wherever pdeflow builds a cluster; it stays set (not a context), because an
     adaptive cluster starts more workers later. Code that builds its own ``LocalCluster``
-    (the benchmarks) calls it first.
+    (the benchmarks) calls it first. The nanny passes on a variable exported in its own
+    environment instead.
     """
-    dask.config.set({f"distributed.nanny.pre-spawn-environ.{TRIM_ENV}": None})
+    dask.config.set(
+        {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
+    )
 
 
 _log = logging.getLogger("pdeflow.runtime")
@@ -146,7 +162,7 @@ def _slurm_kwargs(cluster: ClusterConfig) -> dict:
         "walltime": s.walltime,
         "job_name": "pdeflow-worker",
         "job_extra_directives": list(s.job_extra_directives),
-        "job_script_prologue": [_JOB_TRIM, *s.job_script_prologue],
+        "job_script_prologue": [*_JOB_MALLOC, *s.job_script_prologue],
         "local_directory": s.local_directory,
         "interface": s.interface,
         # The scheduler listens where the jobs can reach it (``interface``); its dashboard
