@@ -11,25 +11,37 @@ ends (report, cluster close, server shutdown, interpreter exit).
 Start-up is the wall time of commands that need no flow (``--help``, ``show``, ``list``), each
 in a fresh interpreter.
 
-Run alone: ``python -m benchmarks.overhead [--repeats N]`` (prints JSON rows).
+The host's speed drifts by a third within an hour (the same code measured 7.2 s and 10.1 s,
+its stages 6.7 s and 8.8 s), so the absolute figure alone cannot say whether a change helped.
+``--baseline REV`` also runs another commit's CLI (``git archive`` of it, imported ahead of the
+installed one), alternating A B A B on the same config, and prints the ratio of the two best
+overheads. The issue's 17.5 s is ``ISSUE_BASELINE``'s fixed cost; the goal of 8 s is the ratio
+8 / 17.5 = 0.46 against it.
+
+Run alone: ``python -m benchmarks.overhead [--quick] [--baseline REV [--pairs N]]`` (prints
+JSON rows).
 """
 
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import Goal, Result, fresh_name
+from benchmarks.common import ROOT, Goal, Result, fresh_name
 
 # The issue's figure for the demo at 512 samples: 5.0 s CLI import + 3.7 s server start + 4.9 s
 # report and cluster close + 2.7 s shutdown, measured on a busy 2-core machine.
 ISSUE_OVERHEAD_S = 17.5
+# The last commit before the work on that issue: the code the 17.5 s was measured on.
+ISSUE_BASELINE = "a8aa9d3^"
 OVERHEAD_GOAL_S = 8.0
 STARTUP_GOAL_S = 1.0
 TINY = [
@@ -88,18 +100,61 @@ def split_overhead(start: float, wall: float, stages: dict) -> dict:
     }
 
 
+def stage_times(env: dict, store: str) -> dict:
+    """Each stage's ``started``/``finished`` from its record file (``<store>/_pdeflow/stages``),
+    which every pdeflow since the store issue writes, ``show --json`` or not."""
+    stages = Path(env["PDEFLOW_RUNS_DIR"]) / store / "_pdeflow" / "stages"
+    return {f.stem: json.loads(f.read_text()) for f in sorted(stages.glob("*.json"))}
+
+
+def pipeline_run(env: dict) -> tuple[dict, str]:
+    """One tiny pipeline run on a fresh store: its split, and the store's name."""
+    store = fresh_name("overhead")
+    sets = [x for s in [f"store={store}", *TINY] for x in ("--set", s)]
+    start, wall, done = _cli(["run", "pipeline", *sets], env)
+    if done.returncode != 0:
+        raise RuntimeError(f"pipeline run failed:\n{done.stderr[-3000:]}")
+    return split_overhead(start, wall, stage_times(env, store)), store
+
+
 def measure_pipeline_overhead(env: dict, repeats: int) -> tuple[list[dict], str]:
     """Tiny pipeline runs on fresh stores; each run's split, and the last store's name."""
     splits, store = [], ""
     for _ in range(repeats):
-        store = fresh_name("overhead")
-        sets = [x for s in [f"store={store}", *TINY] for x in ("--set", s)]
-        start, wall, done = _cli(["run", "pipeline", *sets], env)
-        if done.returncode != 0:
-            raise RuntimeError(f"pipeline run failed:\n{done.stderr[-3000:]}")
-        _, _, shown = _cli(["show", store, "--json"], env)
-        splits.append(split_overhead(start, wall, json.loads(shown.stdout)["stages"]))
+        split, store = pipeline_run(env)
+        splits.append(split)
     return splits, store
+
+
+def checkout(rev: str, into: Path) -> str:
+    """``rev`` of this repository unpacked under ``into``, and a PYTHONPATH entry that imports
+    its pdeflow (links ``pdeflow/{flows,tasks,storage}``) ahead of the installed one."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True
+    ).stdout
+    src = into / "src"
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(src, filter="data")
+    pkg = into / "path" / "pdeflow"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    for name in ("flows", "tasks", "storage"):
+        (pkg / name).symlink_to(src / name)
+    return str(into / "path")
+
+
+def compare(env: dict, baseline_env: dict, pairs: int) -> tuple[dict, dict, list[tuple]]:
+    """Pipeline runs alternating baseline and current, ``pairs`` of each (after one unmeasured
+    run of each on its fresh Prefect home); the best split of each and every pair's overheads."""
+    pipeline_run(baseline_env)
+    pipeline_run(env)
+    runs: dict[str, list[dict]] = {"baseline": [], "current": []}
+    for _ in range(pairs):
+        runs["baseline"].append(pipeline_run(baseline_env)[0])
+        runs["current"].append(pipeline_run(env)[0])
+    best = {k: min(v, key=lambda s: s["overhead_s"]) for k, v in runs.items()}
+    each = [(b["overhead_s"], c["overhead_s"]) for b, c in zip(*runs.values(), strict=True)]
+    return best["baseline"], best["current"], each
 
 
 def measure_startup(env: dict, store: str, repeats: int) -> dict[str, float]:
@@ -151,6 +206,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one pipeline run, best of 2")
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help=f"also run commit REV alternately and print the ratio (the issue's code: "
+        f"{ISSUE_BASELINE})",
+    )
+    parser.add_argument("--pairs", type=int, default=3, help="A B pairs with --baseline (1-20)")
+    parser.add_argument(
         "--pythonpath",
         help="measure another checkout: a directory holding pdeflow/{flows,tasks,storage} "
         "(for example links into `git archive` of an older commit), ahead of the installed one",
@@ -160,10 +222,41 @@ def main() -> None:
     env = {"PDEFLOW_RUNS_DIR": str(base / "runs"), "PREFECT_HOME": str(base / "prefect")}
     if args.pythonpath:
         env["PYTHONPATH"] = args.pythonpath
+    if args.baseline:
+        if not 1 <= args.pairs <= 20:
+            parser.error(f"--pairs must be in [1, 20], got {args.pairs}")
+        _compare_and_print(args.baseline, args.pairs, base, env)
+        return
     for row in measure(args.quick, env):
         print(json.dumps({"name": row.name, "value": round(row.value, 3), "note": row.note}))
         for run in row.details.get("runs", []):
             print("   ", json.dumps({k: round(v, 2) for k, v in run.items()}))
+
+
+def _compare_and_print(rev: str, pairs: int, base: Path, env: dict) -> None:
+    full = {**os.environ, **env}
+    old = {
+        **full,
+        "PYTHONPATH": checkout(rev, base / "baseline"),
+        "PDEFLOW_RUNS_DIR": str(base / "runs-baseline"),
+        "PREFECT_HOME": str(base / "prefect-baseline"),
+    }
+    before, after, each = compare(full, old, pairs)
+    ratio = after["overhead_s"] / before["overhead_s"]
+    goal = OVERHEAD_GOAL_S / ISSUE_OVERHEAD_S
+    for label, split in ((f"baseline {rev}", before), ("current", after)):
+        print(json.dumps({label: {k: round(v, 2) for k, v in split.items()}}))
+    print(
+        json.dumps(
+            {"pairs (baseline, current) overhead_s": [[round(a, 2), round(b, 2)] for a, b in each]}
+        )
+    )
+    print(
+        f"fixed cost outside the stages, best of {pairs}: {after['overhead_s']:.2f} s against "
+        f"{before['overhead_s']:.2f} s, ratio {ratio:.3f} (goal <= {goal:.3f}, 8 s of 17.5 s: "
+        f"{'met' if ratio <= goal else 'missed'}); at the issue's 17.5 s that is "
+        f"{ratio * ISSUE_OVERHEAD_S:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,12 @@ from pdeflow.tasks.config_reduce import TABLE_COLUMNS
 from pdeflow.tasks.orchestration import log_warning
 from pdeflow.tasks.rom.methods import get_method
 from pdeflow.tasks.stages import hash_of
-from pdeflow.tasks.stages.models import load_rom, load_surrogate, unit_parameters
+from pdeflow.tasks.stages.models import (
+    load_rom,
+    load_surrogate,
+    stored_rollouts,
+    unit_parameters,
+)
 from pdeflow.tasks.stages.status import summary as store_summary
 from pdeflow.tasks.surrogates.training import rollout
 
@@ -82,9 +87,10 @@ def predict_samples(
     """Stored trajectories and the saved surrogate's and ROM's predictions of them.
 
     Shapes come from the stored data: every field (``attrs["fields"]``, default ``u``) becomes a
-    channel. The surrogate rolls out from each stored initial frame; the ROM predicts from the
-    parameters (and the stored initial frame, when it takes one). A model is included only when
-    its stage is complete for ``cfg``.
+    channel. The surrogate's rollouts are the ones the train stage stored for its test samples
+    (``stored_rollouts``), else rolled out here from each stored initial frame; the ROM
+    predicts from the parameters (and the stored initial frame, when it takes one). A model is
+    included only when its stage is complete for ``cfg``.
 
     Args:
         cfg: the run's config.
@@ -100,15 +106,17 @@ def predict_samples(
     out = {"truth": truth}
     p_unit = unit_parameters(store, cfg, idx)
     if _complete(cfg, store, "train"):
-        model = load_surrogate(cfg, store)
-        dtype = next(model.parameters()).dtype
-        traj = rollout(
-            model,
-            torch.as_tensor(truth[:, 0], dtype=dtype),
-            torch.as_tensor(p_unit, dtype=dtype),
-            truth.shape[1] - 1,
-        )
-        out["surrogate"] = traj.numpy().reshape(truth.shape)
+        stored = stored_rollouts(store, idx)
+        if stored is None:  # not test samples, or a store trained before rollouts were kept
+            model = load_surrogate(cfg, store)
+            dtype = next(model.parameters()).dtype
+            stored = rollout(
+                model,
+                torch.as_tensor(truth[:, 0], dtype=dtype),
+                torch.as_tensor(p_unit, dtype=dtype),
+                truth.shape[1] - 1,
+            ).numpy()
+        out["surrogate"] = stored.reshape(truth.shape)
     if _complete(cfg, store, "reduce"):
         rom = load_rom(cfg, store)
         out["rom"] = rom.predict(p_unit, truth[:, 0]).reshape(truth.shape)

@@ -339,6 +339,27 @@ def test_predict_samples_reproduces_the_stage_metrics(tiny_store):
     assert rel.mean() == pytest.approx(metrics["reduce"]["rom_rel_error_mean"], rel=1e-4)
 
 
+def test_sample_plots_use_the_rollouts_the_train_stage_stored(tiny_store, monkeypatch):
+    # The report plots the test rollouts the train stage kept with its metrics instead of
+    # rolling the model out again (0.4 s of a demo run's fixed cost); they must be the stage
+    # model's own rollouts. Batched against per-sample float32 rollouts differ by rounding only
+    # (~1e-6 of the field's scale over the rollout), so 1e-4 of the scale separates them from
+    # any other model's.
+    import pdeflow.tasks.report as report
+    from pdeflow.tasks.stages.models import stored_rollouts
+
+    cfg, store = tiny_store
+    test = store.sample_indices("test")[:3]
+    stored = stored_rollouts(store, test[::-1])  # any order in, sorted rows out
+    assert stored is not None and len(stored) == len(test)
+    monkeypatch.setattr(report, "stored_rollouts", lambda *args: None)  # the fallback
+    fresh = report.predict_samples(cfg, store, test)["surrogate"]
+    scale = np.abs(fresh).max()
+    np.testing.assert_allclose(stored.reshape(fresh.shape), fresh, rtol=0, atol=1e-4 * scale)
+    not_test = np.setdiff1d(np.arange(cfg.generate.n_samples), store.sample_indices("test"))
+    assert stored_rollouts(store, np.concatenate([test[:1], not_test[:1]])) is None
+
+
 def test_write_plots_and_report_reference_them(tiny_store):
     from pdeflow.tasks.report import report_markdown, write_plots
 

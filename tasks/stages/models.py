@@ -7,6 +7,7 @@ use, so a damaged model is refused rather than silently loaded.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from pdeflow.storage import RunStore, StageNotReady
 from pdeflow.tasks.config import PipelineConfig
@@ -34,6 +35,28 @@ def _complete(store: RunStore, stage: str):
     if rec is None or rec.status != "complete":
         raise StageNotReady(f"store {store.name!r} has no complete {stage} stage")
     return rec
+
+
+# The train stage's rollouts of the test split by its model (an ensemble's: the members' mean),
+# the ones its metrics score: {"sample": (n,) sorted store indices, "rollout": (n, T, C, *space)
+# in the model's dtype, from the first ``history`` true frames}. The report plots them.
+TEST_ROLLOUT = "test_rollout.pt"
+
+
+def stored_rollouts(store: RunStore, indices: np.ndarray) -> np.ndarray | None:
+    """The train stage's stored rollouts (``TEST_ROLLOUT``) of the sorted ``indices``, checked
+    on load; None when the stage stored none (an older store) or one of them is not a test
+    sample. Call it for a complete train stage."""
+    rec = _complete(store, "train")
+    rel = next((r for r in rec.artifacts if r.endswith("/" + TEST_ROLLOUT)), None)
+    if rel is None:
+        return None
+    saved = store.load_model(rel, rec.artifact_entries()[rel])
+    samples, idx = saved["sample"].numpy(), np.sort(np.asarray(indices))
+    at = np.minimum(np.searchsorted(samples, idx), len(samples) - 1)
+    if not len(samples) or not np.array_equal(samples[at], idx):
+        return None
+    return saved["rollout"][torch.as_tensor(at)].numpy()
 
 
 def load_surrogate(cfg: PipelineConfig, store: RunStore) -> OneStepSurrogate | Ensemble:

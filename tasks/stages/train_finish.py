@@ -25,7 +25,7 @@ from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.config_train import Unit
 from pdeflow.tasks.metrics import metric_table, nrmse
 from pdeflow.tasks.stages.base import Outcome, StageRun
-from pdeflow.tasks.stages.models import MODEL, unit_parameters
+from pdeflow.tasks.stages.models import MODEL, TEST_ROLLOUT, unit_parameters
 from pdeflow.tasks.stages.train_units import predict_split, unit_config
 from pdeflow.tasks.surrogates.ensemble import spread
 from pdeflow.tasks.surrogates.factory import model_from_state
@@ -82,6 +82,13 @@ def finish_training(run: StageRun) -> Outcome:
         unit_predictions(store, cfg, by_name[r["unit"]], r, test, p_all) for r in scored_units
     ]
     scored = score_predictions(store, test, predictions, tc.history, kind == "ensemble")
+    if len(test):
+        rollout = torch.stack([p["rollout"] for p in predictions]).mean(0)
+        order = np.sort(np.asarray(test))  # the order iter_chunks reads (and scores) the split
+        rel, entry = store.save_model(
+            "train", TEST_ROLLOUT, {"sample": torch.as_tensor(order), "rollout": rollout}
+        )
+        artifacts[rel] = entry
     metrics = scored["metrics"]
     metrics["epochs"] = tc.epochs
     metrics["final_train_loss"] = chosen["final_train_loss"]
