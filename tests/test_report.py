@@ -119,6 +119,52 @@ def test_sample_comparison_labels_fit_in_the_fixed_margins(space_ndim):
             assert not reach.overlaps(b.get_window_extent(renderer)), b.get_title()
 
 
+def _wide_single_figures():
+    """The run's single-row figures with the widest labels their inputs give: log axes down to
+    1e-12, 4-digit ranks and epochs, 5-digit negative losses (a linear axis), long parameter
+    names, negative Sobol estimates, full legends."""
+    rng = np.random.default_rng(0)
+    epochs = np.arange(1, 501)
+    names = [f"amplitude_{k}" for k in range(6)]
+    s1 = {m: rng.uniform(-0.05, 1.0, 6) for m in ("solver", "surrogate", "rom")}
+    ranks = {m: {2**k: (10.0 ** -(k + 2), 10.0 ** -(k + 3)) for k in range(11)} for m in "abc"}
+    return {
+        "training, log": plots.training_curves(
+            epochs, np.geomspace(1e3, 1e-12, 500), np.geomspace(2e3, 2e-12, 500), resumed_from=250
+        ),
+        "training, linear": plots.training_curves(
+            epochs, np.linspace(-12345.0, 12345.0, 500), np.linspace(-23456.0, 0.0, 500)
+        ),
+        "coverage": plots.coverage_histogram(rng.uniform(0.8, 0.99, 200), 0.9, n_cal=10_000),
+        "sobol": plots.sobol_bars(names, s1, s1, s1, s1),
+        "rom error": plots.rom_error_vs_rank(
+            {f"pod-{m}": {r: (e, f) for r, (e, f) in c.items()} for m, c in ranks.items()}
+        ),
+    }
+
+
+@pytest.mark.parametrize("which", list(_wide_single_figures()))
+def test_single_row_figures_labels_fit_in_the_fixed_margins(which):
+    fig = _wide_single_figures()[which]
+    assert fig.get_layout_engine() is None  # fixed margins, not the layout engine
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    page = fig.bbox
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in axes:  # ticks, tick labels, axis labels, title and legend: inside the page
+        box = ax.get_tightbbox(renderer)
+        assert page.x0 - 1 <= box.x0 and box.x1 <= page.x1 + 1, (which, ax.get_title(), box)
+        assert page.y0 - 1 <= box.y0 and box.y1 <= page.y1 + 1, (which, ax.get_title(), box)
+    for a in axes:  # and clear of the other panel
+        for b in axes:
+            if b is not a:
+                overlap = a.get_tightbbox(renderer).intersection(
+                    a.get_tightbbox(renderer), b.get_window_extent(renderer)
+                )
+                assert overlap is None or overlap.width < 1, (which, a.get_title())
+    _assert_png(plots.png_bytes(fig))
+
+
 def test_sample_comparison_3d_shows_the_mid_plane():
     truth = _trajectory((3, 2, 6, 6, 8))
     preds = {"surrogate": 0.5 * truth}
