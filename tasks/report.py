@@ -29,6 +29,7 @@ from pdeflow.tasks.stages.models import (
     unit_parameters,
 )
 from pdeflow.tasks.stages.status import summary as store_summary
+from pdeflow.tasks.surrogates.ensemble import Ensemble
 from pdeflow.tasks.surrogates.training import rollout
 
 # PNGs larger than this are linked by path only: a markdown artifact lives in the server's
@@ -110,12 +111,12 @@ def predict_samples(
         if stored is None:  # not test samples, or a store trained before rollouts were kept
             model = load_surrogate(cfg, store)
             dtype = next(model.parameters()).dtype
-            stored = rollout(
-                model,
-                torch.as_tensor(truth[:, 0], dtype=dtype),
-                torch.as_tensor(p_unit, dtype=dtype),
-                truth.shape[1] - 1,
-            ).numpy()
+            u0 = torch.as_tensor(truth[:, 0], dtype=dtype)
+            p = torch.as_tensor(p_unit, dtype=dtype)
+            if isinstance(model, Ensemble):  # the members' mean, as the stage scores it
+                stored = model.rollout(u0, p, truth.shape[1] - 1)[0].numpy()
+            else:
+                stored = rollout(model, u0, p, truth.shape[1] - 1).numpy()
         out["surrogate"] = stored.reshape(truth.shape)
     if _complete(cfg, store, "reduce"):
         rom = load_rom(cfg, store)

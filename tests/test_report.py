@@ -404,6 +404,13 @@ def test_sample_plots_use_the_rollouts_the_train_stage_stored(tiny_store, monkey
     np.testing.assert_allclose(stored.reshape(fresh.shape), fresh, rtol=0, atol=1e-4 * scale)
     not_test = np.setdiff1d(np.arange(cfg.generate.n_samples), store.sample_indices("test"))
     assert stored_rollouts(store, np.concatenate([test[:1], not_test[:1]])) is None
+    # The fallback for an ensemble store: the members' mean (two copies of the model here).
+    from pdeflow.tasks.surrogates.ensemble import Ensemble
+
+    model = report.load_surrogate(cfg, store)
+    monkeypatch.setattr(report, "load_surrogate", lambda *args: Ensemble([model, model]))
+    twice = report.predict_samples(cfg, store, test)["surrogate"]
+    np.testing.assert_allclose(twice, fresh, rtol=0, atol=1e-6 * scale)
 
 
 def test_write_plots_and_report_reference_them(tiny_store):
