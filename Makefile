@@ -3,6 +3,11 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 # Extra pip arguments for torch, e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
 TORCH_PIP_ARGS ?=
+# The Well's loader, which tests/test_export_the_well.py reads exports with. Installed with
+# --no-deps: its pin fsspec==2024.10.0 would downgrade the fsspec that dask, prefect and torch
+# use; what it imports is installed already (torch, h5py, numpy, pyyaml, fsspec; einops in the
+# dev extra).
+WELL_SPEC ?= the_well==1.2.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -18,6 +23,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)" $(TORCH_PIP_ARGS)
 	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps "$(WELL_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)

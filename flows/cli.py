@@ -432,6 +432,7 @@ def list_presets(
 
 class ExportFormat(StrEnum):
     pdebench = "pdebench"
+    the_well = "the_well"
 
 
 @app.command()
@@ -442,25 +443,32 @@ def export(
         typer.Argument(
             help="Output file: .hdf5 for 1D and Darcy stores, .h5 for 2D time-dependent ones "
             "(PDEBench's loaders read a name ending in h5 as per-sample groups, any other as "
-            "one tensor); other names are refused."
+            "one tensor); other names are refused. For the_well: a directory, whose name "
+            "becomes the dataset name."
         ),
     ],
     fmt: Annotated[ExportFormat, typer.Option("--format", help="Target layout.")] = (
         ExportFormat.pdebench
     ),
-    split: Annotated[str | None, typer.Option(help="Only this split (train, val, ...).")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Only this split (train, val, ...); pdebench only.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
 ) -> None:
-    """Write STORE in another tool's layout (PDEBench's HDF5) for existing baselines.
+    """Write STORE in another tool's layout (PDEBench's HDF5, The Well's tree) for baselines.
 
     Only a complete, intact dataset is exported: its blocks are verified first. Coefficients
     carry PDEBench's names and scaling (Burgers Nu = pi * nu), pdeflow's own in
     pdeflow_parameters; periodic grids get PDEBench's cell-centre coordinates; each sample's
-    split is kept.
+    split is kept. the_well writes OUT/data/{train,valid,test,calibration}/, stats.yaml and
+    the metadata YAML, with the PDE's boundary conditions.
     """
     from pdeflow.storage.export import export_pdebench
+    from pdeflow.storage.export_the_well import export_the_well
     from pdeflow.tasks.stages.verify import verify_store
 
+    if fmt is ExportFormat.the_well and split is not None:
+        _fail("--split: The Well's layout writes every split to its own directory")
     handle = _open_store(store)
     verdict = verify_store(handle)
     generate = verdict["stages"]["generate"]
@@ -468,10 +476,80 @@ def export(
         why = "; ".join(generate["problems"][:2]) or f"generate is {generate['status']}"
         _fail(f"store {handle.path} has no complete, intact dataset to export ({why})")
     try:
-        written = export_pdebench(handle.path, out, split=split, overwrite=overwrite)
+        if fmt is ExportFormat.the_well:
+            written = export_the_well(handle.path, out, overwrite=overwrite)
+        else:
+            written = export_pdebench(handle.path, out, split=split, overwrite=overwrite)
     except (ValueError, FileExistsError, ImportError, OSError) as err:
         _fail(f"export to {out}: {err}")
     Console().print(f"wrote {written} ({fmt.value} layout)", highlight=False)
+
+
+class ServedModel(StrEnum):
+    """The models ``serve-model`` serves (``model_server.STAGE_OF``)."""
+
+    solver = "solver"
+    surrogate = "surrogate"
+    rom = "rom"
+
+
+@app.command("serve-model")
+def serve_model(
+    store: Annotated[str, typer.Argument(help="Store path, or a name under the runs directory.")],
+    model: Annotated[
+        ServedModel, typer.Option(help="The PDE solver, the trained surrogate, or the ROM.")
+    ],
+    qoi: Annotated[
+        str | None,
+        typer.Option(help="Serve this scalar instead of the field: final_energy (quantify's)."),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option(min=0, help="Start from stored sample N's initial state (default 0)."),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(min=0, max=2**32 - 1, help="Draw the initial state from this seed."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 0.0.0.0 for all.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 4242,
+) -> None:
+    """Serve a model of STORE over UM-Bridge (HTTP) for UQ codes; Ctrl-C stops.
+
+    Input: the parameters in the order of generate.parameter_names, in their units, each within
+    the design's range. Output: the trajectory (time, channel, *space) flattened, or --qoi.
+    Every model starts from the same initial state: the generate stage's for the parameters,
+    drawn from --seed or from stored sample --sample's seed (pde custom: that sample's first
+    frame). The surrogate also serves gradients. Client: umbridge.HTTPModel(URL, MODEL).
+    """
+    from pdeflow.storage.errors import StoreDamaged
+    from pdeflow.tasks.model_server import InputError, build_model
+    from pdeflow.tasks.umbridge_server import ModelServer
+
+    handle = _open_store(store)
+    try:
+        served = build_model(handle, model.value, qoi=qoi, sample=sample, seed=seed)
+    except (*_refusals(), StoreDamaged, ValueError) as err:
+        _fail(str(err))
+    server = ModelServer([served], host, port, input_errors=(InputError,))
+    try:
+        url = server.start()
+    except OSError as err:  # in use, not this machine's address, an unknown host name
+        reason = os.strerror(err.errno) if (err.errno or 0) > 0 else err.strerror or err
+        _fail(f"cannot listen on {host}:{port}: {reason}")
+    names = ", ".join(served.gen.parameter_names)
+    what = f"QoI {qoi}" if qoi else f"field of {served.get_output_sizes()[0]} values"
+    try:
+        console.print(
+            f"serving {model.value} of {handle.path} at {url} (UM-Bridge model "
+            f"{served.name!r})\n  input: {names}; output: {what}\n"
+            f"  initial state: {served.start.text}\nCtrl-C stops.",
+            highlight=False,
+        )
+        server.serve_forever()
+    except KeyboardInterrupt:  # before serve_forever took over
+        server.stop()
+    console.print("stopped", highlight=False)
 
 
 @app.command()

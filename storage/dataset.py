@@ -37,6 +37,7 @@ from pdeflow.storage.fsio import (
     iter_files,
     write_temp,
 )
+from pdeflow.storage.groups import encode_dataset
 from pdeflow.storage.manifest import BlockEntry
 
 FIELD = "u"
@@ -109,7 +110,8 @@ class Template:
     Attributes:
         layout: shapes, chunks and blocks.
         coords: xarray coordinates (sample-wise parameters, seeds, split, time, x, y).
-        attrs: dataset attributes (config, dataset card, solver, version).
+        attrs: dataset attributes (config, dataset card, solver, version); any value, stored
+            as ``storage.groups.encode_attrs`` says.
         field_attrs: attributes of each field (units, long_name), in channel order.
     """
 
@@ -145,8 +147,9 @@ def build_template(root: Path, template: Template, scratch: Path) -> dict[str, F
         name: (dims, da.full(shape, np.nan, dtype=lay.dtype, chunks=lay.chunk_shape), attrs)
         for name, attrs in template.field_attrs.items()
     }
-    ds = xr.Dataset(lazy, coords=template.coords)
-    ds.attrs.update(template.attrs, fields=list(lay.fields))
+    attrs = {**template.attrs, "fields": list(lay.fields)}
+    # netCDF-ready attributes (the module docstring of storage.groups).
+    ds = encode_dataset(xr.Dataset(lazy, coords=template.coords, attrs=attrs))
     # Raw little-endian bytes: float fields gain little from compression, and a chunk file is
     # then exactly its C-order bytes, which block writes produce directly.
     encoding = {name: {"chunks": lay.chunk_shape, "compressors": None} for name in lay.fields}

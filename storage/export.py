@@ -72,6 +72,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from pdeflow.storage.groups import decode_dataset
+
 REQUIRED_ATTRS = ("fields", "pde", "stationary", "parameters")
 DIMS_1D = ("sample", "time", "x")
 DIMS_2D = ("sample", "time", "x", "y")
@@ -118,7 +120,7 @@ def export_pdebench(
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"out {out} is a directory; give the path of an HDF5 file")
-    ds = xr.open_zarr(str(store), consolidated=None)
+    ds = decode_dataset(xr.open_zarr(str(store), consolidated=None))  # either attrs form
     layout, fields = _inspect(ds)
     _check_extension(out, layout)
     if out.exists() and not overwrite:
@@ -188,8 +190,9 @@ def _require_h5py():
     return h5py
 
 
-def _inspect(ds: xr.Dataset) -> tuple[str, list[str]]:
-    """Check the store's attributes and field dims; return the layout name and the fields."""
+def store_fields(ds: xr.Dataset) -> list[str]:
+    """The store's fields, after checking it has the generate stage's attributes and that
+    ``fields`` lists its data variables."""
     missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
     if missing:
         raise ValueError(
@@ -202,7 +205,12 @@ def _inspect(ds: xr.Dataset) -> tuple[str, list[str]]:
             f"store attribute 'fields' must list its data variables, got {fields!r}; "
             f"variables: {sorted(ds.data_vars)}"
         )
-    fields = list(fields)
+    return list(fields)
+
+
+def _inspect(ds: xr.Dataset) -> tuple[str, list[str]]:
+    """Check the store's attributes and field dims; return the layout name and the fields."""
+    fields = store_fields(ds)
     dims = {ds[f].dims for f in fields}
     if len(dims) != 1 or next(iter(dims)) not in (DIMS_1D, DIMS_2D):
         raise ValueError(

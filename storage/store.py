@@ -235,6 +235,7 @@ class RunStore(StageFiles):
         self.consolidate()
 
     def attrs(self) -> dict:
+        """The dataset's attributes, decoded (``storage.groups.decode_attrs``)."""
         return groups.read_attrs(self.path)
 
     # -- blocks --------------------------------------------------------------------------------
@@ -338,11 +339,17 @@ class RunStore(StageFiles):
         return np.flatnonzero(codes == meanings.index(split))
 
     def open_dataset(self, group: str | None = None):
-        """The dataset (or a stage's group), lazily, through xarray."""
+        """The dataset (or a stage's group), lazily, through xarray, ready for ``to_netcdf()``.
+
+        Attributes are in the stored, netCDF-ready form (``storage.groups`` explains the
+        ``_json`` names; ``decode_attrs`` parses them); a store written before that form had
+        its attributes encoded as they are opened.
+        """
         import xarray as xr
 
         with groups.quiet():
-            return xr.open_zarr(str(self.path), group=group, consolidated=None)
+            ds = xr.open_zarr(str(self.path), group=group, consolidated=None)
+        return groups.encode_dataset(ds)
 
     # -- records -----------------------------------------------------------------------------
     def record(self, stage: str) -> StageRecord | None:

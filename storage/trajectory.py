@@ -67,11 +67,12 @@ def _split_names(store: RunStore) -> list[str]:
 def open_run(store: RunStore | str | Path) -> tuple[xr.Dataset, dict[str, np.ndarray]]:
     """The store's trajectories as a lazy xarray Dataset, and its splits' sample indices.
 
-    The dataset is ``store.open_dataset()``: one variable per field with dims
-    ``(sample, time, *space)`` (``attrs["fields"]`` gives the channel order), the parameters,
-    seeds and split as per-sample coordinates. xarray reads chunk files directly, without the
-    CRC32 check of ``TrajectoryDataset`` (``pdeflow verify`` checks them), and samples of a block
-    not yet written read as NaN.
+    The dataset is ``store.open_dataset()`` with its attributes decoded
+    (``storage.groups.decode_attrs``; ``store.open_dataset()`` itself is the netCDF-ready form):
+    one variable per field with dims ``(sample, time, *space)`` (``attrs["fields"]`` gives the
+    channel order), the parameters, seeds and split as per-sample coordinates. xarray reads
+    chunk files directly, without the CRC32 check of ``TrajectoryDataset`` (``pdeflow verify``
+    checks them), and samples of a block not yet written read as NaN.
 
     Args:
         store: a ``RunStore``, the path of a store directory, or a store name.
@@ -87,7 +88,7 @@ def open_run(store: RunStore | str | Path) -> tuple[xr.Dataset, dict[str, np.nda
     """
     handle = as_store(store)
     _require_layout(handle)
-    return handle.open_dataset(), {
+    return groups.decode_dataset(handle.open_dataset()), {
         name: handle.sample_indices(name) for name in _split_names(handle)
     }
 

@@ -42,7 +42,9 @@ class SimulatorConfig(BaseModel):
         ("u",), min_length=1, max_length=64, description="Names of the output channels, in order."
     )
     units: tuple[str, ...] | None = Field(
-        None, description="Unit of each field (same order as fields); default 'arbitrary'."
+        None,
+        description="Unit of each field (same order as fields), a UDUNITS string such as 'K' "
+        "or 'm s-1' (the field's CF units attribute); default unstated ('arbitrary').",
     )
     grid: tuple[int, ...] = Field(
         (128,),

@@ -5,6 +5,15 @@ Layout (The Well's conventions): one variable per field with dimensions ``(sampl
 trajectories ``(sample, time, channel, *space)`` (for shallow water ``h, hu, hv``: the depth
 and the two momentum components, a vector in the last two channels). Per-sample coordinates hold
 every sampled parameter, the sample's seed and its split.
+
+CF attributes (CF conventions 1.12): every field and coordinate has a ``long_name``; ``units``
+is a UDUNITS string where the units are known: "1" for every number of a registered PDE (all of
+them are non-dimensional, ``PdeProblem.cf_units``), a simulator's own ``units`` for its fields,
+and no ``units`` where a simulator leaves them unstated. Time and space coordinates carry
+``axis`` ("T", "X", "Y", "Z"; CF's recommendation for generic spatial coordinates). No
+``standard_name`` is set: CF's ``time`` needs units of time since a reference date, and
+``projection_x_coordinate`` is a distance in metres on a map projection of the Earth; the
+non-dimensional variables of a PDE are neither, and no standard name fits its fields.
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from pdeflow.tasks.presets import PDEBENCH_CITATION, PRESETS
 from pdeflow.tasks.solve import grid_coords, space_shape
 
 SPACE_DIMS = ("x", "y", "z")
+# The CF conventions version whose attributes the dataset follows (module docstring).
+CF_CONVENTIONS = "CF-1.12"
 
 
 def sample_coords(gen: GenerateConfig, start: int = 0) -> dict[str, tuple]:
@@ -27,35 +38,50 @@ def sample_coords(gen: GenerateConfig, start: int = 0) -> dict[str, tuple]:
     names = gen.parameter_names
     params = design_parameters(gen, start)
     idx = np.arange(start, gen.n_samples)
+    seed_attrs = {"long_name": "per-sample random seed", "description": "per-sample seed"}
+    split_attrs = {
+        "long_name": "dataset split",
+        "flag_values": list(range(len(SPLITS))),
+        "flag_meanings": " ".join(SPLITS),
+    }
     coords = {
-        "sample": ("sample", idx),
-        "seed": ("sample", design_seeds(gen, start), {"description": "per-sample seed"}),
-        "split": (
-            "sample",
-            split_labels(gen, start),
-            {"flag_values": list(range(4)), "flag_meanings": " ".join(SPLITS)},
-        ),
+        "sample": ("sample", idx, {"long_name": "sample index"}),
+        "seed": ("sample", design_seeds(gen, start), seed_attrs),
+        "split": ("sample", split_labels(gen, start), split_attrs),
     }
     for j, name in enumerate(names):
-        coords[name] = ("sample", params[:, j], {"description": _parameter_text(gen, name)})
+        attrs = {"long_name": f"parameter {name}", "description": _parameter_text(gen, name)}
+        coords[name] = ("sample", params[:, j], _with_units(attrs, gen.problem.coordinate_units))
     return coords
+
+
+def _with_units(attrs: dict, units: str | None) -> dict:
+    return attrs if units is None else {**attrs, "units": units}
 
 
 def _parameter_text(gen: GenerateConfig, name: str) -> str:
     spec = gen.sampled_specs[name]
-    role = (
-        "initial mode amplitude" if name.startswith("a") and name[1:].isdigit() else "coefficient"
-    )
+    info = getattr(gen.problem, "info", None)
+    if name.startswith("a") and name[1:].isdigit():
+        role = "initial mode amplitude"
+    elif info is not None and name in info.coefficients:
+        # The coefficient's dimension in the PDE's own (non-dimensional) units.
+        role = f"coefficient ({info.coefficients[name].unit})"
+    else:
+        role = "coefficient"
     return f"{role}, {spec.distribution} on [{spec.low:g}, {spec.high:g}]"
 
 
 def coords(gen: GenerateConfig) -> dict:
     out = sample_coords(gen)
     frames = 1 if _stationary(gen) else gen.n_frames
-    out["time"] = ("time", np.linspace(0.0, gen.t_end if frames > 1 else 0.0, frames))
+    units = gen.problem.coordinate_units
+    times = np.linspace(0.0, gen.t_end if frames > 1 else 0.0, frames)
+    out["time"] = ("time", times, _with_units({"long_name": "time", "axis": "T"}, units))
     points = _grid_points(gen)
     for dim, values in zip(SPACE_DIMS, grid_coords(gen), strict=False):
-        out[dim] = (dim, values, {"units": "length", "grid_points": points})
+        attrs = {"long_name": f"position along {dim}", "axis": dim.upper(), "grid_points": points}
+        out[dim] = (dim, values, _with_units(attrs, units))
     return out
 
 
@@ -75,7 +101,27 @@ def _stationary(gen: GenerateConfig) -> bool:
 
 
 def field_units(gen: GenerateConfig) -> dict[str, str]:
+    """What each field is, in words or in the problem's own units (``Problem.units``)."""
     return dict(gen.problem.units)
+
+
+def field_attrs(gen: GenerateConfig) -> dict[str, dict]:
+    """CF attributes of each field, in channel order: ``long_name`` and, where known, ``units``.
+
+    A registered PDE's fields are pure numbers (units "1"); what each one is ("velocity",
+    "length/time") goes into its ``long_name``, e.g. ``burgers field u (velocity)``.
+    """
+    meaning, cf = field_units(gen), gen.problem.cf_units
+    out = {}
+    for f in gen.fields:
+        long_name = f"{gen.pde} field {f}"
+        if cf[f] is not None and meaning[f] != cf[f]:
+            long_name += f" ({meaning[f]})"
+        attrs = {"long_name": long_name}
+        if cf[f] is None:
+            attrs["comment"] = "units not stated by the simulator (generate.simulator.units)"
+        out[f] = _with_units(attrs, cf[f])
+    return out
 
 
 def dataset_card(gen: GenerateConfig) -> str:
@@ -133,8 +179,9 @@ def layout(gen: GenerateConfig) -> Layout:
 
 def template(gen: GenerateConfig) -> Template:
     """The store's template for ``gen``: layout, coordinates, attributes, field attributes."""
-    units = field_units(gen)
     attrs = {
+        "Conventions": CF_CONVENTIONS,
+        "title": f"pdeflow dataset: {gen.problem.card(gen)['title']}",
         "pdeflow_version": version("pdeflow"),
         "config": gen.model_dump(mode="json"),
         "pde": gen.pde,
@@ -144,8 +191,9 @@ def template(gen: GenerateConfig) -> Template:
         "constants": dict(gen.constants),
         "dataset_card": dataset_card(gen),
     }
-    field_attrs = {f: {"units": units[f], "long_name": f"{gen.pde} field {f}"} for f in gen.fields}
-    return Template(layout=layout(gen), coords=coords(gen), attrs=attrs, field_attrs=field_attrs)
+    return Template(
+        layout=layout(gen), coords=coords(gen), attrs=attrs, field_attrs=field_attrs(gen)
+    )
 
 
 def normalization_stats(store, train_idx: np.ndarray) -> dict[str, dict[str, float]]:

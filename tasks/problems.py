@@ -34,7 +34,12 @@ class Problem(Protocol):
     name: str
     dim: int
     fields: tuple[str, ...]
+    # What each field is, in words or in the problem's own units ("velocity", "length/time").
     units: dict[str, str]
+    # Each field's CF units (a UDUNITS string; "1" for a pure number), None where unknown.
+    cf_units: dict[str, str | None]
+    # CF units of the time and space coordinates and of the parameters; None where unknown.
+    coordinate_units: str | None
     boundary: str
     description: str
     stationary: bool
@@ -72,6 +77,12 @@ class PdeProblem:
     dim = property(lambda self: self.info.dim)
     fields = property(lambda self: tuple(self.info.fields))
     units = property(lambda self: dict(self.info.units))
+    # The registered PDEs are written in non-dimensional variables: their "length", "time" and
+    # "mass" are the equations' own units, with no physical scale attached, so every stored
+    # number (field, coordinate, coefficient) is a pure number, CF units "1". What each field
+    # is stays in ``units`` (the dataset card, ``pdeflow list pdes``, the fields' long_name).
+    cf_units = property(lambda self: dict.fromkeys(self.info.fields, "1"))
+    coordinate_units = "1"
     boundary = property(lambda self: self.info.boundary)
     description = property(lambda self: self.info.description)
     stationary = property(lambda self: self.info.stationary)
@@ -316,6 +327,15 @@ class SimulatorProblem:
     def units(self) -> dict[str, str]:
         units = self.sim.units or ("arbitrary",) * len(self.sim.fields)
         return dict(zip(self.sim.fields, units, strict=True))
+
+    @property
+    def cf_units(self) -> dict[str, str | None]:
+        """The simulator's ``units`` as CF units (UDUNITS strings); None when it states none."""
+        units = self.sim.units or (None,) * len(self.sim.fields)
+        return dict(zip(self.sim.fields, units, strict=True))
+
+    # A simulator's time, space and parameter units are not recorded: they stay unstated.
+    coordinate_units = None
 
     @property
     def description(self) -> str:

@@ -40,19 +40,22 @@ def test_every_registered_pde_generates_a_store(client, name):
     summary = generate(cfg, client)
     assert summary.computed == gen.n_blocks
     ds = xr.open_zarr(RunStore.named(cfg.store).path)
-    assert ds.attrs["fields"] == list(problem.fields) and ds.attrs["pde"] == name
+    attrs = RunStore.named(cfg.store).attrs()  # decoded: dicts and lists are JSON in Zarr
+    assert attrs["fields"] == list(problem.fields) and attrs["pde"] == name
     space = ("x", "y", "z")[: problem.dim]
     frames = 1 if problem.stationary else gen.n_frames
     for field in problem.fields:
         assert ds[field].dims == ("sample", "time", *space)
         assert ds[field].shape == (16, frames, *gen.grid)
         assert ds[field].dtype == np.float32 and np.isfinite(ds[field].values).all()
-        assert ds[field].attrs["units"] == problem.units[field]
-        stats = ds.attrs["normalization"][field]
+        # Registered PDEs are non-dimensional: CF units "1", the quantity in the long_name.
+        assert ds[field].attrs["units"] == "1"
+        assert problem.units[field] in ds[field].attrs["long_name"]
+        stats = attrs["normalization"][field]
         assert stats["std"] >= 0 and np.isfinite(stats["mean"])
     for axis, coords in zip(space, problem.coordinates(gen), strict=True):
         np.testing.assert_array_equal(ds[axis].values, coords)
-    assert name in ds.attrs["dataset_card"]
+    assert name in attrs["dataset_card"]
     for param in gen.parameter_names:
         assert ds[param].shape == (16,)
     # Same seed, same data: a second store of the same config is bitwise equal.
