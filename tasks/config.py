@@ -388,6 +388,32 @@ class QuantifyConfig(_Frozen):
     sobol_n_base: int = Field(
         256, ge=8, le=1_048_576, description="Saltelli base sample size (a power of 2)."
     )
+    morris_trajectories: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="Morris screening of the QoI on the surrogate and the ROM: trajectories r "
+        "(0 = off, else >= 2; r (d + 1) runs per model).",
+    )
+    field_sobol: bool = Field(
+        False,
+        description="Sobol index maps (S1, ST at every grid point and saved time) from the "
+        "surrogate and the ROM, on a Saltelli design of sobol_n_base base rows.",
+    )
+    pce_degree_max: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="Polynomial chaos of the QoI on the surrogate and the ROM: largest degree "
+        "tried by cross-validation (0 = off, else 1 to 8).",
+    )
+    mfmc_budget: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Multifidelity Monte Carlo of the QoI's mean (solver, ROM, surrogate): "
+        "budget in solver evaluations at the measured costs (0 = off, else 8 to 1e6).",
+    )
 
     @field_validator("quantiles")
     @classmethod
@@ -402,6 +428,38 @@ class QuantifyConfig(_Frozen):
         if v & (v - 1):
             raise ValueError(f"must be a power of 2 for the Sobol sequence (got {v})")
         return v
+
+    @field_validator("morris_trajectories")
+    @classmethod
+    def _morris_paths(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("must be 0 (off) or >= 2: the spread of the effects needs two (got 1)")
+        return v
+
+    @field_validator("mfmc_budget")
+    @classmethod
+    def _mfmc_budget(cls, v: int) -> int:
+        if 0 < v < 8:
+            raise ValueError(
+                f"must be 0 (off) or between 8 and 1000000 solver evaluations (got {v}): "
+                "the plain Monte Carlo estimate it is compared with needs 8 runs or more"
+            )
+        return v
+
+    def identity(self) -> dict:
+        """The settings naming the stage's results: the sensitivity options are left out while
+        off, so stores quantified before they existed keep their names."""
+        out = self.model_dump(mode="json")
+        for name in SENSITIVITY_OPTIONS:
+            if not out[name]:
+                out.pop(name)
+        if not out["mfmc_budget"]:  # off: likewise left out
+            out.pop("mfmc_budget")
+        return out
+
+
+# Opt-in quantify steps added after stores existed (see ``QuantifyConfig.identity``).
+SENSITIVITY_OPTIONS = ("morris_trajectories", "field_sobol", "pce_degree_max")
 
 
 class PipelineConfig(_Frozen):

@@ -20,6 +20,7 @@ from pdeflow.tasks import plots
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.config_reduce import TABLE_COLUMNS
 from pdeflow.tasks.orchestration import log_warning
+from pdeflow.tasks.report_sensitivity import sensitivity_lines, sensitivity_plots
 from pdeflow.tasks.rom.methods import get_method
 from pdeflow.tasks.stages import hash_of
 from pdeflow.tasks.stages.models import (
@@ -28,6 +29,7 @@ from pdeflow.tasks.stages.models import (
     stored_rollouts,
     unit_parameters,
 )
+from pdeflow.tasks.stages.quantify_mfmc import report_lines as mfmc_lines
 from pdeflow.tasks.stages.status import summary as store_summary
 from pdeflow.tasks.surrogates.ensemble import Ensemble
 from pdeflow.tasks.surrogates.training import rollout
@@ -182,6 +184,7 @@ def _uq_plots(cfg: PipelineConfig, store: RunStore) -> dict[str, str]:
         n_cal=n_cal or None,
     )
     out["coverage"] = store.write_plot("coverage", plots.png_bytes(fig))
+    out.update(sensitivity_plots(store, res))
     return out
 
 
@@ -358,6 +361,8 @@ def _uq_section(store: RunStore, rec) -> list[str]:
     for j, p in enumerate(res.parameter.values):
         cells = " | ".join(f"{res[f'{k}_{n}'].values[j]:.3f}" for k in ("S1", "ST") for n in MODELS)
         lines.append(f"| {p} | {cells} |")
+    lines += sensitivity_lines(m, res, _fmt)
+    lines += mfmc_lines(m, _fmt)
     return [*lines, ""]
 
 

@@ -11,9 +11,13 @@ The QoI is the mean energy of the final state, E(T) = mean over channels and spa
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
+import pdeflow.tasks.stages.quantify_mfmc as mfmc
+import pdeflow.tasks.stages.quantify_sensitivity as sensitivity
 from pdeflow.storage import RunStore, StageRecord
 from pdeflow.tasks.config import GenerateConfig, PipelineConfig
 from pdeflow.tasks.design import to_physical, to_unit
@@ -52,15 +56,18 @@ def mc_seeds(qc, n: int) -> np.ndarray:
 
 def solve_summary(
     gen: GenerateConfig, params: np.ndarray, seeds: np.ndarray
-) -> tuple[np.ndarray, RunningMoments, np.ndarray | None]:
+) -> tuple[np.ndarray, RunningMoments, np.ndarray | None, float]:
     """Dask task: solve a batch and return its QoI and field moments (not the fields).
 
     For a user simulator (``pde: custom``) the initial states (n, channel, *space) come back too:
-    only the simulator knows them, and the surrogate starts its rollouts from them.
+    only the simulator knows them, and the surrogate starts its rollouts from them. Last comes
+    the solve's wall time on the worker in seconds (the solver's measured cost).
     """
+    start = time.perf_counter()
     traj = solve_parameters(gen, params, seeds)
+    seconds = time.perf_counter() - start
     u0 = None if gen.problem.draws_initial_states else traj[:, 0].copy()
-    return final_energy(traj), RunningMoments().update(traj.astype(np.float64)), u0
+    return final_energy(traj), RunningMoments().update(traj.astype(np.float64)), u0, seconds
 
 
 class Predictors:
@@ -69,6 +76,11 @@ class Predictors:
     def __init__(self, cfg: PipelineConfig, store: RunStore, batch: int = 256):
         self.gen, self.batch = cfg.generate, batch
         self.model, self.rom = load_surrogate(cfg, store), load_rom(cfg, store)
+        # Wall seconds and samples of every evaluation so far (the solver's summed over its Dask
+        # tasks), and the Monte Carlo step's paired samples (params, seeds, model -> QoI):
+        # what multifidelity Monte Carlo measures its costs and correlations with.
+        self.seconds, self.evaluated = dict.fromkeys(MODELS, 0.0), dict.fromkeys(MODELS, 0)
+        self.paired = None
 
     def surrogate(
         self, params: np.ndarray, seeds: np.ndarray, u0: np.ndarray | None = None
@@ -126,7 +138,10 @@ class Predictors:
             qoi, mom = [], RunningMoments()
             for start in range(0, len(params), self.batch):
                 rows = slice(start, start + self.batch)
+                begin = time.perf_counter()
                 traj = fn(params[rows], seeds[rows], None if u0 is None else u0[rows])
+                self.seconds[name] += time.perf_counter() - begin
+                self.evaluated[name] += len(traj)
                 qoi.append(final_energy(traj))
                 mom.update(traj.astype(np.float64))
             out[name] = (np.concatenate(qoi), mom)
@@ -145,10 +160,12 @@ def run_all(
     # states are known only once its blocks are back.
     out = pred.summaries(params, seeds) if gen.problem.draws_initial_states else None
     qoi, mom, u0 = [], RunningMoments(), []
-    for q, m, first in client.gather(futures):
+    for q, m, first, seconds in client.gather(futures):
         qoi.append(q)
         mom.merge(m)
         u0.append(first)
+        pred.seconds["solver"] += seconds
+    pred.evaluated["solver"] += len(params)
     if out is None:
         out = pred.summaries(params, seeds, np.concatenate(u0))
     out["solver"] = (np.concatenate(qoi), mom)
@@ -158,7 +175,9 @@ def run_all(
 def monte_carlo(client, cfg: PipelineConfig, pred: Predictors) -> Part:
     qc, gen = cfg.quantify, cfg.generate
     params = to_physical(gen, sample_unit("random", qc.n_mc, len(gen.parameter_names), qc.seed))
-    res = run_all(client, gen, pred, params, mc_seeds(qc, len(params)))
+    seeds = mc_seeds(qc, len(params))
+    res = run_all(client, gen, pred, params, seeds)
+    pred.paired = (params, seeds, {name: res[name][0] for name in MODELS})
     ref_mean, ref_std = res["solver"][1].mean_, res["solver"][1].std_
     metrics, data = {}, {}
     dims = ("time", "channel", *SPACE_DIMS[: len(pred.space)])
@@ -300,28 +319,31 @@ class Quantify(Stage):
                 "makes them; quantify propagates from the initial state alone, so it needs "
                 "train.history = 1 (train with history > 1 runs on its own: pdeflow run train)"
             )
+        sensitivity.check_sensitivity(cfg)
+        mfmc.check_mfmc(cfg)
 
     def problems(self, run: StageRun, record: StageRecord, deep: bool = True) -> list[str]:
         return record_problems(run.store, self.name, record, deep)
 
     def total(self, run: StageRun) -> int:
-        return len(STEPS)
+        return len(active_steps(run.cfg))
 
     def pending(self, run: StageRun) -> list[int]:
-        return list(range(len(STEPS)))
+        return list(range(len(active_steps(run.cfg))))
 
     def compute(self, run: StageRun, units: list[int]) -> None:
         """Monte Carlo, conformal bands and Sobol' indices, then one group with all three."""
         cfg, store = run.cfg, run.store
         pred = Predictors(cfg, store)
         metrics, variables, coords, attrs = {}, {}, {}, {}
+        steps = active_steps(cfg)
         for k in units:
-            m, v, c, a = STEPS[k](run.client, cfg, store, pred)
+            m, v, c, a = steps[k][1](run.client, cfg, store, pred)
             metrics.update(m)
             variables.update(v)
             coords.update(c)
             attrs.update(a)
-            run.report(k + 1, len(STEPS), finished=STEP_NAMES[k])
+            run.report(k + 1, len(steps), finished=steps[k][0])
         run.state["metrics"] = metrics
         run.state["files"] = store.write_group(GROUP, variables, coords, attrs)
 
@@ -335,6 +357,15 @@ STEPS = (
     lambda client, cfg, store, pred: conformal(cfg, store, pred),
     lambda client, cfg, store, pred: sobol(client, cfg, pred),
 )
+
+
+def active_steps(cfg: PipelineConfig) -> list[tuple[str, object]]:
+    """(name, step) of every step ``cfg`` runs, in order: ``STEPS``, then the opt-in ones."""
+    return [
+        *zip(STEP_NAMES, STEPS, strict=True),
+        *sensitivity.sensitivity_steps(cfg),
+        *mfmc.mfmc_steps(cfg),
+    ]
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
