@@ -81,6 +81,9 @@ class Predictors:
         # what multifidelity Monte Carlo measures its costs and correlations with.
         self.seconds, self.evaluated = dict.fromkeys(MODELS, 0.0), dict.fromkeys(MODELS, 0)
         self.paired = None
+        # The sobol step's Saltelli design in the unit cube, each model's QoI on it and its
+        # indices: the polynomial chaos step fits and compares on these same runs.
+        self.saltelli = None
 
     def surrogate(
         self, params: np.ndarray, seeds: np.ndarray, u0: np.ndarray | None = None
@@ -292,13 +295,14 @@ def ensemble_conformal(qc, cal, test, val_scale: np.ndarray) -> tuple[dict, dict
 def sobol(client, cfg: PipelineConfig, pred: Predictors) -> Part:
     qc, gen = cfg.quantify, cfg.generate
     analysis = SobolAnalysis(n_base=qc.sobol_n_base, seed=qc.seed)
-    params = to_physical(gen, analysis.sample(len(gen.parameter_names)))
-    res = run_all(client, gen, pred, params, mc_seeds(qc, len(params)))
+    unit = analysis.sample(len(gen.parameter_names))
+    res = run_all(client, gen, pred, to_physical(gen, unit), mc_seeds(qc, len(unit)))
     data, idx = {}, {}
     for name in MODELS:
         idx[name] = analysis.analyze(res[name][0])
         for key in ("S1", "ST", "S1_conf", "ST_conf"):
             data[f"{key}_{name}"] = (("parameter",), np.asarray(idx[name][key]))
+    pred.saltelli = (unit, {name: res[name][0] for name in MODELS}, idx)
     metrics = {}
     for name in ("surrogate", "rom"):
         diff = max(np.abs(idx[name][k] - idx["solver"][k]).max() for k in ("S1", "ST"))

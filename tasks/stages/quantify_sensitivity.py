@@ -180,10 +180,11 @@ def field_maps(cfg, pred) -> tuple[dict, dict, dict, dict]:
 def chaos(cfg, pred) -> tuple[dict, dict, dict, dict]:
     """A PCE of the QoI per model; its moments and Sobol' indices against sampling estimates.
 
-    The expansion is fitted to the runs of the ``sobol`` step's Saltelli design (the same points
-    and seeds, so the same QoI values as that step's surrogate and ROM), and the Saltelli
-    indices are recomputed from those runs for the comparison. The mean and variance compare
-    with the Monte Carlo sample of the ``monte_carlo`` step, with its standard errors.
+    The expansion is fitted to the runs of the ``sobol`` step's Saltelli design and compared
+    with that step's indices (its QoI values and indices as it left them on ``pred``, or the
+    same points and seeds evaluated here when it did not run in this call). The mean and
+    variance compare with the ``monte_carlo`` step's sample (``pred.paired``, or evaluated
+    here likewise), with its standard errors.
 
     Stored: ``pce_S1_<model>``, ``pce_ST_<model>`` (dims ``("parameter",)``), ``pce_cv_error_
     <model>`` (dims ``("degree",)``, the relative 5-fold error of each degree tried, NaN where
@@ -194,11 +195,18 @@ def chaos(cfg, pred) -> tuple[dict, dict, dict, dict]:
     """
     qc, gen = cfg.quantify, cfg.generate
     names, d = gen.parameter_names, len(gen.parameter_names)
-    saltelli = SobolAnalysis(n_base=qc.sobol_n_base, seed=qc.seed)
-    unit = saltelli.sample(d)
-    qoi = _qoi(pred, to_physical(gen, unit), stage.mc_seeds(qc, len(unit)))
-    mc_unit = sample_unit("random", qc.n_mc, d, qc.seed)
-    mc_qoi = _qoi(pred, to_physical(gen, mc_unit), stage.mc_seeds(qc, qc.n_mc))
+    if pred.saltelli is not None:  # the sobol step's runs, evaluated once
+        unit, qoi, ref = pred.saltelli
+    else:
+        saltelli = SobolAnalysis(n_base=qc.sobol_n_base, seed=qc.seed)
+        unit = saltelli.sample(d)
+        qoi = _qoi(pred, to_physical(gen, unit), stage.mc_seeds(qc, len(unit)))
+        ref = {name: saltelli.analyze(qoi[name]) for name in CHEAP}
+    if pred.paired is not None:  # the monte_carlo step's sample, evaluated once
+        mc_qoi = pred.paired[2]
+    else:
+        mc_unit = sample_unit("random", qc.n_mc, d, qc.seed)
+        mc_qoi = _qoi(pred, to_physical(gen, mc_unit), stage.mc_seeds(qc, qc.n_mc))
     box = [[0.0, 1.0]] * d
     metrics, data, degrees = {}, {}, np.arange(qc.pce_degree_max + 1)
     for name in CHEAP:
@@ -206,13 +214,12 @@ def chaos(cfg, pred) -> tuple[dict, dict, dict, dict]:
             box, degree="cv", max_degree=qc.pce_degree_max, n_folds=PCE_FOLDS, seed=qc.seed
         )
         pce.fit(unit, qoi[name])
-        ref = saltelli.analyze(qoi[name])
         data[f"pce_S1_{name}"] = (("parameter",), pce.S1_)
         data[f"pce_ST_{name}"] = (("parameter",), pce.ST_)
         cv = [pce.cv_errors_.get(int(k), np.nan) for k in degrees]
         data[f"pce_cv_error_{name}"] = (("degree",), np.asarray(cv, dtype=float))
         metrics.update(_moment_metrics(name, pce, mc_qoi[name]))
-        diff = max(np.nanmax(np.abs(getattr(pce, k + "_") - ref[k])) for k in ("S1", "ST"))
+        diff = max(np.nanmax(np.abs(getattr(pce, k + "_") - ref[name][k])) for k in ("S1", "ST"))
         metrics[f"pce_sobol_max_abs_diff_{name}"] = float(diff)
     return metrics, data, {"parameter": names, "degree": degrees.tolist()}, {}
 
