@@ -24,6 +24,7 @@ the ROM claim neither.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ from pdeflow.tasks.config_io import format_validation_error
 from pdeflow.tasks.design import to_unit
 from pdeflow.tasks.solve import initial_state, solve_parameters
 from pdeflow.tasks.stages import hash_of
-from pdeflow.tasks.stages.integrity import UPSTREAM
+from pdeflow.tasks.stages.integrity import changed_upstream
 from pdeflow.tasks.stages.models import load_rom, load_surrogate
 from pdeflow.tasks.stages.quantify import final_energy
 from pdeflow.tasks.surrogates.ensemble import Ensemble
@@ -104,12 +105,11 @@ def recorded_config(store: RunStore, stage: str) -> PipelineConfig:
             f"store {store.name!r} has no complete {stage} stage ({status}); "
             f"run `pdeflow run {stage}` first"
         )
-    for up in UPSTREAM[stage]:
-        current = store.record(up)
-        if current is None or current.digest() != rec.upstream.get(up):
-            raise StageNotReady(
-                f"store {store.name!r}: {up} changed since {stage} ran; run `pdeflow run {stage}`"
-            )
+    up = changed_upstream(store, stage, rec)
+    if up is not None:
+        raise StageNotReady(
+            f"store {store.name!r}: {up} changed since {stage} ran; run `pdeflow run {stage}`"
+        )
     fields = PipelineConfig.model_fields
     try:
         sections = {k: fields[k].annotation.model_validate(v) for k, v in rec.config.items()}
@@ -190,7 +190,7 @@ def choose_initial_state(
     )
 
 
-class StoreModel(umbridge.Model):
+class StoreModel(umbridge.Model, metaclass=abc.ABCMeta):
     """A store's model as a UM-Bridge model: parameters in, field or QoI out.
 
     Args:
@@ -237,9 +237,9 @@ class StoreModel(umbridge.Model):
                 )
         return x[None]
 
+    @abc.abstractmethod
     def trajectory(self, params: np.ndarray) -> np.ndarray:
         """The model's trajectory (1, time, channel, *space) for parameters (1, n_params)."""
-        raise NotImplementedError
 
     def __call__(self, parameters, config=None) -> list[list[float]]:
         traj = self.trajectory(self.check(parameters))

@@ -29,3 +29,13 @@ def record_problems(store: RunStore, stage: str, record: StageRecord, deep: bool
     if stage != "train" and not record.artifacts:
         return [f"the record lists none of the {_WHAT[stage]} files"]
     return store.artifact_problems(record, deep=deep)
+
+
+def changed_upstream(store: RunStore, stage: str, record: StageRecord) -> str | None:
+    """The first upstream stage whose record changed (or went) since ``record`` was computed
+    from it; None when ``record`` is current."""
+    for up in UPSTREAM[stage]:
+        current = store.record(up)
+        if current is None or current.digest() != record.upstream.get(up):
+            return up
+    return None

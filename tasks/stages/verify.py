@@ -9,7 +9,7 @@ exactly that (a damaged model is re-saved from the last checkpoint, not retraine
 from __future__ import annotations
 
 from pdeflow.storage import RunStore
-from pdeflow.tasks.stages.integrity import STAGES, UPSTREAM, record_problems
+from pdeflow.tasks.stages.integrity import STAGES, changed_upstream, record_problems
 
 
 def verify_store(store: RunStore, threads: int = 4) -> dict:
@@ -52,11 +52,10 @@ def _stage_verdict(store: RunStore, name: str, template, damaged, missing) -> di
         problems = record_problems(store, name, rec, deep=True)
     if problems:
         return {"status": rec.status, "verdict": "damaged", "problems": problems}
-    for up in UPSTREAM[name]:
-        current = store.record(up)
-        if current is None or current.digest() != rec.upstream.get(up):
-            why = f"{up} changed since {name} ran"
-            return {"status": rec.status, "verdict": "stale", "problems": [why]}
+    up = changed_upstream(store, name, rec)
+    if up is not None:
+        why = f"{up} changed since {name} ran"
+        return {"status": rec.status, "verdict": "stale", "problems": [why]}
     return {"status": rec.status, "verdict": "ok", "problems": []}
 
 
