@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -153,26 +154,53 @@ def sample_comparison(
         x: grid coordinates, shape (n_x,), for the space axis of 1D images; default grid index.
         title: figure title.
     """
-    if space_ndim not in (1, 2, 3):
-        raise ValueError(f"space_ndim must be 1, 2 or 3, got {space_ndim}")
+    check_space_ndim(space_ndim)
     truth = _with_channel(truth, space_ndim, "truth")
     preds = {k: _with_channel(v, space_ndim, f"prediction {k!r}") for k, v in predictions.items()}
     if space_ndim == 3:
-        mid = truth.shape[-1] // 2
-        truth, preds = truth[..., mid], {k: v[..., mid] for k, v in preds.items()}
-        title = f"{title} (mid-plane z = n_z / 2)" if title else "mid-plane z = n_z / 2"
+        truth, preds = mid_plane(truth), {k: mid_plane(v) for k, v in preds.items()}
+        title = mid_plane_title(title)
     for name, pred in preds.items():
         if pred.shape != truth.shape:
             raise ValueError(f"prediction {name!r} has shape {pred.shape}, truth {truth.shape}")
-    n_ch = truth.shape[1]
-    names = list(channel_names) if channel_names is not None else [f"c{i}" for i in range(n_ch)]
-    if len(names) != n_ch:
-        raise ValueError(f"channel_names has {len(names)} names for {n_ch} channels")
+    names = channel_labels(channel_names, truth.shape[1])
     draw = _comparison_1d if space_ndim == 1 else _comparison_2d
     fig = draw(truth, preds, names, time, x, top=0.35 + (0.35 if title else 0.0))
     if title:
         fig.suptitle(title)
     return fig
+
+
+def check_space_ndim(space_ndim: int) -> None:
+    if space_ndim not in (1, 2, 3):
+        raise ValueError(f"space_ndim must be 1, 2 or 3, got {space_ndim}")
+
+
+def mid_plane(arr: np.ndarray) -> np.ndarray:
+    """The mid-plane of the last axis (z = n_z / 2), which the figures show of a 3D field."""
+    return arr[..., arr.shape[-1] // 2]
+
+
+def mid_plane_title(title: str) -> str:
+    return f"{title} (mid-plane z = n_z / 2)" if title else "mid-plane z = n_z / 2"
+
+
+def channel_labels(channel_names: Sequence[str] | None, n_ch: int) -> list[str]:
+    """``channel_names``, checked against the channel count; default ``c0, c1, ...``."""
+    names = list(channel_names) if channel_names is not None else [f"c{i}" for i in range(n_ch)]
+    if len(names) != n_ch:
+        raise ValueError(f"channel_names has {len(names)} names for {n_ch} channels")
+    return names
+
+
+def spacetime_extent(n_t: int, n_x: int, time, x) -> tuple[float, float, float, float]:
+    """``imshow`` extent of a (time, x) image: cell edges half a step beyond the first and
+    last points of ``x`` (default grid index) and ``time`` (default frame index)."""
+    t = np.arange(n_t, dtype=float) if time is None else np.asarray(time, dtype=float)
+    xs = np.arange(n_x, dtype=float) if x is None else np.asarray(x, dtype=float)
+    dx = xs[1] - xs[0] if len(xs) > 1 else 1.0
+    dt = t[1] - t[0] if len(t) > 1 else 1.0
+    return (xs[0] - dx / 2, xs[-1] + dx / 2, t[0] - dt / 2, t[-1] + dt / 2)
 
 
 def _limits(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
@@ -183,12 +211,7 @@ def _limits(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
 
 def _comparison_1d(truth, preds, names, time, x, top: float) -> Figure:
     n_t, n_ch = truth.shape[:2]
-    t = np.arange(n_t, dtype=float) if time is None else np.asarray(time, dtype=float)
-    xs = np.arange(truth.shape[-1], dtype=float) if x is None else np.asarray(x, dtype=float)
-    # Cell edges: half a grid step beyond the first and last points.
-    dx = xs[1] - xs[0] if len(xs) > 1 else 1.0
-    dt = t[1] - t[0] if len(t) > 1 else 1.0
-    extent = (xs[0] - dx / 2, xs[-1] + dx / 2, t[0] - dt / 2, t[-1] + dt / 2)
+    extent = spacetime_extent(n_t, truth.shape[-1], time, x)
     xlabel = "x (grid index)" if x is None else "x"
     cols = 1 + 2 * len(preds)
     # Gaps wide enough for a colorbar's labels; rows apart by a title and an x label.
@@ -261,37 +284,64 @@ def sobol_bars(
         first_conf: model name -> half-width of the S1 confidence interval, shape (d,).
         total_conf: model name -> half-width of the ST confidence interval, shape (d,).
     """
+    return paired_bars(
+        parameter_names,
+        BarPanel("first_order", "First-order index S1", first_order, first_conf),
+        BarPanel("total_order", "Total index ST", total_order, total_conf),
+        ylabel="Sobol index",
+        zero_line=True,
+    )
+
+
+@dataclass(frozen=True)
+class BarPanel:
+    """One panel of ``paired_bars``: the argument it came from (for errors), its title, model
+    -> values (d,), and model -> error-bar half-widths (d,) or None."""
+
+    arg: str
+    title: str
+    values: Mapping[str, np.ndarray]
+    errors: Mapping[str, np.ndarray] | None = None
+
+
+def paired_bars(
+    parameter_names: Sequence[str],
+    left: BarPanel,
+    right: BarPanel,
+    ylabel: str,
+    zero_line: bool = False,
+) -> Figure:
+    """Two panels sharing a y axis: one group of bars per parameter, one bar per model."""
     d = len(parameter_names)
-    if set(first_order) != set(total_order) or not first_order:
-        raise ValueError("first_order and total_order must name the same, non-empty models")
-    for label, values in (*first_order.items(), *total_order.items()):
+    if set(left.values) != set(right.values) or not left.values:
+        raise ValueError(f"{left.arg} and {right.arg} must name the same, non-empty models")
+    for label, values in (*left.values.items(), *right.values.items()):
         if np.shape(values) != (d,):
-            raise ValueError(f"indices of {label!r} have shape {np.shape(values)}, expected ({d},)")
+            raise ValueError(f"values of {label!r} have shape {np.shape(values)}, expected ({d},)")
     fig = _figure(max(6.0, 1.6 * d + 3), 3.5, cols=2)
     axes = fig.subplots(1, 2, sharey=True)
-    models = list(first_order)
+    models = list(left.values)
     width = 0.8 / len(models)
     x = np.arange(d)
-    for ax, title, values, conf in (
-        (axes[0], "First-order index S1", first_order, first_conf),
-        (axes[1], "Total index ST", total_order, total_conf),
-    ):
+    for ax, panel in zip(axes, (left, right), strict=True):
         for k, model in enumerate(models):
+            conf = panel.errors
             err = None if conf is None or model not in conf else np.abs(conf[model])
             ax.bar(
                 x + (k - (len(models) - 1) / 2) * width,
-                values[model],
+                panel.values[model],
                 width,
                 yerr=err,
                 capsize=2,
                 label=model,
             )
         ax.set_xticks(x, list(parameter_names))
-        ax.set_title(title)
+        ax.set_title(panel.title)
         ax.set_xlabel("parameter")
-        ax.axhline(0.0, color="0.3", lw=0.8)
+        if zero_line:
+            ax.axhline(0.0, color="0.3", lw=0.8)
         ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel("Sobol index")
+    axes[0].set_ylabel(ylabel)
     axes[1].legend()
     return fig
 

@@ -11,7 +11,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from pdeflow.tasks.plots import _figure, _grid_figure
+from pdeflow.tasks.plots import (
+    BarPanel,
+    _grid_figure,
+    channel_labels,
+    check_space_ndim,
+    mid_plane,
+    mid_plane_title,
+    paired_bars,
+    spacetime_extent,
+)
 
 
 def sobol_maps(
@@ -41,8 +50,7 @@ def sobol_maps(
         x: grid coordinates, shape (n_x,), for the space axis of 1D images; default grid index.
         title: figure title.
     """
-    if space_ndim not in (1, 2, 3):
-        raise ValueError(f"space_ndim must be 1, 2 or 3, got {space_ndim}")
+    check_space_ndim(space_ndim)
     s1, st = np.asarray(first_order, dtype=float), np.asarray(total_order, dtype=float)
     d = len(parameter_names)
     if s1.shape != st.shape or s1.ndim != 3 + space_ndim or s1.shape[0] != d:
@@ -51,13 +59,8 @@ def sobol_maps(
             f"{space_ndim} space dimension(s), got {s1.shape} and {st.shape}"
         )
     if space_ndim == 3:
-        mid = s1.shape[-1] // 2
-        s1, st = s1[..., mid], st[..., mid]
-        title = f"{title} (mid-plane z = n_z / 2)" if title else "mid-plane z = n_z / 2"
-    n_ch = s1.shape[2]
-    names = list(channel_names) if channel_names is not None else [f"c{i}" for i in range(n_ch)]
-    if len(names) != n_ch:
-        raise ValueError(f"channel_names has {len(names)} names for {n_ch} channels")
+        s1, st, title = mid_plane(s1), mid_plane(st), mid_plane_title(title)
+    names = channel_labels(channel_names, s1.shape[2])
     if space_ndim > 1:
         title = f"{title}, final frame" if title else "final frame"
     top = 0.35 + (0.35 if title else 0.0)
@@ -77,12 +80,7 @@ def _panels(parameter_names, s1, st, channels):
 
 
 def _maps_1d(parameter_names, s1, st, channels, time, x, top: float) -> Figure:
-    n_t, n_x = s1.shape[1], s1.shape[-1]
-    t = np.arange(n_t, dtype=float) if time is None else np.asarray(time, dtype=float)
-    xs = np.arange(n_x, dtype=float) if x is None else np.asarray(x, dtype=float)
-    dx = xs[1] - xs[0] if len(xs) > 1 else 1.0
-    dt = t[1] - t[0] if len(t) > 1 else 1.0
-    extent = (xs[0] - dx / 2, xs[-1] + dx / 2, t[0] - dt / 2, t[-1] + dt / 2)
+    extent = spacetime_extent(s1.shape[1], s1.shape[-1], time, x)
     rows, cols = len(parameter_names), 2 * len(channels)
     # As the sample comparisons: gaps for a colorbar's labels, rows apart by a title and x label.
     fig = _grid_figure(2.6 * cols, 2.4 * rows, (rows, cols), left=0.7, right=0.55,
@@ -130,23 +128,9 @@ def morris_bars(
             parameter.
         sigma: model name -> sigma, shape (d,), same models as ``mu_star``.
     """
-    d = len(parameter_names)
-    if set(mu_star) != set(sigma) or not mu_star:
-        raise ValueError("mu_star and sigma must name the same, non-empty models")
-    for label, values in (*mu_star.items(), *sigma.items()):
-        if np.shape(values) != (d,):
-            raise ValueError(f"values of {label!r} have shape {np.shape(values)}, expected ({d},)")
-    fig = _figure(max(6.0, 1.6 * d + 3), 3.5, cols=2)
-    axes = fig.subplots(1, 2, sharey=True)
-    models, pos = list(mu_star), np.arange(d)
-    width = 0.8 / len(models)
-    for ax, what, values in ((axes[0], "mu*", mu_star), (axes[1], "sigma", sigma)):
-        for k, model in enumerate(models):
-            ax.bar(pos + (k - (len(models) - 1) / 2) * width, values[model], width, label=model)
-        ax.set_xticks(pos, list(parameter_names))
-        ax.set_title(f"Morris {what}")
-        ax.set_xlabel("parameter")
-        ax.grid(True, axis="y", alpha=0.3)
-    axes[0].set_ylabel("effect on the QoI")
-    axes[1].legend()
-    return fig
+    return paired_bars(
+        parameter_names,
+        BarPanel("mu_star", "Morris mu*", mu_star),
+        BarPanel("sigma", "Morris sigma", sigma),
+        ylabel="effect on the QoI",
+    )

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pdeflow.storage import RunStore
 from pdeflow.tasks import plots, plots_sensitivity
-
-CHEAP = ("surrogate", "rom")
+from pdeflow.tasks.stages.quantify_sensitivity import CHEAP
 
 
 def sensitivity_plots(store: RunStore, res) -> dict[str, str]:
