@@ -263,3 +263,20 @@ def test_clear_errors():
     est = MFMC().pilot(pilot, COSTS).allocate(10.0)
     est.pilot(pilot, COSTS)
     assert not hasattr(est, "n_samples_")  # a new pilot clears the old allocation
+
+
+def test_estimator_variance_at_the_optimal_weights_is_the_allocations_mse():
+    # Lemma 3.2 with any weights reduces to the allocation's MSE at alpha_k = cov_k / var_k;
+    # both come from the same pilot moments here, so they agree to rounding. Other weights
+    # can only be worse (the variance is a convex quadratic in each alpha_k, minimal there).
+    from pdeflow.tasks.uq.mfmc import estimator_variance
+
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((3, 400))
+    ys = np.stack([2 + 1.5 * z[0], 2 + 1.5 * z[0] + 0.5 * z[1], 1.5 * z[0] + 1.2 * z[2]])
+    est = MFMC().pilot(list(ys), [1.0, 0.05, 0.001]).allocate(50.0)
+    sel = list(est.selected_)
+    exact = estimator_variance(ys[sel], est.n_samples_, est.alpha_)
+    assert exact == pytest.approx(est.mse_, rel=1e-10)
+    worse = est.alpha_ * np.r_[1.0, np.full(len(sel) - 1, 1.3)]
+    assert estimator_variance(ys[sel], est.n_samples_, worse) > exact

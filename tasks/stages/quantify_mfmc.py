@@ -64,6 +64,7 @@ import pdeflow.tasks.stages.quantify as stage
 from pdeflow.tasks.design import to_physical
 from pdeflow.tasks.sampling import sample_seeds, sample_unit
 from pdeflow.tasks.uq import MFMC
+from pdeflow.tasks.uq.mfmc import estimator_variance
 
 # The models in the order given to MFMC, the high-fidelity one first.
 ORDER = ("solver", "rom", "surrogate")
@@ -256,18 +257,9 @@ def _lookup(values: np.ndarray):
 
 def _variance(est: MFMC, paired: dict) -> float:
     """Variance of ``est``'s estimator (its counts and weights) under the moments of the paired
-    samples ``{model: (n,)}``, Lemma 3.2 of Peherstorfer et al. (2016)."""
-    m, sel = est.n_samples_.astype(np.float64), list(est.selected_)
-    ys = np.stack([paired[ORDER[k]] for k in sel])
-    centred = ys - ys.mean(axis=1, keepdims=True)
-    var = (centred**2).sum(axis=1) / (ys.shape[1] - 1)
-    cov = (centred * centred[0]).sum(axis=1) / (ys.shape[1] - 1)
-    out = var[0] / m[0]
-    for j in range(1, len(m)):
-        if m[j] > m[j - 1]:
-            a = est.alpha_[j]
-            out += (1 / m[j - 1] - 1 / m[j]) * (a * a * var[j] - 2 * a * cov[j])
-    return float(out)
+    samples ``{model: (n,)}`` (``uq.mfmc.estimator_variance``)."""
+    ys = np.stack([paired[ORDER[k]] for k in est.selected_])
+    return estimator_variance(ys, est.n_samples_, est.alpha_)
 
 
 def _pilot_interval(pilot: dict, costs, budget: float, n: int, seed: int) -> dict:

@@ -373,3 +373,29 @@ def _mse(var: np.ndarray, cov: np.ndarray, counts: np.ndarray) -> float:
     inv = 1.0 / counts.astype(np.float64)
     gain = (inv[:-1] - inv[1:]).reshape((-1,) + (1,) * (var.ndim - 1))
     return float(np.sum(var[0] * inv[0] - np.sum(gain * explained[1:], axis=0)))
+
+
+def estimator_variance(outputs: np.ndarray, counts: np.ndarray, alpha: np.ndarray) -> float:
+    """Lemma 3.2's variance of the MFMC estimator with given counts and weights, under the
+    moments of paired samples: ``Var s = sigma_1^2 / m_1 + sum_{k>=2} (1/m_{k-1} - 1/m_k)
+    (alpha_k^2 sigma_k^2 - 2 alpha_k cov_k)`` (the module docstring). ``_mse`` is its value at
+    the optimal weights; this one holds for any weights, e.g. ones fixed from a pilot and
+    judged on a larger sample.
+
+    Args:
+        outputs: scalar outputs of the selected models on the same inputs, (K, n), the
+            high-fidelity model first.
+        counts: nested sample counts ``m_1 <= ... <= m_K``, (K,).
+        alpha: control-variate weights, (K,); ``alpha[0]`` is not used.
+    """
+    ys = np.asarray(outputs, dtype=np.float64)
+    m = np.asarray(counts, dtype=np.float64)
+    centred = ys - ys.mean(axis=1, keepdims=True)
+    var = (centred**2).sum(axis=1) / (ys.shape[1] - 1)
+    cov = (centred * centred[0]).sum(axis=1) / (ys.shape[1] - 1)
+    out = var[0] / m[0]
+    for j in range(1, len(m)):
+        if m[j] > m[j - 1]:
+            a = alpha[j]
+            out += (1 / m[j - 1] - 1 / m[j]) * (a * a * var[j] - 2 * a * cov[j])
+    return float(out)
