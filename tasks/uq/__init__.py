@@ -1,5 +1,5 @@
 """Uncertainty quantification: Monte Carlo moments, multifidelity Monte Carlo, split-conformal
-bands, Sobol' indices."""
+bands, Sobol' indices; Metropolis and delayed-acceptance MCMC in ``pdeflow.tasks.uq.mcmc``."""
 
 from pdeflow.tasks.uq.conformal import SplitConformal, resplit_coverage
 from pdeflow.tasks.uq.fieldsobol import FieldSobol, field_sobol
