@@ -43,6 +43,7 @@ class Stage(StrEnum):
     train = "train"
     reduce = "reduce"
     quantify = "quantify"
+    infer = "infer"
     pipeline = "pipeline"
 
 
@@ -208,7 +209,8 @@ def _summary(handle) -> dict:
     so ``show`` needs no torch or Dask."""
     from pdeflow.storage.records import summarize
 
-    summary = summarize(handle, tuple(s.value for s in Stage if s is not Stage.pipeline))
+    stages = tuple(s.value for s in Stage if s is not Stage.pipeline)
+    summary = summarize(handle, stages, optional=(Stage.infer.value,))
     rec = handle.record("reduce")
     if rec is not None and rec.status == "complete" and rec.details.get("methods"):
         summary["reduce_methods"] = rec.details["methods"]

@@ -44,6 +44,7 @@ FLOWS: dict[str, str] = {
     "train": "pdeflow.flows.stages:surrogate_training",
     "reduce": "pdeflow.flows.stages:reduced_order_model",
     "quantify": "pdeflow.flows.stages:uncertainty_quantification",
+    "infer": "pdeflow.flows.stages:bayesian_inference",
     "pipeline": "pdeflow.flows.pipeline:pipeline",
 }
 

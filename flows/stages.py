@@ -7,6 +7,7 @@ from prefect import flow
 from pdeflow.flows.automations import crash_earlier_attempts
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.generate import generate_task
+from pdeflow.tasks.infer import infer_task
 from pdeflow.tasks.orchestration import ExtendBy, begin_growth, hold_store
 from pdeflow.tasks.quantify import quantify_task
 from pdeflow.tasks.reduce import reduce_task
@@ -66,3 +67,13 @@ def uncertainty_quantification(
     with hold_store(config, "uncertainty-quantification flow"):
         with dask_client(config.cluster) as client:
             return quantify_task(config, client.scheduler.address, overwrite)
+
+
+@flow(name="bayesian-inference")
+def bayesian_inference(config: PipelineConfig = PipelineConfig(), overwrite: bool = False) -> dict:
+    """Sample the posterior of the parameters given observations (config.infer), by delayed
+    acceptance (the ROM screens, the solver decides) and plain Metropolis, chains on the Dask
+    workers, each resuming after its last saved segment. Needs generate and reduce complete."""
+    crash_earlier_attempts()  # the task runs a dead attempt left Running
+    with hold_store(config, "bayesian-inference flow"), dask_client(config.cluster) as client:
+        return infer_task(config, client.scheduler.address, overwrite)

@@ -75,7 +75,7 @@ class StageRecord(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def summarize(store, stages: tuple[str, ...]) -> dict:
+def summarize(store, stages: tuple[str, ...], optional: tuple[str, ...] = ()) -> dict:
     """What ``store`` (a ``RunStore``) holds, for ``pdeflow show``: stage by stage, with times.
 
     Reads records and the manifest only, so it needs none of the stages' modules (torch,
@@ -84,6 +84,8 @@ def summarize(store, stages: tuple[str, ...]) -> dict:
     Args:
         store: the run store.
         stages: stage names in pipeline order.
+        optional: stages among them listed only once they have a record (infer, which runs
+            on its own: a pipeline store would otherwise show it missing).
 
     Returns:
         ``{"store": path, "stages": {name: {"status", "hash", "started", "finished",
@@ -96,7 +98,8 @@ def summarize(store, stages: tuple[str, ...]) -> dict:
     for name in stages:
         rec = store.record(name)
         if rec is None:
-            out[name] = {"status": "missing"}
+            if name not in optional:
+                out[name] = {"status": "missing"}
             continue
         out[name] = {
             "status": rec.status,

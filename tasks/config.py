@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from pdeflow.tasks.clusters import ClusterConfig
 from pdeflow.tasks.config_form import _Frozen
+from pdeflow.tasks.config_infer import InferConfig
 from pdeflow.tasks.config_io import (
     ConfigError,
     format_validation_error,
@@ -473,6 +474,9 @@ class PipelineConfig(_Frozen):
     train: TrainConfig = Field(TrainConfig(), description="Surrogate training.")
     reduce: ReduceConfig = Field(ReduceConfig(), description="Reduced-order model.")
     quantify: QuantifyConfig = Field(QuantifyConfig(), description="Uncertainty quantification.")
+    infer: InferConfig = Field(
+        InferConfig(), description="Bayesian inversion from observations (pdeflow run infer)."
+    )
 
     @field_validator("store")
     @classmethod

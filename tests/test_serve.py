@@ -20,7 +20,7 @@ from pdeflow.tasks.sampling import DESIGNS
 from tests.cli_helpers import cli
 from tests.conftest import ROOT, TINY
 
-NAMES = ["generate", "train", "reduce", "quantify", "pipeline"]
+NAMES = ["generate", "train", "reduce", "quantify", "infer", "pipeline"]
 EXAMPLE = ROOT / "deploy" / "schedules.example.yaml"
 PREFECT_YAML = ROOT / "deploy" / "prefect.yaml"
 DEMO = ROOT / "flows" / "configs" / "demo.yaml"

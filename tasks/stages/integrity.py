@@ -9,17 +9,19 @@ from __future__ import annotations
 
 from pdeflow.storage import RunStore, StageRecord
 
-#: Every stage in pipeline order, with the stages whose results it reads.
+#: Every stage in pipeline order, with the stages whose results it reads. The pipeline runs the
+#: first four (``registry.pipeline_stages``); infer runs on its own, on a store they filled.
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "generate": (),
     "train": ("generate",),
     "reduce": ("generate",),
     "quantify": ("train", "reduce"),
+    "infer": ("generate", "reduce"),
 }
 STAGES: tuple[str, ...] = tuple(UPSTREAM)
 MODEL = "model.pt"
 # What the files of each later stage are called in messages.
-_WHAT = {"reduce": "ROM's", "quantify": "UQ results'"}
+_WHAT = {"reduce": "ROM's", "quantify": "UQ results'", "infer": "posterior's"}
 
 
 def record_problems(store: RunStore, stage: str, record: StageRecord, deep: bool = True):

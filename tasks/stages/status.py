@@ -9,4 +9,4 @@ from pdeflow.tasks.stages.registry import STAGES
 
 def summary(store: RunStore) -> dict:
     """``storage.records.summarize`` over the pipeline's stages (see there for the keys)."""
-    return summarize(store, STAGES)
+    return summarize(store, STAGES, optional=("infer",))

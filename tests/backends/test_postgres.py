@@ -109,4 +109,6 @@ def test_pipeline_served_on_a_postgres_backed_server_completes(tmp_path, postgre
     assert rows == [["COMPLETED", run["name"]]]
     verdict = json.loads(cli("verify", "--json", str(runs / STORE), timeout=120).stdout)
     assert verdict["ok"] and verdict["blocks"]["complete"] == verdict["blocks"]["total"] > 0
-    assert {s: v["verdict"] for s, v in verdict["stages"].items()} == dict.fromkeys(STAGES, "ok")
+    # infer runs on its own, on observations: the pipeline leaves it missing.
+    verdicts = {s: v["verdict"] for s, v in verdict["stages"].items()}
+    assert verdicts == {**dict.fromkeys(STAGES, "ok"), "infer": "missing"}

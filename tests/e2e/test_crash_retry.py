@@ -14,10 +14,10 @@ temporary directory.
 
 Budget: Prefect refuses a heartbeat under 30 s (``PREFECT_FLOWS_HEARTBEAT_FREQUENCY``, ge=30),
 so the test uses 30 s, and the automation's window is pdeflow's own, two periods (60 s): the run
-is Crashed 30-60 s after the kill. The rest is the tiny config with a small time step (1e-4) that
-makes each of the 8 blocks take a second or more, and the kill comes as soon as the first block
-is complete: the 7 others, two at a time, leave seconds for the kill to land before the end
-(with 4 blocks and a kill at 2, a loaded CI machine once saw all 4 complete first).
+is Crashed 30-60 s after the kill. The rest is the tiny config with a small time step (2e-4) that
+makes each of the 8 blocks take most of a second, and the process group is stopped (SIGSTOP) as
+soon as the first block is complete, then killed: the 7 others, two at a time, leave seconds for
+that (with 4 blocks and a kill at 2, a loaded CI machine once saw all 4 complete first).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ STORE = "crash-e2e"  # typed into the form; the served default is 'tiny'
 # calibration samples (15 %) at alpha=0.1, so no fewer than 64.
 N_SAMPLES, BLOCK = 128, 16
 N_BLOCKS = N_SAMPLES // BLOCK
-SLOW = ["--set", f"generate.block_size={BLOCK}", "--set", "generate.dt=0.0001"]
+SLOW = ["--set", f"generate.block_size={BLOCK}", "--set", "generate.dt=0.0002"]
 DEPLOYMENTS = {"pipeline"}
 RUN_TIMEOUT_S = 900
 # Crashed comes 1-2 heartbeat periods after the kill, plus the server's proactive evaluation
@@ -120,6 +120,8 @@ def _kill_mid_generation(serving, path: Path, url: str, run_id: str) -> dict[int
         assert _state(url, run_id) not in FINAL, "the run ended before the kill"
         assert time.monotonic() < deadline, "generation never completed a block"
         time.sleep(0.05)
+    os.killpg(serving.pid, signal.SIGSTOP)  # nothing completes between the count and the kill
+    time.sleep(0.05)
     os.killpg(serving.pid, signal.SIGKILL)
     serving.wait()
     done = RunStore(path).complete_blocks()

@@ -27,7 +27,8 @@ from pdeflow.storage.checkpoints import list_checkpoints
 from pdeflow.storage.fsio import TMP_MARK
 from pdeflow.tasks.config import PipelineConfig, load_config
 from pdeflow.tasks.sampling import sample_seeds
-from pdeflow.tasks.stages import STAGES, GenerationError
+from pdeflow.tasks.stages import GenerationError
+from pdeflow.tasks.stages.registry import PIPELINE_STAGES
 from pdeflow.tasks.stages.train import TrainingLog
 from tests.cli_helpers import cli, kill_when
 from tests.conftest import ROOT, TINY
@@ -241,7 +242,7 @@ def test_failed_pipeline_retried_by_prefect_skips_finished_work(prefect_api, cli
     state = pipeline(config=cfg, return_state=True)
     assert state.is_failed(), state
     run_id = state.state_details.flow_run_id
-    status = {s: store.record(s).status for s in STAGES}
+    status = {s: store.record(s).status for s in PIPELINE_STAGES}
     assert status == {
         "generate": "complete",
         "train": "complete",
@@ -269,7 +270,7 @@ def test_failed_pipeline_retried_by_prefect_skips_finished_work(prefect_api, cli
     assert flow_run.state.is_completed() and flow_run.run_count == 2
     # No Prefect result cache: every task ran again and asked the store what was done.
     assert set(tasks.values()) == {"Completed"} and len(tasks) == 4
-    assert all(store.record(s).status == "complete" for s in STAGES)
+    assert all(store.record(s).status == "complete" for s in PIPELINE_STAGES)
     # Nothing finished ran again: no block rewritten (each keeps its recorded wall time), no
     # training line written, the reduce record untouched.
     assert {b: e.seconds for b, e in store.complete_blocks().items()} == seconds
