@@ -37,7 +37,7 @@ def _global(
 
 class Stage(StrEnum):
     """The stages (``pdeflow.tasks.stages.STAGES``, not imported here to keep ``--help`` fast;
-    tests/test_layout.py checks the two agree) and the pipeline."""
+    tests/test_layout.py checks the two agree), the pipeline and the campaign."""
 
     generate = "generate"
     train = "train"
@@ -45,11 +45,16 @@ class Stage(StrEnum):
     quantify = "quantify"
     infer = "infer"
     pipeline = "pipeline"
+    campaign = "campaign"
 
 
 def _stages_of(stage: str, cfg) -> tuple[str, ...]:
     from pdeflow.tasks.stages import pipeline_stages
 
+    if stage == "campaign":
+        from pdeflow.tasks.campaign import stages
+
+        return stages(cfg)
     return pipeline_stages(cfg) if stage == "pipeline" else (stage,)
 
 
@@ -76,12 +81,19 @@ def _precheck(cfg, stage: str, overwrite: bool) -> None:
 
     for warning in cfg.generate.resolution_warnings():
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    if stage == "campaign":  # the store's records hold the latest round's chosen points
+        from pdeflow.tasks.campaign import check, current_config
+
+        check(cfg)
+        cfg = current_config(cfg)
     require_ready(cfg, _stages_of(stage, cfg), overwrite)
 
 
 @app.command()
 def run(
-    stage: Annotated[Stage, typer.Argument(help="Stage to run, or the whole pipeline.")],
+    stage: Annotated[
+        Stage, typer.Argument(help="Stage to run, the whole pipeline, or an active campaign.")
+    ],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config.")] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override: key.sub=value.")

@@ -46,6 +46,7 @@ FLOWS: dict[str, str] = {
     "quantify": "pdeflow.flows.stages:uncertainty_quantification",
     "infer": "pdeflow.flows.stages:bayesian_inference",
     "pipeline": "pdeflow.flows.pipeline:pipeline",
+    "campaign": "pdeflow.flows.campaign:campaign",
 }
 
 TAGS = ["pdeflow"]

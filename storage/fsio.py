@@ -132,6 +132,31 @@ def write_json(target: Path, payload: Any) -> FileEntry:
     return write_durable(target, text.encode())
 
 
+def _crc_of(payload: Any) -> int:
+    return zlib.crc32(json.dumps(payload, sort_keys=True).encode())
+
+
+def write_checked(target: Path, payload: dict) -> FileEntry:
+    """``write_json`` of ``payload`` with the CRC32 of its canonical JSON beside it, so that
+    ``read_checked`` tells an intact file from a damaged one that still parses."""
+    return write_json(target, {"payload": payload, "crc32": _crc_of(payload)})
+
+
+def read_checked(path: Path, key: str) -> dict | None:
+    """The payload ``write_checked`` wrote, if it holds ``key`` under "key"; None when the file
+    is absent, not JSON, damaged (its CRC32 differs) or of another key."""
+    try:
+        data = read_json(path)
+    except ValueError:  # truncated or not JSON
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("payload"), dict):
+        return None
+    payload = data["payload"]
+    if data.get("crc32") != _crc_of(payload) or payload.get("key") != key:
+        return None
+    return payload
+
+
 def read_json(path: Path) -> Any | None:
     """The JSON value in ``path``; None when the file does not exist.
 

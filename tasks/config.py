@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from pdeflow.tasks.clusters import ClusterConfig
+from pdeflow.tasks.config_campaign import CampaignConfig
 from pdeflow.tasks.config_form import _Frozen
 from pdeflow.tasks.config_infer import InferConfig
 from pdeflow.tasks.config_io import (
@@ -214,6 +215,12 @@ class GenerateConfig(_Frozen):
         None, description="pde 'custom' only: your own simulator (Python callable or executable)."
     )
     split: SplitConfig = Field(SplitConfig(), description="Split of samples into subsets.")
+    points: tuple[tuple[float, ...], ...] = Field(
+        (),
+        description="Chosen points of the unit cube (one coordinate per sampled parameter, "
+        "through its marginal's CDF), solved as the last samples, after the design's "
+        "n_samples - len(points); all in the train split. pdeflow run campaign appends them.",
+    )
     dtype: Literal["float32", "float64"] = Field("float32", description="Solver precision.")
     device: Literal["cpu", "cuda"] = Field("cpu", description="Device the solver runs on.")
 
@@ -247,7 +254,37 @@ class GenerateConfig(_Frozen):
                 f"(got n_frames={self.n_frames}, t_end={self.t_end:g})"
             )
         self.problem.check(self)
+        self._check_points()
         return self
+
+    def _check_points(self) -> None:
+        if not self.points:
+            return
+        d = len(self.parameter_names)
+        if len(self.points) >= self.n_samples:
+            raise ValueError(
+                f"points: {len(self.points)} chosen points need n_samples > {len(self.points)} "
+                f"(the design's samples come first; got n_samples={self.n_samples})"
+            )
+        for k, point in enumerate(self.points):
+            if len(point) != d or not all(0.0 < v < 1.0 for v in point):
+                raise ValueError(
+                    f"points[{k}]: must hold {d} numbers in (0, 1), one per parameter "
+                    f"{list(self.parameter_names)} (got {list(point)})"
+                )
+
+    @property
+    def n_design(self) -> int:
+        """Samples drawn from the design; the chosen ``points`` follow them."""
+        return self.n_samples - len(self.points)
+
+    def identity(self) -> dict:
+        """The settings naming the results: ``points`` left out while empty, so stores made
+        before it existed keep their names."""
+        out = self.model_dump(mode="json")
+        if not out["points"]:
+            out.pop("points")
+        return out
 
     @property
     def problem(self):
@@ -477,6 +514,9 @@ class PipelineConfig(_Frozen):
     infer: InferConfig = Field(
         InferConfig(), description="Bayesian inversion from observations (pdeflow run infer)."
     )
+    campaign: CampaignConfig = Field(
+        CampaignConfig(), description="Active learning over the design (pdeflow run campaign)."
+    )
 
     @field_validator("store")
     @classmethod
@@ -521,7 +561,8 @@ class PipelineConfig(_Frozen):
         """Enough samples in each split for training, the conformal scale and its guarantee."""
         gen, alpha = self.generate, self.quantify.alpha
         sp = gen.split
-        codes = split_codes((sp.train, sp.val, sp.test, sp.calibration), sp.seed, 0, gen.n_samples)
+        # Chosen points are all in the train split: the design's samples hold the others.
+        codes = split_codes((sp.train, sp.val, sp.test, sp.calibration), sp.seed, 0, gen.n_design)
         names = ("train", "val", "test", "calibration")
         counts = dict(zip(names, np.bincount(codes, minlength=4), strict=True))
         empty = [name for name in needed if counts[name] == 0]

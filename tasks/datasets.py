@@ -162,7 +162,8 @@ def dataset_card(gen: GenerateConfig) -> str:
 
 
 def layout(gen: GenerateConfig) -> Layout:
-    """How the store holds ``gen``'s trajectories; its key ignores ``n_samples`` only."""
+    """How the store holds ``gen``'s trajectories; its key ignores ``n_samples`` and the chosen
+    ``points`` (which only add samples; ``Generate.prepare`` checks they extend the store's)."""
     space = space_shape(gen)
     return Layout(
         fields=tuple(gen.fields),
@@ -173,7 +174,7 @@ def layout(gen: GenerateConfig) -> Layout:
         chunk_size=gen.chunk_size,
         block_size=gen.block_size,
         dtype=gen.dtype,
-        key=dataset_key(gen.model_dump(mode="json", exclude={"n_samples"})),
+        key=dataset_key(gen.model_dump(mode="json", exclude={"n_samples", "points"})),
     )
 
 

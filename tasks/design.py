@@ -38,7 +38,11 @@ def split_labels(gen: GenerateConfig, start: int = 0, stop: int | None = None) -
     """Seeded split of samples ``start:stop``, codes index ``SPLITS``; shape (stop - start,)."""
     s = gen.split
     fractions = (s.train, s.val, s.test, s.calibration)
-    return split_codes(fractions, s.seed, start, gen.n_samples if stop is None else stop)
+    stop = gen.n_samples if stop is None else stop
+    codes = split_codes(fractions, s.seed, start, min(stop, max(start, gen.n_design)))
+    # Chosen points (``generate.points``) are all for training.
+    chosen = np.full(max(0, stop - max(start, gen.n_design)), SPLITS.index("train"))
+    return np.concatenate([codes, chosen]).astype(codes.dtype)
 
 
 def design_parameters(gen: GenerateConfig, start: int = 0) -> np.ndarray:
@@ -46,7 +50,14 @@ def design_parameters(gen: GenerateConfig, start: int = 0) -> np.ndarray:
     n, names = gen.n_samples - start, gen.parameter_names
     if not names:
         return np.zeros((n, 0))
-    return to_physical(gen, sample_unit(gen.design, n, len(names), gen.seed, start=start))
+    n_design = max(0, gen.n_design - start)
+    unit = np.zeros((0, len(names)))
+    if n_design:
+        unit = sample_unit(gen.design, n_design, len(names), gen.seed, start=start)
+    if gen.points:  # the chosen points follow the design's samples
+        chosen = np.asarray(gen.points, dtype=np.float64)[max(0, start - gen.n_design) :]
+        unit = np.concatenate([unit.reshape(n_design, len(names)), chosen])
+    return to_physical(gen, unit)
 
 
 def design_seeds(gen: GenerateConfig, start: int = 0) -> np.ndarray:

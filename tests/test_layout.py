@@ -112,7 +112,7 @@ def test_flows_folder_holds_flows_and_their_entry_points_only():
     # temporary server of `pdeflow run` (temporary_server.py).
     found = {p.name for p in (ROOT / "flows").glob("*.py")}
     entry_points = {"cli.py", "serve.py", "server.py", "automations.py", "temporary_server.py"}
-    assert found == {"__init__.py", "pipeline.py", "stages.py", *entry_points}
+    assert found == {"__init__.py", "pipeline.py", "stages.py", "campaign.py", *entry_points}
 
 
 @pytest.mark.parametrize("stage", STAGES)
@@ -131,7 +131,8 @@ def test_the_cli_offers_the_stages_in_their_order_and_the_pipeline():
     from pdeflow.flows.serve import FLOWS
     from pdeflow.tasks.stages import STAGES as ORDER
 
-    assert [s.value for s in Stage] == [*ORDER, "pipeline"] and set(FLOWS) == set(Stage)
+    assert [s.value for s in Stage] == [*ORDER, "pipeline", "campaign"]
+    assert set(FLOWS) == set(Stage)
 
 
 def test_the_stage_order_is_written_once():

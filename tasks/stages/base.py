@@ -279,7 +279,8 @@ def stage_hash(cfg: PipelineConfig, stage: str, registry: dict[str, Stage]) -> s
 
 def is_extension(old: dict, new: dict) -> bool:
     """Whether stage config ``new`` only grows ``generate.n_samples`` of ``old`` (a campaign
-    extended with more samples of the same design), so its results can be updated in place.
+    extended with more samples of the same design, or with more chosen ``generate.points``),
+    so its results can be updated in place.
     """
     if "generate" not in old or "generate" not in new:
         return False
@@ -287,8 +288,17 @@ def is_extension(old: dict, new: dict) -> bool:
     if old_n is None or new_n is None or new_n <= old_n:
         return False
 
+    old_points, new_points = old["generate"].get("points", []), new["generate"].get("points", [])
+    if list(new_points[: len(old_points)]) != list(old_points):
+        return False  # chosen points are only ever appended
+    if old_points and new_n - len(new_points) != old_n - len(old_points):
+        return False  # the design's samples come before the chosen points: fixed once chosen
+
     def strip(cfg: dict) -> dict:
-        return {k: ({**v, "n_samples": None} if k == "generate" else v) for k, v in cfg.items()}
+        return {
+            k: ({**v, "n_samples": None, "points": None} if k == "generate" else v)
+            for k, v in cfg.items()
+        }
 
     return strip(old) == strip(new)
 

@@ -97,7 +97,7 @@ class Generate(Stage):
                 f"n_samples >= {have.n_samples}, another store name, or --overwrite"
             )
         if have is not None and have.n_samples < want.n_samples:
-            _check_extendable(gen, have.n_samples)
+            _check_growth(gen, have.n_samples, store.attrs().get("config", {}).get("points", []))
             store.write_template(datasets.template(gen))
             run.details["extended_from"] = have.n_samples
         else:
@@ -230,6 +230,27 @@ def outputs_digest(layout: Layout, complete: dict) -> str:
     ]
     text = json.dumps(payload, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _check_growth(gen: GenerateConfig, old_n: int, old_points: list) -> None:
+    """A store of ``old_n`` samples (its last ``old_points`` chosen) may grow to ``gen``'s:
+    chosen points are only appended, after a design that no longer changes; a design grows
+    only if it is extendable and no point was chosen yet."""
+    old_points = [list(p) for p in old_points]
+    if [list(p) for p in gen.points[: len(old_points)]] != old_points:
+        raise ConfigMismatch(
+            f"generate.points: the store holds {len(old_points)} chosen points that "
+            "these points do not start with; chosen points are only appended. Use another "
+            "store name, or --overwrite"
+        )
+    if old_n - len(old_points) == gen.n_design:
+        return  # only chosen points are added
+    if old_points:
+        raise ConfigMismatch(
+            f"generate.n_samples: the store's design has {old_n - len(old_points)} samples, "
+            f"followed by chosen points; it cannot become {gen.n_design}"
+        )
+    _check_extendable(gen, old_n)
 
 
 def _check_extendable(gen: GenerateConfig, old_n: int) -> None:

@@ -29,14 +29,13 @@ import functools
 import hashlib
 import json
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pdeflow.storage import RunStore, StageRecord
-from pdeflow.storage.fsio import read_json, write_json
+from pdeflow.storage.fsio import read_checked, write_checked
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.design import to_physical
 from pdeflow.tasks.stages.base import Outcome, Stage, StageRun
@@ -75,29 +74,6 @@ def segment_path(store: RunStore, method: str, chain: int, segment: int) -> Path
     return (
         store.work_dir(GROUP) / "chains" / f"{method}-{chain:03d}" / f"segment-{segment:06d}.json"
     )
-
-
-def _crc(payload: dict) -> int:
-    return zlib.crc32(json.dumps(payload, sort_keys=True).encode())
-
-
-def read_checked(path: Path, key: str) -> dict | None:
-    """The payload of a file ``write_checked`` wrote for ``key``; None when absent, damaged
-    (its CRC32 over the payload differs), or of another config."""
-    try:
-        data = read_json(path)
-    except ValueError:  # truncated or not JSON
-        return None
-    if not isinstance(data, dict) or "payload" not in data:
-        return None
-    payload = data["payload"]
-    if data.get("crc32") != _crc(payload) or payload.get("key") != key:
-        return None
-    return payload
-
-
-def write_checked(path: Path, payload: dict) -> None:
-    write_json(path, {"payload": payload, "crc32": _crc(payload)})
 
 
 def read_segment(store: RunStore, method: str, chain: int, segment: int, key: str) -> dict | None:

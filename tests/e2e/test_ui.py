@@ -41,7 +41,7 @@ pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 STORE = "ui-e2e"  # the store name typed into the form; the served default is 'tiny'
 EPOCHS = 3  # typed into train.epochs; the served default is 2
-DEPLOYMENTS = {"generate", "train", "reduce", "quantify", "infer", "pipeline"}
+DEPLOYMENTS = {"generate", "train", "reduce", "quantify", "infer", "pipeline", "campaign"}
 # The tiny pipeline takes 1-3 min on 2 idle cores; loaded machines and cold imports add minutes.
 RUN_TIMEOUT_S = 900
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
