@@ -221,7 +221,7 @@ def _summary(handle) -> dict:
     so ``show`` needs no torch or Dask."""
     from pdeflow.storage.records import summarize
 
-    stages = tuple(s.value for s in Stage if s is not Stage.pipeline)
+    stages = tuple(s.value for s in Stage if s not in (Stage.pipeline, Stage.campaign))
     summary = summarize(handle, stages, optional=(Stage.infer.value,))
     rec = handle.record("reduce")
     if rec is not None and rec.status == "complete" and rec.details.get("methods"):

@@ -30,9 +30,14 @@ def cli(*args: str, check: bool = True, timeout: float = 300) -> subprocess.Comp
 
 
 def kill_when(
-    args: list[str], ready: Callable[[], bool], timeout: float = 240, freeze: bool = False
+    args: list[str],
+    ready: Callable[[], bool],
+    timeout: float = 240,
+    freeze: bool = False,
+    command: list[str] | None = None,
 ) -> None:
-    """Start ``pdeflow ARGS`` in its own session and SIGKILL the whole session once ``ready()``.
+    """Start ``pdeflow ARGS`` (or ``command + ARGS``) in its own session and SIGKILL the whole
+    session once ``ready()``.
 
     Killing the process group takes the Dask workers and the ephemeral Prefect server with it,
     as a machine crash or an OOM kill of the job would. With ``freeze``, the session is first
@@ -41,7 +46,7 @@ def kill_when(
     however short it lasts.
     """
     proc = subprocess.Popen(
-        [*PDEFLOW, *args],
+        [*(command or PDEFLOW), *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,

@@ -16,12 +16,13 @@ import xarray as xr
 
 from pdeflow.storage import RunStore
 from pdeflow.tasks.config import load_config
-from pdeflow.tasks.stages import run_stage
+from pdeflow.tasks.stages import require_ready, run_stage
 from pdeflow.tasks.stages.infer import segment_path
 from pdeflow.tasks.stages.infer_observations import load_observations
 from tests.cli_helpers import cli, kill_when
 from tests.conftest import TINY
 from tests.stage_helpers import generate, reduce
+from tests.stage_process import COMMAND as STAGE_PROCESS
 
 # Small chains: 2 per method, 40 burn-in steps and 80 kept, saved every 20 steps (6 segments).
 CHAINS = [
@@ -124,11 +125,12 @@ def _segments(path, cfg) -> dict:
 
 
 def test_sigkill_then_rerun_resumes_every_chain_after_its_last_segment(
-    upstream, runs_dir, client, prefect_api
+    upstream, runs_dir, client, tmp_path
 ):
-    """`pdeflow run infer` killed (the whole process group) once some segments are saved; the
-    rerun leaves them untouched, runs the rest, and the draws equal an uninterrupted run's."""
-    slow = ["infer.n_steps=280"]  # 16 segments per chain: seconds of work left at the kill
+    """The stage's process group (the stage and its Dask workers) killed once some segments
+    are saved; the rerun leaves them untouched, runs the rest, and the draws equal an
+    uninterrupted run's."""
+    slow = ["infer.n_steps=160"]  # 10 segments per chain: seconds of work left at the kill
     _copy(upstream, runs_dir, "infer-reference")
     _copy(upstream, runs_dir, "infer-killed")
     cfg = _cfg("infer-killed", *slow)
@@ -138,13 +140,13 @@ def test_sigkill_then_rerun_resumes_every_chain_after_its_last_segment(
     def some_saved() -> bool:
         return 4 <= len(_segments(path, cfg)) <= total // 2
 
-    args = ["run", "infer", "--config", str(TINY), "--set", "store=infer-killed"]
-    args += sum((["--set", s] for s in [*CHAINS, *slow]), [])
-    kill_when(args, some_saved, freeze=True)
+    config = tmp_path / "config.json"
+    config.write_text(cfg.model_dump_json())
+    kill_when(["infer", str(config)], some_saved, freeze=True, command=STAGE_PROCESS)
     saved = _segments(path, cfg)
     assert 4 <= len(saved) < total
     assert RunStore(path).record("infer").status == "running"
-    cli(*args)
+    run_stage("infer", cfg, client=client)
     record = RunStore(path).record("infer")
     assert record.status == "complete"
     after = _segments(path, cfg)
@@ -166,17 +168,17 @@ def test_sigkill_then_rerun_resumes_every_chain_after_its_last_segment(
         (["infer.screen=none", "infer.baseline=false"], ["infer.screen", "baseline"]),
     ],
 )
-def test_bad_input_is_refused_before_any_compute(upstream, runs_dir, setting, words):
+def test_bad_settings_are_refused_by_the_precheck(upstream, runs_dir, setting, words):
+    """What `pdeflow run` checks before anything starts (the CLI's exit 2 is tested below)."""
+    from pdeflow.tasks.config import ConfigError
+
     name = f"infer-bad-{abs(hash(tuple(setting))) % 10**8}"
-    path = _copy(upstream, runs_dir, name)
-    args = ["run", "infer", "--config", str(TINY), "--set", f"store={name}"]
-    proc = cli(*args, *sum((["--set", s] for s in setting), []), check=False)
-    assert proc.returncode == 2, proc.stderr
+    _copy(upstream, runs_dir, name)
+    with pytest.raises((ValueError, ConfigError)) as err:
+        require_ready(_cfg(name, *setting), ("infer",), overwrite=False)
     for w in words:
-        assert w in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert RunStore(path).record("infer") is None
-    assert not (path / "_pdeflow" / "work" / "infer").exists()
+        assert w in str(err.value), err.value
+    assert RunStore(runs_dir / name).record("infer") is None
 
 
 def test_a_bad_file_names_the_column(upstream, runs_dir, tmp_path):
@@ -190,9 +192,11 @@ def test_a_bad_file_names_the_column(upstream, runs_dir, tmp_path):
             "--set", "infer.observations=file", "--set", f"infer.file={csv}", check=False,
         )  # fmt: skip
         assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr
         return proc.stderr
 
     assert "lacks the column(s) ['x']" in refusal("t,position,value\n0.1,0.5,1.0\n")
     # 0.15 is not a saved frame time (every 0.1)
     assert "t = 0.15 is not a saved frame time" in refusal("t,x,value\n0.15,0.5,1.0\n")
     assert RunStore(path).record("infer") is None
+    assert not (path / "_pdeflow" / "work" / "infer").exists()
