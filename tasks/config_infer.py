@@ -64,6 +64,14 @@ class InferConfig(_Frozen):
         description="rom: delayed acceptance, the reduce stage's ROM screens each proposal and "
         "the solver decides (Christen & Fox 2005); none: plain Metropolis on the solver.",
     )
+    error_inflation: float = Field(
+        1.0,
+        ge=1,
+        le=1e6,
+        description="Factor on the covariance of the ROM's error model (delayed acceptance): a "
+        "wider screen mixes better where the ROM's likelihood is sharper than the solver's. "
+        "The chain targets the solver's posterior whatever it is.",
+    )
     baseline: bool = Field(
         True,
         description="Also run plain Metropolis on the solver with the same number of steps, "

@@ -26,12 +26,13 @@ COLUMNS = (
 )
 
 
-def posterior_figure(ds, names: list[str], truth, specs):
+def posterior_figure(ds, names: list[str], truth):
     """One column per parameter: the marginal histograms of each method (top) and the first
-    chain's trace (bottom), with the truth and the prior's range."""
+    chain's trace (bottom), with the truth. The axes span the posterior, not the prior, which
+    is often a hundred times wider."""
     d = len(names)
     fig = plots._grid_figure(
-        3.2 * d + 0.6, 5.4, (2, d), left=0.75, right=0.25, bottom=0.6, top=0.45, wgap=0.55,
+        3.4 * d + 0.6, 5.4, (2, d), left=0.85, right=0.25, bottom=0.6, top=0.45, wgap=0.95,
         hgap=0.75,
     )  # fmt: skip
     axes = fig.subplots(2, d, squeeze=False)
@@ -46,7 +47,6 @@ def posterior_figure(ds, names: list[str], truth, specs):
             for ax in (top,):
                 ax.axvline(truth[j], color="k", ls="--", lw=1, label="truth")
             bottom.axhline(truth[j], color="k", ls="--", lw=1)
-        top.set_xlim(specs[j].low, specs[j].high) if specs[j].distribution == "uniform" else None
         top.set_title(f"posterior of {name}")
         top.set_xlabel(name)
         top.set_ylabel("density")
@@ -97,7 +97,7 @@ def write_infer_plot(cfg: PipelineConfig, store: RunStore) -> str:
     ds = store.open_dataset("infer")
     truth = ds.attrs.get("truth")
     gen = cfg.generate
-    fig = posterior_figure(ds, list(gen.parameter_names), truth, gen.parameter_specs)
+    fig = posterior_figure(ds, list(gen.parameter_names), truth)
     return store.write_plot(PLOT, plots.png_bytes(fig))
 
 
