@@ -160,3 +160,11 @@ def test_chosen_points_are_only_ever_appended(client):
         round_config(cfg, [[1.5, 0.5, 0.5, 0.5]])
     with pytest.raises(CampaignError, match="generate.points"):
         check(round_config(cfg, [[0.5, 0.5, 0.5, 0.5]] * 16))
+
+
+def test_with_train_the_surrogate_is_fine_tuned_from_its_checkpoint_each_round(client, runs_dir):
+    cfg = _cfg("campaign-train", "campaign.budget=16", "campaign.train=true")
+    Campaign(cfg, _in_process(client)).run()
+    rec = RunStore(runs_dir / cfg.store).record("train")
+    assert rec.status == "complete" and rec.details["warm_started"] is True
+    assert rec.config["generate"]["n_samples"] == 80  # trained on the round's samples
