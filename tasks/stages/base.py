@@ -310,4 +310,14 @@ def diff(old: Any, new: Any, prefix: str = "") -> list[str]:
         for key in sorted(set(old) | set(new)):
             out += diff(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
         return out
-    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+    return [] if old == new else [f"{prefix}: {_short(old)} -> {_short(new)}"]
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, or for a long list its length and ends (a campaign's chosen points)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, list):
+        return f"[{len(value)} items: {_short(value[0], 40)}, ..., {_short(value[-1], 40)}]"
+    return text[: limit - 3] + "..."
