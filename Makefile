@@ -33,7 +33,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check $(LINT_DIRS)
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # The browser test of the Prefect UI. Installs Debian's chromium and chromedriver when either is
 # missing (apt-get, as root or through sudo), then the e2e extra, then runs tests/e2e only.

@@ -78,17 +78,22 @@ def prefect_api():
 # order, and a slow file collected late ran alone at the end while the other process idled
 # (the crash-and-Retry browser test, 160 s, ended a 14 min 49 s CI run). Longest first keeps
 # both processes busy to the end. Times from `--durations` in CI; a file missing here runs in
-# its alphabetical place. Note: pytest-xdist then hands out the files with the most tests first
-# (unless --no-loadscope-reorder), so this order only ranks files of equal size. With the flag
-# the clean-clone CI was not faster (13 min 43 s against 13 min 24 s): the browser tests are
-# slow under the other process's load wherever they run.
+# its alphabetical place. pytest-xdist would then hand out the files with the most tests first,
+# which sends the two browser files of one and three tests (crash-and-Retry, the UI form) out
+# late, likely side by side: in one CI run they took 345 s and 291 s (alone: 157 s and 90 s)
+# and the run 16 min 15 s. The Makefile passes --no-loadscope-reorder so this order holds, and
+# the UI test is ranked to start once the crash-and-Retry test, on the other process, is done.
 SLOW_FIRST = (
     "tests/e2e/test_crash_retry.py",  # 162 s
     "tests/test_cluster_address.py",  # 89 s
     "tests/test_schedules.py",  # 85 s
-    "tests/e2e/test_ui.py",  # 84 s
     "tests/backends/test_postgres.py",  # 70 s
     "tests/backends/test_slurm.py",  # 65 s
+    # Each process starts with two files and takes the next when one is left: the UI test
+    # comes sixth, so it starts after the other process's crash-and-Retry test is done.
+    "tests/e2e/test_ui.py",  # 84 s + 25 s
+    "tests/test_campaign.py",  # 70 s
+    "tests/test_infer.py",  # 60 s
     "tests/faults/test_resume.py",  # 56 + 35 + 22 s
     "tests/faults/test_processes.py",
     "tests/test_cli_progress.py",
