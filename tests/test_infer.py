@@ -60,7 +60,9 @@ def test_both_samplers_run_and_the_posterior_holds_the_truth(upstream, runs_dir,
     # Metropolis calls the solver at every proposal inside the prior's support; delayed
     # acceptance only at those the ROM lets through, and never more often.
     assert m["mh_solver_calls_per_step"] <= 1.0
-    assert m["da_solver_calls"] == pytest.approx(m["da_screen_acceptance"] * 160, abs=160)
+    # Each solver call is a proposal the ROM passed: calls = screen acceptance x the kept steps
+    # inside the prior's support (2 chains x 80 steps at most).
+    assert 0 < m["da_solver_calls"] <= m["da_screen_acceptance"] * 160 + 1e-9
     assert m["da_solver_calls"] < m["mh_solver_calls"]
     assert 0 < m["da_acceptance"] <= m["da_screen_acceptance"] <= 1
     ds = xr.open_zarr(runs_dir / "infer-basic", group="infer")

@@ -50,6 +50,14 @@ METHOD_TEXT = {"da": "delayed acceptance (ROM screens)", "mh": "Metropolis (solv
 _START_STREAM, _METHOD_STREAM = 1, {"da": 2, "mh": 3}
 # The warm start (``warm_start``): ROM evaluations on a Sobol' pool, then ROM-only steps.
 WARM_POOL, WARM_STEPS = 256, 2000
+# What a segment counts over its kept steps, from the chain state's counter of each.
+KEPT_COUNTERS = {
+    "accepted": "accepted",
+    "screened": "screened",
+    "fine_calls": "fine_calls",
+    "screen_calls": "screen_calls",
+    "outside": "rejected_outside",
+}
 
 
 class InferenceError(RuntimeError):
@@ -330,9 +338,7 @@ def run_segment(
     start, stop = _steps(cfg, segment)
     burn = cfg.infer.burn_in
     draws = []
-    kept = dict.fromkeys(
-        ("steps", "accepted", "screened", "fine_calls", "screen_calls", "outside"), 0
-    )
+    kept = dict.fromkeys(("steps", *KEPT_COUNTERS), 0)
     for lo, hi, adapt in ((start, min(stop, burn), True), (max(start, burn), stop, False)):
         if hi <= lo:
             continue
@@ -352,11 +358,8 @@ def run_segment(
         draws.append(part)
         if not adapt:
             kept["steps"] += hi - lo
-            kept["accepted"] += chain_state.accepted - before.accepted
-            kept["screened"] += chain_state.screened - before.screened
-            kept["fine_calls"] += chain_state.fine_calls - before.fine_calls
-            kept["screen_calls"] += chain_state.screen_calls - before.screen_calls
-            kept["outside"] += chain_state.rejected_outside - before.rejected_outside
+            for name, counter in KEPT_COUNTERS.items():
+                kept[name] += getattr(chain_state, counter) - getattr(before, counter)
     payload = {
         "key": key,
         "method": method,
@@ -423,7 +426,6 @@ class Infer(Stage):
 
         cfg, store = run.cfg, run.store
         todo, key = run.state["todo"], run.state["key"]
-        load_observations(cfg, store)  # checked in the flow process before the workers start
         cfg_json = cfg.model_dump_json()
         total = self.total(run)
         done = total - len(units)
