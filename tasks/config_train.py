@@ -27,6 +27,7 @@ SurrogateName = Literal[
 # Settings added with the model zoo and the training units (see TrainConfig.identity).
 ADDED_WITH_UNITS = (
     "factorization", "factor_rank", "history", "pushforward", "noise_std", "ensemble", "sweep",
+    "data_parallel",
 )  # fmt: skip
 # The fields a sweep may vary, and the type each value must have.
 SWEEPABLE: dict[str, type] = {
@@ -147,6 +148,15 @@ class TrainConfig(_Frozen):
     ensemble: int = Field(
         1, ge=1, le=256, description="Members trained with seeds seed..seed+K-1, in parallel."
     )
+    data_parallel: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description=(
+            "Workers that train the model together (torch DDP, each on a share of every "
+            "batch: gloo on cpu, nccl on cuda); 1 trains it on one worker."
+        ),
+    )
     # Not nullable: Prefect's form renders an optional nested model as a "None" tab.
     sweep: SweepConfig = Field(
         SweepConfig(),
@@ -159,6 +169,13 @@ class TrainConfig(_Frozen):
             raise ValueError(
                 "train.ensemble and train.sweep: choose one (sweep first, then train an "
                 "ensemble of the best trial's settings)"
+            )
+        if self.data_parallel > 1 and (self.sweep.active or self.ensemble > 1):
+            what = "train.sweep" if self.sweep.active else f"train.ensemble={self.ensemble}"
+            raise ValueError(
+                f"train.data_parallel={self.data_parallel} trains one model on several workers "
+                f"and {what} trains several models side by side: choose one (data_parallel 1, "
+                "or no ensemble and no sweep)"
             )
         return self
 

@@ -25,6 +25,8 @@ from pdeflow.tasks.surrogates.ddp import Dataset, DDPSettings, PeerRankFailed, t
 
 # Seconds between two looks at the ranks' futures; small next to any training step.
 POLL_S = 0.05
+# Seconds between two progress reports (``run_ranks``' ``on_poll``) while the ranks run.
+REPORT_S = 2.0
 
 
 def free_port(host: str) -> int:
@@ -122,29 +124,13 @@ def train_ddp(
     start = time.perf_counter()
     if n_ranks is not None:
         settings.check_world_size(n_ranks)
-    workers, gpu = choose_workers(client, settings.device, n_ranks)
+    workers, _ = choose_workers(client, settings.device, n_ranks)
     world_size = len(workers)
     settings.check_world_size(world_size)
-    init_method = rendezvous(client, workers[0])
-    run = uuid.uuid4().hex[:8]
-    futures = [
-        client.submit(
-            train_rank,
-            rank,
-            world_size,
-            init_method,
-            build_model,
-            load_shard,
-            settings,
-            workers=[address],
-            resources={"GPU": 1} if gpu else None,
-            key=f"ddp-{run}-rank-{rank}",
-            allow_other_workers=False,
-            pure=False,
-        )
-        for rank, address in enumerate(workers)
-    ]
-    results = _gather_ranks(client, futures, workers, grace_s, timeout_s, start)
+    results, workers, init_method = run_ranks(
+        client, train_rank, (build_model, load_shard, settings), settings.device, world_size,
+        grace_s=grace_s, timeout_s=timeout_s,
+    )  # fmt: skip
     first = results[0]
     if any(r["step_losses"] != first["step_losses"] for r in results):
         raise RuntimeError("ranks disagree on the batch losses; their exchanges are out of step")
@@ -164,6 +150,49 @@ def train_ddp(
     }
 
 
+def run_ranks(
+    client: Client,
+    fn: Callable,
+    args: tuple,
+    device: str,
+    n_ranks: int | None,
+    *,
+    grace_s: float = 10.0,
+    timeout_s: float | None = None,
+    on_poll: Callable[[], None] | None = None,
+    name: str = "ddp",
+) -> tuple[list, list[str], str]:
+    """Run ``fn(rank, world_size, init_method, *args)`` once per rank, each on its own worker.
+
+    Rank r runs pinned to the r-th worker of ``choose_workers`` (and holds its ``GPU`` resource
+    on a GPU cluster); rank 0's worker hosts the rendezvous ``init_method``.
+
+    Args:
+        on_poll: called about every ``REPORT_S`` seconds while the ranks run (progress).
+        name: the tasks' key prefix, as the dashboard shows them.
+
+    Returns:
+        ``(results, workers, init_method)``: every rank's return value and worker, by rank.
+
+    Raises:
+        The first failing rank's own error (see ``train_ddp``), or ``TimeoutError``.
+    """
+    start = time.perf_counter()
+    workers, gpu = choose_workers(client, device, n_ranks)
+    init_method = rendezvous(client, workers[0])
+    run = uuid.uuid4().hex[:8]
+    futures = [
+        client.submit(
+            fn, rank, len(workers), init_method, *args,
+            workers=[address], resources={"GPU": 1} if gpu else None,
+            key=f"{name}-{run}-rank-{rank}", allow_other_workers=False, pure=False,
+        )
+        for rank, address in enumerate(workers)
+    ]  # fmt: skip
+    results = _gather_ranks(client, futures, workers, grace_s, timeout_s, start, on_poll)
+    return results, workers, init_method
+
+
 def _gather_ranks(
     client: Client,
     futures: list[Future],
@@ -171,10 +200,14 @@ def _gather_ranks(
     grace_s: float,
     timeout_s: float | None,
     start: float,
-) -> list[dict]:
+    on_poll: Callable[[], None] | None = None,
+) -> list:
     """Every rank's result, or the root-cause error once one rank has failed."""
-    failed_at = None
+    failed_at, reported = None, start
     while True:
+        if on_poll is not None and time.perf_counter() - reported >= REPORT_S:
+            on_poll()
+            reported = time.perf_counter()
         states = [f.status for f in futures]
         if all(s == "finished" for s in states):
             return [f.result() for f in futures]
@@ -205,4 +238,9 @@ def _root_cause(futures: list[Future], workers: list[str]) -> BaseException:
     ]
     rank, error = (own + raised + others)[0]
     error.add_note(f"raised by DDP rank {rank} of {len(futures)} on worker {workers[rank]}")
+    for r, _ in others:
+        if r != rank:
+            error.add_note(
+                f"rank {r} on worker {workers[r]} never returned: its worker died or left"
+            )
     return error

@@ -189,6 +189,8 @@ def run_units(client, cfg: PipelineConfig, units: list[Unit], args_of, report) -
             out[unit.name] = train_unit(*args_of(unit))
             report()
         return out
+    if cfg.train.data_parallel > 1:
+        return {unit.name: _data_parallel(client, cfg, unit, args_of, report) for unit in units}
     from distributed import wait
 
     from pdeflow.tasks.clusters import task_resources
@@ -221,6 +223,31 @@ def run_units(client, cfg: PipelineConfig, units: list[Unit], args_of, report) -
             raise err
         raise RuntimeError(f"train: unit {unit.name} failed: {type(err).__name__}: {err}") from err
     return out
+
+
+def _data_parallel(client, cfg: PipelineConfig, unit: Unit, args_of, report) -> dict:
+    """Train ``unit`` on ``train.data_parallel`` workers at once (one DDP rank each, rank 0 on
+    the first worker); rank 0's result is the unit's."""
+    from pdeflow.tasks.stages.ddp import run_ranks
+    from pdeflow.tasks.stages.train_units import train_unit_rank
+
+    ranks = cfg.train.data_parallel
+    try:
+        results, _, _ = run_ranks(
+            client, train_unit_rank, args_of(unit), cfg.train.device, ranks, on_poll=report,
+            name=f"train-unit-{unit.name}",
+        )  # fmt: skip
+    except FloatingPointError:
+        raise
+    except Exception as err:
+        notes = "".join(f"; {note}" for note in getattr(err, "__notes__", ()))
+        raise RuntimeError(
+            f"train: unit {unit.name} ({ranks} data-parallel ranks) failed: "
+            f"{type(err).__name__}: {err}{notes}. Its checkpoints are kept: run the stage "
+            "again to resume"
+        ) from err
+    report()
+    return results[0]
 
 
 def _hash(run: StageRun) -> str:

@@ -34,7 +34,7 @@ ENSEMBLE_GROUP = "train_ensemble"
 # What a unit's row in the record keeps of its result (the history is the stage model's).
 UNIT_FIELDS = (
     "unit", "seed", "overrides", "worker", "device", "threads", "epochs", "epochs_this_attempt",
-    "seconds", "started", "finished", "val_nrmse_one_step", "final_train_loss",
+    "seconds", "started", "finished", "val_nrmse_one_step", "final_train_loss", "ranks",
 )  # fmt: skip
 
 

@@ -249,11 +249,39 @@ def train_unit(
     Raises:
         FloatingPointError: a non-finite loss; the unit's last good checkpoint is kept.
     """
+    args = (store_path, store_name, cfg, unit, stats, p_all, idx, stage_hash, warm)
+    return _train(*args, ranks=None)
+
+
+def train_unit_rank(rank: int, world: int, init_method: str, *args, **kwargs) -> dict | None:
+    """Dask task: rank ``rank`` of ``world`` training one unit together with the other ranks
+    (``train.data_parallel``, torch DDP; see ``pdeflow.tasks.surrogates.data_parallel``).
+
+    Every rank runs on its own worker process, reads every batch and trains on its share of
+    it; rank 0 writes the checkpoints, the log and the result. All ranks resume from the same
+    checkpoint. ``args`` and ``kwargs`` are ``train_unit``'s.
+
+    Returns:
+        rank 0: the unit's result, as ``train_unit``'s, with ``ranks`` (each rank's worker);
+        every other rank: None.
+    """
+    from pdeflow.tasks.surrogates.data_parallel import process_group
+
+    cfg = args[2] if len(args) > 2 else kwargs["cfg"]
+    with process_group(rank, world, init_method, _device(cfg)):
+        return _train(*args, **kwargs, ranks=(rank, world))
+
+
+def _train(
+    store_path, store_name, cfg, unit, stats, p_all, idx, stage_hash, warm=None, *, ranks
+) -> dict | None:
+    """``train_unit``'s body; ``ranks = (rank, world)`` in a data-parallel run."""
     store = RunStore(store_path, store_name)
     key = unit_hash(stage_hash, unit)
     done = store.unit_result(STAGE, unit.name, key)
     if done is not None:  # Dask re-ran a finished task whose worker died afterwards
         return done
+    lead = ranks is None or ranks[0] == 0  # writes the checkpoints, the log and the result
     worker, threads = _where()
     torch.set_num_threads(threads)
     ucfg = unit_config(cfg, unit)
@@ -266,7 +294,7 @@ def train_unit(
     data = Data(store, ucfg, p_all, idx)
     state, warnings = store.load_unit_checkpoint(STAGE, unit.name)
     log = TrainingLog(store, unit.name)
-    for warning in warnings:
+    for warning in warnings if lead else ():
         log.write("warning", message=warning)
     start, history, seconds = 0, [], 0.0
     if state is not None and state.get("config_hash") == key:
@@ -275,29 +303,45 @@ def train_unit(
         seconds = float(state.get("seconds", 0.0))
     elif warm is not None:
         model.load_state_dict(store.load_model(warm[0], FileEntry(*warm[1])))
-    log.write("start", resumed_from_epoch=start, epochs=tc.epochs, worker=worker)
+    dp, where = None, [worker]
+    if ranks is not None:
+        dp, where = _join_ranks(model, ranks, device, unit, worker, start)
+    if lead:
+        log.write("start", resumed_from_epoch=start, epochs=tc.epochs, worker=worker)
     began = time.time()
     for epoch in range(start, tc.epochs):
         t0 = time.perf_counter()
-        on_batch = log.batches(epoch + 1)
+        on_batch = log.batches(epoch + 1) if lead else None
         try:
             loss = train_epoch(
                 model, optimizer, data.batches("train", shuffle), on_batch,
                 pushforward=tc.pushforward, noise_std=tc.noise_std,
                 generator=noise if tc.pushforward > 1 or tc.noise_std > 0 else None,
+                data_parallel=dp,
             )  # fmt: skip
         except NonFiniteLoss as err:
             raise _stopped(unit, epoch + 1, err.batch, err.loss, epoch) from None
-        scheduler.step()
-        val = evaluate(model, data.batches("val", None)) if len(idx["val"]) else float("nan")
-        if len(idx["val"]) and not math.isfinite(val):
-            raise _stopped(unit, epoch + 1, None, val, epoch)
-        seconds += time.perf_counter() - t0
-        history.append({"epoch": epoch + 1, "train_loss": loss, "val_loss": val})
-        state = training_state(model, optimizer, scheduler, epoch + 1, shuffle, history)
-        state.update(config_hash=key, noise=noise.get_state(), seconds=seconds)
-        store.save_unit_checkpoint(STAGE, unit.name, epoch + 1, state)
-        log.write("epoch", epoch=epoch + 1, train_loss=loss, val_loss=val)
+        error = None
+        try:
+            scheduler.step()
+            val = evaluate(model, data.batches("val", None)) if len(idx["val"]) else float("nan")
+            if len(idx["val"]) and not math.isfinite(val):
+                raise _stopped(unit, epoch + 1, None, val, epoch)
+            seconds += time.perf_counter() - t0
+            history.append({"epoch": epoch + 1, "train_loss": loss, "val_loss": val})
+            if lead:
+                state = training_state(model, optimizer, scheduler, epoch + 1, shuffle, history)
+                state.update(config_hash=key, noise=noise.get_state(), seconds=seconds)
+                store.save_unit_checkpoint(STAGE, unit.name, epoch + 1, state)
+                log.write("epoch", epoch=epoch + 1, train_loss=loss, val_loss=val)
+        except Exception as exc:  # noqa: BLE001 - raised below, on this rank
+            error = exc
+        if dp is not None:
+            dp.agree(error, f"epoch {epoch + 1}")  # no rank goes on without the others
+        elif error is not None:
+            raise error
+    if not lead:
+        return None
     result = {
         "unit": unit.name,
         "seed": unit.seed,
@@ -315,12 +359,32 @@ def train_unit(
         "val_nrmse_one_step": one_step_nrmse(model, store, idx["val"], p_all, ucfg),
         "final_train_loss": history[-1]["train_loss"] if history else float("nan"),
     }
+    if ranks is not None:
+        result["ranks"] = where
     state_dict = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     # The test split's predictions, here on the worker where the units run in parallel: the
     # stage's end only combines them (an ensemble of 4 scored in the flow process took 1.3 s
     # of a 6 s stage, python -m benchmarks.train_units).
     predictions = predict_split(model, store, idx["test"], p_all, tc.history, tc.batch_size)
     return store.save_unit_result(STAGE, unit.name, state_dict, result, predictions)
+
+
+def _join_ranks(model, ranks: tuple[int, int], device, unit: Unit, worker: str, start: int):
+    """The rank's DDP step, once every rank has restored the same epoch; and each rank's
+    worker, in rank order."""
+    import torch.distributed as dist
+
+    from pdeflow.tasks.surrogates.data_parallel import RankStep
+
+    seen: list = [None] * ranks[1]
+    dist.all_gather_object(seen, (worker, start))
+    epochs = [s for _, s in seen]
+    if len(set(epochs)) > 1:  # a checkpoint written or damaged while the ranks were loading
+        raise RuntimeError(
+            f"train: unit {unit.name}: the ranks resumed from different epochs {epochs}; run "
+            "the stage again"
+        )
+    return RankStep(model, *ranks, device), [w for w, _ in seen]
 
 
 @torch.no_grad()

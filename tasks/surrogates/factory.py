@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from pdeflow.tasks.config import PipelineConfig
@@ -42,6 +44,16 @@ def check_trainable(cfg: PipelineConfig) -> None:
             f"train.history + train.pushforward = {frames} needs that many saved frames and "
             f"generate.n_frames is {gen.n_frames}: lower them to a sum <= {gen.n_frames}"
         )
+    ranks = tc.data_parallel
+    if ranks > 1 and cfg.cluster.kind == "local":
+        import psutil
+
+        workers = cfg.cluster.n_workers or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        if ranks > workers:
+            raise ValueError(
+                f"train.data_parallel: {ranks} ranks need {ranks} workers, one each, and the "
+                f"local cluster has {workers} (cluster.n_workers): choose 1..{workers}"
+            )
     cfg.check_stages(("train",))  # a training and a test sample at least
 
 

@@ -40,7 +40,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from functools import partial
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +49,18 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler
 
 Batch = tuple[Tensor, Tensor, Tensor]
 Window = tuple[Tensor, Tensor]
+
+
+class DataParallelStep(Protocol):
+    """What ``train_epoch`` asks of one rank of a data-parallel run (see ``data_parallel``)."""
+
+    def guard(self, batches: Iterable) -> Iterable: ...
+
+    def loss(self, batch: tuple[Tensor, ...], pushforward: int, noise_std: float, generator): ...
+
+    def batch_mean(self, loss: Tensor) -> float: ...
+
+
 STATE_VERSION = 1
 
 
@@ -247,21 +260,49 @@ def _check_settings(pushforward: int, noise_std: float, generator) -> None:
         raise ValueError("pushforward > 1 and noise_std > 0 need a torch.Generator (generator=)")
 
 
+def batch_share(n: int, rank: int, world: int) -> slice:
+    """The rows of a batch of ``n`` that rank ``rank`` of ``world`` takes in data-parallel
+    training: contiguous, in rank order, sizes differing by at most one (empty when n < world)."""
+    return slice(n * rank // world, n * (rank + 1) // world)
+
+
+def _shared_loss(model: nn.Module, loss_of, tensors: tuple[Tensor, ...], share) -> Tensor:
+    """``loss_of(*tensors)``, or with ``share = (rank, world)`` this rank's part of it.
+
+    A rank scores its rows ``batch_share`` and weights that mean by ``n_r * world / n``, so the
+    average over ranks (what DistributedDataParallel averages the gradients by) is the mean over
+    the whole batch, also for a last batch that does not split evenly. A rank with no rows
+    returns a zero that still reaches every parameter, so its gradient hooks fire as DDP needs.
+    """
+    if share is None:
+        return loss_of(*tensors)
+    rank, world = share
+    n = tensors[0].shape[0]
+    rows = batch_share(n, rank, world)
+    if rows.stop == rows.start:
+        return sum(p.sum() for p in model.parameters()) * 0.0
+    part = tuple(t[rows] for t in tensors)
+    return loss_of(*part) * ((rows.stop - rows.start) * world / n)
+
+
 def _training_loss(
     model: nn.Module,
     batch: tuple[Tensor, ...],
     pushforward: int,
     noise_std: float,
     generator: torch.Generator | None,
+    share: tuple[int, int] | None = None,
 ) -> Tensor:
-    """The loss of one training batch (see ``train_epoch``)."""
+    """The loss of one training batch (see ``train_epoch``); with ``share = (rank, world)``
+    this rank's weighted part of it (``_shared_loss``). The pushforward depth and the noise
+    are drawn for the whole batch before it is split, as one process draws them."""
     if len(batch) == 3:
         if pushforward != 1:
             raise ValueError("pushforward > 1 needs (window, p) batches, got (u, p, u_next)")
         u, p, u_next = batch
         if noise_std > 0:
             u = add_input_noise(model, u, noise_std, generator)
-        return one_step_loss(model, u, p, u_next)
+        return _shared_loss(model, partial(one_step_loss, model), (u, p, u_next), share)
     window, p = batch
     h = _history(model)
     if window.ndim < 4 or window.shape[1] != h + pushforward:
@@ -276,7 +317,8 @@ def _training_loss(
     if noise_std > 0:
         noisy = add_input_noise(model, stack_frames(window[:, :h]), noise_std, generator)
         window = torch.cat([noisy.unflatten(1, (h, -1)), window[:, h:]], dim=1)
-    return pushforward_loss(model, window, p, k)
+    loss_of = partial(pushforward_loss, model, k=k)
+    return _shared_loss(model, loss_of, (window, p), share)
 
 
 def train_epoch(
@@ -288,6 +330,7 @@ def train_epoch(
     pushforward: int = 1,
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
+    data_parallel: DataParallelStep | None = None,
 ) -> float:
     """One pass over ``batches`` with one optimiser step per batch.
 
@@ -310,10 +353,14 @@ def train_epoch(
             each field's standard deviation (``add_input_noise``); defaults to 0.0 (none).
         generator: Source of the per-batch ``k`` and of the noise, in that order per batch;
             required when ``pushforward > 1`` or ``noise_std > 0``, else unused.
+        data_parallel: This rank's part in data-parallel training
+            (``pdeflow.tasks.surrogates.data_parallel.RankStep``): every rank iterates the same
+            batches, scores its share of each, and the step uses the gradient of the whole
+            batch. Defaults to None (one process).
 
     Returns:
         Mean loss over samples (batches weighted by their size); with ``pushforward > 1`` a mix
-        of the drawn ``k``.
+        of the drawn ``k``. The same on every rank of a data-parallel run.
 
     Raises:
         NonFiniteLoss: a batch's loss is NaN or inf (its step is not taken).
@@ -322,11 +369,16 @@ def train_epoch(
     model.train()
     ref = _reference(model)
     total, count = 0.0, 0
-    for n_done, batch in enumerate(batches, start=1):
+    dp = data_parallel
+    for n_done, batch in enumerate(batches if dp is None else dp.guard(batches), start=1):
         batch = _to_model(batch, ref)
         optimizer.zero_grad(set_to_none=True)
-        loss = _training_loss(model, batch, pushforward, noise_std, generator)
-        value = loss.item()
+        if dp is None:
+            loss = _training_loss(model, batch, pushforward, noise_std, generator)
+            value = loss.item()
+        else:
+            loss = dp.loss(batch, pushforward, noise_std, generator)
+            value = dp.batch_mean(loss)  # every rank: the whole batch's loss
         if not math.isfinite(value):  # before the step: the weights stay the last good ones
             raise NonFiniteLoss(n_done, value)
         loss.backward()
