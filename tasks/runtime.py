@@ -48,15 +48,31 @@ WORKER_MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
     "MALLOC_TRIM_THRESHOLD_": str(128 * 2**20),
 }
+# Dask's own background work in the processes pdeflow starts. Each worker samples its task
+# thread's stack every 10 ms for the dashboard's profile page, and every process's event loop
+# wakes every 20 ms to time itself. On a machine whose cores all run tasks (an ensemble on as
+# many workers as cores) each wake-up takes a core and the GIL from a running task: four
+# training units on 2 workers of 2 cores took 7% less time (stage median 17.8 s against
+# 19.3 s, 4 interleaved pairs, every pair faster) without the profiler and with a 200-ms tick.
+# The profile page stays empty; the tick only times the event loop (a blocked loop is still
+# reported, at 3 s). A value set in the user's Dask config or environment wins.
+WORKER_DASK_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "200ms",
+}
 # The same for Slurm jobs, whose workers read their Dask config on the compute node.
 _JOB_MALLOC = [
     f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{k}={v}"
     for k, v in WORKER_MALLOC_ENV.items()
+] + [
+    f"export DASK_{key.upper().replace('.', '__').replace('-', '_')}={value}"
+    for key, value in WORKER_DASK_CONFIG.items()
 ]
 
 
 def use_worker_defaults() -> None:
-    """Give the workers this process starts pdeflow's allocator settings (see above).
+    """Give the workers this process starts pdeflow's allocator settings and quieter Dask
+    background work (see above).
 
     Called wherever pdeflow builds a cluster; it stays set (not a context), because an
     adaptive cluster starts more workers later. Code that builds its own ``LocalCluster``
@@ -66,6 +82,20 @@ def use_worker_defaults() -> None:
     dask.config.set(
         {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in WORKER_MALLOC_ENV.items()}
     )
+    # As defaults: where the user's config already differs from Dask's default, it stays.
+    dask.config.update_defaults(_nested(WORKER_DASK_CONFIG))
+
+
+def _nested(flat: dict) -> dict:
+    """``{"a.b.c": v}`` as ``{"a": {"b": {"c": v}}}`` (Dask's config layout)."""
+    out: dict = {}
+    for key, value in flat.items():
+        *path, last = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
 
 
 _log = logging.getLogger("pdeflow.runtime")

@@ -142,6 +142,32 @@ def test_worker_threads_reuse_their_heap_instead_of_faulting_it_in_again(monkeyp
     ]
 
 
+def test_workers_start_without_the_profiler_and_with_a_slow_tick_unless_the_user_says():
+    """Dask's 10-ms stack sampler and 20-ms tick took a core and the GIL from running tasks
+    (see ``runtime.WORKER_DASK_CONFIG``); a user's own Dask setting still reaches the
+    workers."""
+    import dask
+
+    keys = list(runtime.WORKER_DASK_CONFIG)
+
+    def seen(client) -> list:
+        return list(client.run(lambda: [dask.config.get(k) for k in keys]).values())
+
+    with runtime.dask_client(ClusterConfig(kind="local", n_workers=1)) as client:
+        assert seen(client) == [list(runtime.WORKER_DASK_CONFIG.values())]
+    with (
+        dask.config.set({"distributed.admin.tick.interval": "50ms"}),  # the user's own
+        runtime.dask_client(ClusterConfig(kind="local", n_workers=1)) as client,
+    ):
+        assert seen(client) == [[False, "50ms"]]
+    slurm = ClusterConfig.model_validate({"kind": "slurm", "slurm": {"cores": 2, "memory": "4GB"}})
+    script = runtime.cluster_kwargs(slurm)["job_script_prologue"]
+    assert script[2:4] == [
+        "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False",
+        "export DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=200ms",
+    ]
+
+
 def test_a_users_allocator_setting_reaches_the_workers(monkeypatch):
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with runtime.dask_client(ClusterConfig(kind="local", n_workers=1)) as client:
