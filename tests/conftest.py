@@ -85,7 +85,7 @@ def prefect_api():
 # the UI test is ranked to start once the crash-and-Retry test, on the other process, is done.
 SLOW_FIRST = (
     "tests/e2e/test_crash_retry.py",  # 162 s
-    "tests/test_cluster_address.py",  # 89 s
+    "tests/test_cluster_address.py",  # 60 s
     "tests/test_schedules.py",  # 85 s
     "tests/backends/test_postgres.py",  # 70 s
     "tests/backends/test_slurm.py",  # 65 s

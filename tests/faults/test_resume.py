@@ -27,7 +27,7 @@ from pdeflow.storage.checkpoints import list_checkpoints
 from pdeflow.storage.fsio import TMP_MARK
 from pdeflow.tasks.config import PipelineConfig, load_config
 from pdeflow.tasks.sampling import sample_seeds
-from pdeflow.tasks.stages import GenerationError
+from pdeflow.tasks.stages import GenerationError, run_stage
 from pdeflow.tasks.stages.registry import PIPELINE_STAGES
 from pdeflow.tasks.stages.train import TrainingLog
 from tests.cli_helpers import cli, kill_when
@@ -156,13 +156,16 @@ def _train_args(store: str) -> list[str]:
     return args + sum((["--set", s] for s in SLOW_TRAIN), [])
 
 
-def test_training_killed_mid_epoch_resumes_from_its_checkpoint(prefect_api, train_data, runs_dir):
+def test_training_killed_mid_epoch_resumes_from_its_checkpoint(
+    prefect_api, train_data, runs_dir, client
+):
     n_epochs = int(SLOW_TRAIN[0].split("=")[1])
     for name in ("faults-train-ref", "faults-train-killed"):
         shutil.copytree(runs_dir / train_data, runs_dir / name)
-    # The reference runs through the same CLI as the killed run (same process setup and thread
-    # count), so equal weights mean the resume restored every piece of training state.
-    cli(*_train_args("faults-train-ref"))
+    # The reference trains on the session's cluster, as the CLI does on its own: one unit on a
+    # single-threaded worker, so equal weights mean the resume restored every piece of
+    # training state.
+    run_stage("train", load_config(TINY, ["store=faults-train-ref", *SLOW_TRAIN]), client=client)
     store = RunStore.named("faults-train-killed")
     log = TrainingLog(store)
     checkpoints = store.unit_dir("train", "model") / "checkpoints"
