@@ -20,6 +20,7 @@ rejected, and every kind's required settings are checked when the config is load
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from typing import Literal
 
@@ -335,3 +336,10 @@ def task_resources(cluster: ClusterConfig, device: str) -> dict[str, float] | No
     if cluster.kind == "cuda" and device == "cuda":
         return {"GPU": 1}
     return None
+
+
+def local_workers(cluster: ClusterConfig) -> int:
+    """Worker processes of kind 'local': ``n_workers``, else one per physical core."""
+    import psutil
+
+    return cluster.n_workers or psutil.cpu_count(logical=False) or os.cpu_count() or 1

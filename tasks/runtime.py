@@ -11,7 +11,6 @@ import atexit
 import contextlib
 import logging
 import math
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -19,7 +18,6 @@ from contextlib import contextmanager
 from functools import partial
 
 import dask
-import psutil
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -29,6 +27,7 @@ from pdeflow.tasks.clusters import (
     ClusterError,
     KubernetesSettings,
     check_cluster_available,
+    local_workers,
 )
 
 # glibc's allocator settings for the worker processes pdeflow starts. Dask's nanny starts every
@@ -61,7 +60,7 @@ WORKER_DASK_CONFIG = {
     "distributed.admin.tick.interval": "200ms",
 }
 # The same for Slurm jobs, whose workers read their Dask config on the compute node.
-_JOB_MALLOC = [
+_JOB_PROLOGUE = [
     f"export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON__{k}={v}"
     for k, v in WORKER_MALLOC_ENV.items()
 ] + [
@@ -136,11 +135,6 @@ def _local_servers(cluster: ClusterConfig) -> dict:
     }
 
 
-def local_workers(cluster: ClusterConfig) -> int:
-    """Worker processes of kind 'local': ``n_workers``, else one per physical core."""
-    return cluster.n_workers or psutil.cpu_count(logical=False) or os.cpu_count() or 1
-
-
 def cluster_kwargs(cluster: ClusterConfig, name: str | None = None) -> dict:
     """Keyword arguments of the cluster class of ``cluster.kind``; builds nothing.
 
@@ -192,7 +186,7 @@ def _slurm_kwargs(cluster: ClusterConfig) -> dict:
         "walltime": s.walltime,
         "job_name": "pdeflow-worker",
         "job_extra_directives": list(s.job_extra_directives),
-        "job_script_prologue": [*_JOB_MALLOC, *s.job_script_prologue],
+        "job_script_prologue": [*_JOB_PROLOGUE, *s.job_script_prologue],
         "local_directory": s.local_directory,
         "interface": s.interface,
         # The scheduler listens where the jobs can reach it (``interface``); its dashboard

@@ -23,8 +23,10 @@ def main(what: str, config: str) -> None:
 
     from pdeflow.tasks.campaign import Campaign
     from pdeflow.tasks.config import PipelineConfig
+    from pdeflow.tasks.runtime import use_worker_defaults
     from pdeflow.tasks.stages import run_stage
 
+    use_worker_defaults()  # the workers pdeflow starts for a run
     cfg = PipelineConfig.model_validate_json(Path(config).read_text())
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,

@@ -249,17 +249,29 @@ def train_unit(
     Raises:
         FloatingPointError: a non-finite loss; the unit's last good checkpoint is kept.
     """
-    args = (store_path, store_name, cfg, unit, stats, p_all, idx, stage_hash, warm)
-    return _train(*args, ranks=None)
+    return _train(store_path, store_name, cfg, unit, stats, p_all, idx, stage_hash, warm, None)
 
 
-def train_unit_rank(rank: int, world: int, init_method: str, *args, **kwargs) -> dict | None:
+def train_unit_rank(
+    rank: int,
+    world: int,
+    init_method: str,
+    store_path: str,
+    store_name: str,
+    cfg: PipelineConfig,
+    unit: Unit,
+    stats: dict,
+    p_all: np.ndarray,
+    idx: dict,
+    stage_hash: str,
+    warm: tuple[str, list[int]] | None = None,
+) -> dict | None:
     """Dask task: rank ``rank`` of ``world`` training one unit together with the other ranks
     (``train.data_parallel``, torch DDP; see ``pdeflow.tasks.surrogates.data_parallel``).
 
     Every rank runs on its own worker process, reads every batch and trains on its share of
     it; rank 0 writes the checkpoints, the log and the result. All ranks resume from the same
-    checkpoint. ``args`` and ``kwargs`` are ``train_unit``'s.
+    checkpoint. The other arguments are ``train_unit``'s.
 
     Returns:
         rank 0: the unit's result, as ``train_unit``'s, with ``ranks`` (each rank's worker);
@@ -267,13 +279,13 @@ def train_unit_rank(rank: int, world: int, init_method: str, *args, **kwargs) ->
     """
     from pdeflow.tasks.surrogates.data_parallel import process_group
 
-    cfg = args[2] if len(args) > 2 else kwargs["cfg"]
+    args = (store_path, store_name, cfg, unit, stats, p_all, idx, stage_hash, warm)
     with process_group(rank, world, init_method, _device(cfg)):
-        return _train(*args, **kwargs, ranks=(rank, world))
+        return _train(*args, (rank, world))
 
 
 def _train(
-    store_path, store_name, cfg, unit, stats, p_all, idx, stage_hash, warm=None, *, ranks
+    store_path, store_name, cfg, unit, stats, p_all, idx, stage_hash, warm, ranks
 ) -> dict | None:
     """``train_unit``'s body; ``ranks = (rank, world)`` in a data-parallel run."""
     store = RunStore(store_path, store_name)

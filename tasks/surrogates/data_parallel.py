@@ -120,9 +120,9 @@ class RankStep:
                 batch = next(it)
             except StopIteration:
                 return
-            except BaseException as exc:
+            except BaseException:
                 self._reduce(True, float("nan"))  # the collective the others' batch_mean is in
-                raise exc from None
+                raise
             yield batch
 
     def loss(self, batch, pushforward: int, noise_std: float, generator) -> Tensor:

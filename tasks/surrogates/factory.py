@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from pdeflow.tasks.clusters import local_workers
 from pdeflow.tasks.config import PipelineConfig
 from pdeflow.tasks.surrogates.onestep import OneStepSurrogate
 from pdeflow.tasks.surrogates.zoo import auto_model, build_net, get_model
@@ -46,9 +45,7 @@ def check_trainable(cfg: PipelineConfig) -> None:
         )
     ranks = tc.data_parallel
     if ranks > 1 and cfg.cluster.kind == "local":
-        import psutil
-
-        workers = cfg.cluster.n_workers or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        workers = local_workers(cfg.cluster)
         if ranks > workers:
             raise ValueError(
                 f"train.data_parallel: {ranks} ranks need {ranks} workers, one each, and the "
